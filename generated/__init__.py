@@ -1,0 +1,1 @@
+"""Generated from openapi.yaml by scripts/regen.sh: never edit by hand."""

@@ -1,0 +1,294 @@
+"""fastapi-code-generator visitor: turns the raw contract into the route stubs' template variables.
+
+Why our own visitor: the stock generator ignores global security, drops operationId, the
+constraints of query and header parameters (with --use-annotated) and mangles header names. Here
+every stub is computed from the raw OpenAPI document (`parser.raw_obj`), so what the contract says
+is what the route does. Anything the stubs cannot express stops regen with a clear message
+instead of being silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_METHODS = ("get", "put", "post", "delete", "patch")
+PARAM_LOCATIONS = {"path": "Path", "query": "Query", "header": "Header"}
+# Keywords a parameter schema may carry and how each becomes a FastAPI constraint (None: no
+# constraint, only documentation or handled elsewhere).
+PARAM_SCHEMA_KEYWORDS = {
+    "type": None,
+    "format": None,
+    "default": None,
+    "description": None,
+    "example": None,
+    "examples": None,
+    "$ref": None,
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "pattern": "pattern",
+    "minimum": "ge",
+    "maximum": "le",
+    "exclusiveMinimum": "gt",
+    "exclusiveMaximum": "lt",
+}
+PARAM_KEYWORDS = {"name", "in", "required", "description", "schema", "example", "examples"}
+# Request-body schema keywords the model generator drops for Pydantic v2: refuse them.
+UNSUPPORTED_BODY_KEYWORDS = {
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "patternProperties",
+    "propertyNames",
+    "dependentRequired",
+    "dependentSchemas",
+    "if",
+    "then",
+    "else",
+    "not",
+    "contains",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+}
+OPERATION_KEYWORDS = {
+    "tags",
+    "operationId",
+    "summary",
+    "description",
+    "parameters",
+    "requestBody",
+    "responses",
+    "security",
+}
+RESERVED_ARGUMENTS = {"principal", "body"}
+
+
+class ContractError(Exception):
+    """The contract uses something the generated stubs cannot express."""
+
+
+def snake(name: str) -> str:
+    name = re.sub(r"[^0-9A-Za-z]+", "_", name)
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return name.strip("_").lower()
+
+
+class Contract:
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+        self.schemas: dict[str, Any] = raw.get("components", {}).get("schemas", {})
+        self.models: set[str] = set()
+
+    def resolve(self, node: dict[str, Any], where: str) -> dict[str, Any]:
+        while "$ref" in node:
+            ref = node["$ref"]
+            if not ref.startswith("#/"):
+                raise ContractError(f"{where}: only local $refs are supported, got {ref}")
+            target: Any = self.raw
+            for part in ref[2:].split("/"):
+                target = target[part]
+            node = target
+        return node
+
+    def ref_name(self, node: dict[str, Any]) -> str | None:
+        ref = node.get("$ref")
+        if ref and ref.startswith("#/components/schemas/"):
+            return str(ref.rsplit("/", 1)[1])
+        return None
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def param_type(self, schema: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+        unknown = set(schema) - set(PARAM_SCHEMA_KEYWORDS)
+        if unknown:
+            raise ContractError(f"{where}: schema keywords {sorted(unknown)} are not supported")
+        name = self.ref_name(schema)
+        if name:
+            target = self.schemas[name]
+            if "enum" not in target or target.get("type") != "string":
+                raise ContractError(f"{where}: a $ref parameter schema must be a string enum")
+            self.models.add(name)
+            return name, {}
+        constraints = {
+            PARAM_SCHEMA_KEYWORDS[key]: value
+            for key, value in schema.items()
+            if PARAM_SCHEMA_KEYWORDS.get(key)
+        }
+        kind, fmt = schema.get("type"), schema.get("format")
+        if kind == "string" and fmt == "uuid":
+            return "UUID", {}
+        if kind == "string" and fmt == "date-time":
+            return "AwareDatetime", {}
+        if kind == "string" and fmt is None:
+            return "str", constraints
+        if kind == "integer" and fmt is None:
+            return "int", constraints
+        if kind == "boolean":
+            return "bool", {}
+        raise ContractError(f"{where}: parameter type {kind!r} format {fmt!r} is not supported")
+
+    def default_literal(self, type_name: str, value: Any) -> str:
+        if type_name in self.schemas:
+            return f"{type_name}({value!r})"
+        return repr(value)
+
+    def parameter(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        param = self.resolve(raw, where)
+        unknown = set(param) - PARAM_KEYWORDS
+        if unknown:
+            raise ContractError(f"{where}: parameter keywords {sorted(unknown)} are not supported")
+        location = param["in"]
+        if location not in PARAM_LOCATIONS:
+            raise ContractError(f"{where}: parameters in {location!r} are not supported")
+        where = f"{where} {location} parameter {param['name']!r}"
+        type_name, constraints = self.param_type(param["schema"], where)
+        arg = snake(param["name"])
+        if arg in RESERVED_ARGUMENTS:
+            raise ContractError(f"{where}: the name {arg!r} is reserved by the stubs")
+        if arg != param["name"] or location == "header":
+            constraints = {"alias": param["name"], **constraints}
+        marker = PARAM_LOCATIONS[location]
+        options = ", ".join(f"{key}={value!r}" for key, value in constraints.items())
+        required = bool(param.get("required", False))
+        default_value = self.resolve(param["schema"], where).get("default")
+        if required:
+            annotation, default = type_name, None
+        elif default_value is not None:
+            annotation, default = type_name, self.default_literal(type_name, default_value)
+        else:
+            annotation, default = f"Optional[{type_name}]", "None"
+        return {
+            "name": arg,
+            "location": location,
+            "required": required,
+            "signature": f"{arg}: Annotated[{annotation}, {marker}({options})]"
+            + (f" = {default}" if default else ""),
+        }
+
+    # -- bodies and responses -----------------------------------------------------------------
+
+    def check_body_schema(self, schema: Any, where: str, seen: set[str]) -> None:
+        if isinstance(schema, dict):
+            name = self.ref_name(schema)
+            if name:
+                if name not in seen:
+                    seen.add(name)
+                    self.check_body_schema(self.schemas[name], f"{where} -> {name}", seen)
+                return
+            dropped = UNSUPPORTED_BODY_KEYWORDS & set(schema)
+            if dropped:
+                raise ContractError(
+                    f"{where}: {sorted(dropped)} would be dropped by the model generator"
+                )
+            for key, value in schema.items():
+                if key not in ("example", "examples", "default", "enum"):
+                    self.check_body_schema(value, f"{where}/{key}", seen)
+        elif isinstance(schema, list):
+            for index, item in enumerate(schema):
+                self.check_body_schema(item, f"{where}[{index}]", seen)
+
+    def request_body(self, raw: dict[str, Any], where: str) -> str:
+        body = self.resolve(raw, where)
+        content = body.get("content", {})
+        if set(content) != {"application/json"}:
+            raise ContractError(f"{where}: request bodies must be application/json only")
+        if not body.get("required", False):
+            raise ContractError(f"{where}: optional request bodies are not supported")
+        schema = content["application/json"]["schema"]
+        name = self.ref_name(schema)
+        if not name:
+            raise ContractError(f"{where}: the request body schema must be a $ref to a model")
+        self.check_body_schema(schema, f"{where} body", set())
+        self.models.add(name)
+        return name
+
+    def responses(self, raw: dict[str, Any], where: str) -> tuple[int, dict[str, str]]:
+        statuses: dict[str, str] = {}
+        for status, response in raw.items():
+            response = self.resolve(response, f"{where} response {status}")
+            content = response.get("content", {})
+            if set(content) - {"application/json"}:
+                raise ContractError(f"{where} response {status}: only application/json bodies")
+            model = self.ref_name(content["application/json"]["schema"]) if content else None
+            if content and not model:
+                raise ContractError(f"{where} response {status}: the schema must be a $ref")
+            if model:
+                self.models.add(model)
+            statuses[str(status)] = model or ""
+        success = sorted(int(s) for s in statuses if s.startswith("2"))
+        if len(success) != 1:
+            raise ContractError(f"{where}: exactly one 2xx response is supported, got {success}")
+        return success[0], statuses
+
+    def secured(self, operation: dict[str, Any], where: str) -> bool:
+        requirements = operation.get("security", self.raw.get("security", []))
+        if not requirements:
+            return False
+        schemes = self.raw.get("components", {}).get("securitySchemes", {})
+        if len(requirements) != 1 or len(requirements[0]) != 1:
+            raise ContractError(f"{where}: exactly one security requirement is supported")
+        (scheme_name,) = requirements[0]
+        scheme = schemes[scheme_name]
+        if scheme.get("type") != "http" or scheme.get("scheme") != "bearer":
+            raise ContractError(f"{where}: only http bearer security is supported")
+        return True
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def operations(self) -> list[dict[str, Any]]:
+        result = []
+        for path, item in self.raw["paths"].items():
+            shared = item.get("parameters", [])
+            for method, operation in item.items():
+                if method in ("parameters", "summary", "description"):
+                    continue
+                where = f"{method.upper()} {path}"
+                if method not in SUPPORTED_METHODS:
+                    raise ContractError(f"{where}: method {method!r} is not supported")
+                unknown = set(operation) - OPERATION_KEYWORDS
+                if unknown:
+                    raise ContractError(f"{where}: {sorted(unknown)} are not supported")
+                if "operationId" not in operation or len(operation.get("tags", [])) != 1:
+                    raise ContractError(f"{where}: needs an operationId and exactly one tag")
+                params = [self.parameter(p, where) for p in [*shared, *operation.get("parameters", [])]]
+                body = (
+                    self.request_body(operation["requestBody"], where)
+                    if "requestBody" in operation
+                    else None
+                )
+                status_code, responses = self.responses(operation["responses"], where)
+                tag = operation["tags"][0]
+                result.append(
+                    {
+                        "method": method,
+                        "path": path,
+                        "operation_id": operation["operationId"],
+                        "function_name": snake(operation["operationId"]),
+                        "module": snake(tag),
+                        "tag": tag,
+                        "summary": operation.get("summary", ""),
+                        "description": operation.get("description", ""),
+                        "status_code": status_code,
+                        "responses": responses,
+                        "secured": self.secured(operation, where),
+                        # Required first: Python wants defaults after non-defaults.
+                        "params": sorted(params, key=lambda p: not p["required"]),
+                        "body": body,
+                    }
+                )
+        return result
+
+
+def visit(parser: Any, model_path: Path) -> dict[str, object]:
+    contract = Contract(parser.raw_obj)
+    try:
+        operations = contract.operations()
+    except ContractError as error:
+        raise SystemExit(f"regen: openapi.yaml: {error}") from None
+    return {
+        "stub_operations": operations,
+        "stub_modules": sorted({op["module"] for op in operations}),
+        "stub_models": sorted(contract.models),
+        "model_module": model_path.stem,
+    }
