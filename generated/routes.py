@@ -46,9 +46,7 @@ router = APIRouter()
     summary="Liveness probe",
     description="Answers 200 while the process serves HTTP; never touches the database.",
 )
-async def get_health(
-    *,
-) -> Response:
+async def get_health() -> Response:
     return await impl.system.get_health()
 
 
@@ -66,9 +64,7 @@ async def get_health(
     summary="Readiness probe",
     description="Answers 200 when the database answers a query, 503 when it does not.",
 )
-async def get_readiness(
-    *,
-) -> Response:
+async def get_readiness() -> Response:
     return await impl.system.get_readiness()
 
 

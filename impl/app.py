@@ -1,0 +1,78 @@
+"""The one place that builds the application: generated routes, middleware, error handlers,
+the contract and docs, and the lifespan that opens and closes the process-wide resources."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from generated.routes import router
+from impl import runtime
+from impl.body_guard import BodyGuardMiddleware
+from impl.contract import install_contract_routes
+from impl.cursor import CursorCodec
+from impl.db import Database
+from impl.errors import install_error_handlers
+from impl.request_context_middleware import RequestContextMiddleware
+from impl.settings import Settings
+from impl.token_verifier import TokenVerifier
+
+log = logging.getLogger("task_api")
+
+
+def _cursor_secret(settings: Settings) -> bytes:
+    if settings.cursor_secret:
+        return settings.cursor_secret.encode()
+    if settings.better_auth_secret:  # stable across restarts and replicas
+        return hashlib.sha256(b"task-api cursor\0" + settings.better_auth_secret.encode()).digest()
+    log.warning("no CURSOR_SECRET: list cursors will not survive a restart or span replicas")
+    return secrets.token_bytes(32)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    database_url = settings.database_url
+    if database_url is None:
+        raise ValueError("create_app needs settings.database_url")
+    verifier = TokenVerifier(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(database_url, settings)
+        await database.open()
+        await verifier.start()
+        runtime.install(runtime.Runtime(settings, database, CursorCodec(_cursor_secret(settings))))
+        try:
+            yield
+        finally:
+            runtime.install(None)
+            await database.close()
+
+    app = FastAPI(
+        title="Task API",
+        lifespan=lifespan,
+        openapi_url=None,  # the hand-written contract is served instead, see contract.py
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.verifier = verifier
+    app.include_router(router)
+    install_contract_routes(app)
+    install_error_handlers(app)
+    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
+            expose_headers=["ETag", "Location", "X-Request-ID"],
+        )
+    # Added last, so it runs first: every response, even CORS and body-guard ones, gets an id.
+    app.add_middleware(RequestContextMiddleware)
+    return app

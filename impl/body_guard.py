@@ -1,0 +1,59 @@
+"""Pure-ASGI guard on request bodies: JSON only (415) and a size limit (413).
+
+It wraps `receive`, so it only acts when a route actually reads a body, and it raises typed
+errors there, which FastAPI passes through to the error handlers.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+
+from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+
+from impl.errors import PayloadTooLarge, UnsupportedMediaType
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    parsed = Message()
+    parsed["content-type"] = content_type
+    subtype = parsed.get_content_subtype()
+    return parsed.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+class BodyGuardMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1") or None
+        declared = headers.get(b"content-length")
+        limit = self.max_body_bytes
+        too_large = PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        received = 0
+        checked = False
+
+        async def guarded_receive() -> AsgiMessage:
+            nonlocal received, checked
+            if not checked:
+                checked = True
+                if not is_json(content_type):
+                    raise UnsupportedMediaType()
+                if declared is not None and declared.isdigit() and int(declared) > limit:
+                    raise too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, guarded_receive, send)

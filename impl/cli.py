@@ -1,0 +1,151 @@
+"""`task-api`: serve, migrate, seed, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging.config
+import os
+import sys
+import uuid
+from typing import Any
+
+from impl.logs import logging_config
+from impl.settings import Settings
+
+log = logging.getLogger("task_api.cli")
+
+
+def _prepare(settings: Settings) -> tuple[str, Any]:
+    """The database URL to use, starting the embedded PostgreSQL when none is configured.
+    Returns (url, handle); keep the handle alive while the server runs."""
+    if settings.database_url is not None:
+        return settings.database_url, None
+    from impl.embedded import local_secret, start_postgres
+    from impl.migrate import upgrade
+    from impl.seed import seed
+
+    handle, url, created = start_postgres(settings.data_dir)
+    if not settings.better_auth_secret:
+        settings.better_auth_secret = local_secret(settings.data_dir)
+    upgrade(url)
+    if created:
+        asyncio.run(seed(url))
+    return url, handle
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from impl.seed import DEMO_USERS
+    from impl.token_verifier import mint_hs256
+
+    embedded = settings.embedded
+    url, handle = _prepare(settings)
+    problem = settings.auth_problem()
+    if problem:
+        print(f"task-api: refusing to start: {problem}", file=sys.stderr)
+        return 2
+    # Workers build their app from the environment (impl.asgi): hand them what we resolved.
+    os.environ["DATABASE_URL"] = url
+    if settings.better_auth_secret:
+        os.environ["BETTER_AUTH_SECRET"] = settings.better_auth_secret
+    if embedded:
+        assert settings.better_auth_secret
+        token = mint_hs256(settings.better_auth_secret, DEMO_USERS["alice"], 24 * 3600)
+        base = f"http://{args.host}:{args.port}"
+        print(
+            f"\nEmbedded PostgreSQL under {settings.data_dir}/pg, seeded with demo users "
+            f"(alice {DEMO_USERS['alice']}, bob {DEMO_USERS['bob']}).\n"
+            f"Bearer token for alice, valid 24 h:\n\n  {token}\n\n"
+            f"  curl -H 'Authorization: Bearer {token}' {base}/api/tasks\n"
+            f"  docs: {base}/docs\n",
+            flush=True,
+        )
+    try:
+        uvicorn.run(
+            "impl.asgi:create_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=logging_config(settings.log_level),
+            access_log=False,
+            proxy_headers=True,
+            timeout_graceful_shutdown=20,
+        )
+    finally:
+        if handle is not None:
+            handle.cleanup()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from impl.migrate import upgrade
+
+    url, handle = _prepare(settings) if settings.embedded else (settings.database_url, None)
+    assert url
+    upgrade(url)
+    print("migrations applied")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from impl.seed import DEMO_USERS, seed
+
+    url, handle = _prepare(settings)
+    inserted = asyncio.run(seed(url, reset=args.reset))
+    users = ", ".join(f"{name} {user_id}" for name, user_id in DEMO_USERS.items())
+    print(f"seeded {inserted} tasks for {users}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from impl.embedded import local_secret
+    from impl.token_verifier import mint_hs256
+
+    try:
+        user_id = uuid.UUID(args.user_id)
+    except ValueError:
+        print("task-api token: USER_ID must be a UUID", file=sys.stderr)
+        return 2
+    secret = settings.better_auth_secret or (
+        local_secret(settings.data_dir) if settings.embedded else None
+    )
+    if not secret:
+        print("task-api token: BETTER_AUTH_SECRET is not set", file=sys.stderr)
+        return 2
+    print(mint_hs256(secret, user_id, args.ttl))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="task-api", description="Contract-first task API")
+    commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=cmd_serve)
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(handler=cmd_migrate)
+    seed = commands.add_parser("seed", help="load the demo users and tasks")
+    seed.add_argument("--reset", action="store_true", help="delete the demo users' tasks first")
+    seed.set_defaults(handler=cmd_seed)
+    token = commands.add_parser("token", help="mint an HS256 bearer token for local use")
+    token.add_argument("user_id", metavar="USER_ID")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(handler=cmd_token)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    logging.config.dictConfig(logging_config(settings.log_level))
+    result: int = args.handler(args, settings)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Typed API errors, and the one place that turns every exception into an error envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from impl.contract import allowed_methods
+from impl.envelope import error_body
+
+log = logging.getLogger("task_api.errors")
+
+RETRY_AFTER_SECONDS = "2"
+
+
+class ApiError(HTTPException):
+    """An error with a stable code. A subclass of Starlette's HTTPException so that FastAPI passes
+    it through untouched even when raised while it reads the request body."""
+
+    status_code = 500
+    code = "INTERNAL_ERROR"
+    message = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(self.status_code, message or self.message, headers)
+        self.message = message or self.message
+        self.details = details
+
+
+class MalformedRequest(ApiError):
+    status_code, code, message = 400, "MALFORMED_REQUEST", "Request body is not valid JSON"
+
+
+class Unauthorized(ApiError):
+    status_code, code, message = 401, "UNAUTHORIZED", "Invalid token"
+
+    def __init__(self, message: str | None = None) -> None:
+        challenge = 'Bearer realm="task-api"'
+        if message != "Authorization header required":
+            challenge += f', error="invalid_token", error_description="{message or self.message}"'
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ApiError):
+    status_code, code, message = 403, "FORBIDDEN", "This task belongs to another user"
+
+
+class NotFound(ApiError):
+    status_code, code, message = 404, "NOT_FOUND", "Task not found"
+
+
+class Conflict(ApiError):
+    status_code, code = 409, "CONFLICT"
+
+
+class PreconditionFailed(ApiError):
+    status_code, code = 412, "PRECONDITION_FAILED"
+    message = "The task has changed since the given ETag"
+
+
+class PayloadTooLarge(ApiError):
+    status_code, code = 413, "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+    message = "Content-Type must be application/json"
+
+
+class ValidationFailed(ApiError):
+    status_code, code, message = 422, "VALIDATION_ERROR", "Request validation failed"
+
+    @classmethod
+    def field(cls, field: str, message: str, type_: str) -> ValidationFailed:
+        return cls(details=[{"field": field, "message": message, "type": type_}])
+
+
+class ServiceUnavailable(ApiError):
+    status_code, code, message = 503, "SERVICE_UNAVAILABLE", "Database unavailable"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+# Exceptions that mean "the database is not reachable right now", not "our bug".
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+_GENERIC = {
+    400: MalformedRequest,
+    404: type("RouteNotFound", (NotFound,), {"message": "Not found"}),
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def error_response(error: ApiError) -> Response:
+    return Response(
+        error_body(error.code, error.message, error.details),
+        status_code=error.status_code,
+        headers=error.headers,
+        media_type="application/json",
+    )
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    where = {"path": "path", "query": "query", "header": "header", "body": "body"}
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in where:
+        return ".".join(parts)
+    return ".".join(["body", *parts])
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if exc.status_code == 405:
+        error = ApiError(
+            f"Method {request.method} is not allowed on this path",
+            headers={"Allow": allowed_methods(request.url.path)},
+        )
+        error.status_code, error.code = 405, "METHOD_NOT_ALLOWED"
+        return error_response(error)
+    generic = _GENERIC.get(exc.status_code)
+    if generic is None:
+        log.warning("unmapped HTTP error %s: %s", exc.status_code, exc.detail)
+        return error_response(ApiError())
+    return error_response(generic())
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return error_response(MalformedRequest())
+    details = [
+        {
+            "field": _field_name(tuple(error.get("loc", ()))),
+            "message": str(error.get("msg", "Invalid value")),
+            "type": str(error.get("type", "value_error")),
+        }
+        for error in errors
+    ]
+    return error_response(ValidationFailed(details=details))
+
+
+def unexpected_error_response(exc: Exception, method: str, path: str) -> Response:
+    """Called by the request-context middleware for anything the handlers above did not take:
+    Starlette would otherwise answer from outside that middleware, without the request id."""
+    if isinstance(exc, DATABASE_DOWN):
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        return error_response(ServiceUnavailable())
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return error_response(ApiError())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)

@@ -1,0 +1,99 @@
+"""The database schema as SQLModel tables: the source of Alembic's migrations.
+
+Queries do not go through the ORM (see store.py); these classes describe columns, constraints
+and indexes, which the database enforces whatever the code above it does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel
+
+PRIORITIES = ("low", "medium", "high")
+# A PostgreSQL enum sorts in declaration order: ORDER BY priority ranks low < medium < high.
+priority_type = postgresql.ENUM(*PRIORITIES, name="task_priority", create_type=False)
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "char_length(title) BETWEEN 1 AND 255 AND btrim(title) <> ''", name="title_length"
+        ),
+        sa.CheckConstraint(
+            "description IS NULL OR char_length(description) <= 2000", name="description_length"
+        ),
+        sa.CheckConstraint("cardinality(tags) <= 10", name="tag_count"),
+        sa.CheckConstraint("completed = (completed_at IS NOT NULL)", name="completed_at_matches"),
+        sa.CheckConstraint("version >= 1", name="version_positive"),
+        sa.Index("ix_tasks_user_created", "user_id", sa.text("created_at DESC"), "id"),
+        sa.Index(
+            "ix_tasks_user_completed_created",
+            "user_id",
+            "completed",
+            sa.text("created_at DESC"),
+            "id",
+        ),
+        sa.Index("ix_tasks_user_updated", "user_id", sa.text("updated_at DESC"), "id"),
+        sa.Index("ix_tasks_user_due", "user_id", "due_date", "id"),
+        sa.Index("ix_tasks_user_priority", "user_id", "priority", "id"),
+        sa.Index("ix_tasks_user_title", "user_id", "title", "id"),
+        sa.Index("ix_tasks_tags", "tags", postgresql_using="gin"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    user_id: uuid.UUID = Field(nullable=False)
+    title: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    completed: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    completed_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    priority: str = Field(
+        default="medium",
+        sa_column=sa.Column(priority_type, nullable=False, server_default="medium"),
+    )
+    due_date: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    tags: list[str] = Field(
+        default_factory=list,
+        sa_column=sa.Column(
+            postgresql.ARRAY(sa.String(32)), nullable=False, server_default=sa.text("'{}'")
+        ),
+    )
+    created_at: datetime = Field(
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        )
+    )
+    updated_at: datetime = Field(
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        )
+    )
+    version: int = Field(
+        default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1")
+    )
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """Which task a user's Idempotency-Key created, and a hash of the body it came with."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: uuid.UUID = Field(primary_key=True)
+    key: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
+    request_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    task_id: uuid.UUID = Field(nullable=False)
+    created_at: datetime = Field(
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        )
+    )

@@ -1,0 +1,60 @@
+"""Pure-ASGI middleware: a fresh request id per request (header, envelope, logs), one structured
+access-log line, and the last-resort error envelope for anything that escapes the app."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from impl.errors import unexpected_error_response
+from impl.request_context import reset_request_id, set_request_id
+
+access_log = logging.getLogger("task_api.access")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        header = (b"x-request-id", request_id.encode())
+        token = set_request_id(request_id)
+        state = scope.setdefault("state", {})
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if response_started:
+                raise
+            response = unexpected_error_response(exc, scope["method"], scope["path"])
+            await response(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user_id": state.get("user_id"),
+                },
+            )
+            reset_request_id(token)

@@ -1,0 +1,292 @@
+"""User-scoped SQL for tasks, on asyncpg.
+
+Every function that reads or writes tasks takes the caller's `user_id` as a required keyword
+argument and filters on it: no handler can reach a row without it. Queries are hand-written SQL
+(one round trip each where possible, no ORM hydration); the schema lives in models.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from impl.cursor import Position
+
+COLUMNS = (
+    "id, user_id, title, description, completed, completed_at, priority::text AS priority, "
+    "due_date, tags::text[] AS tags, created_at, updated_at, version"
+)
+WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
+
+# sort name -> (expression, SQL type of the cursor value). Tasks without a due date sort last in
+# both directions, so the expression maps NULL to the far end of the order.
+_SORT_EXPRESSIONS = {
+    ("created_at", False): ("created_at", "timestamptz"),
+    ("created_at", True): ("created_at", "timestamptz"),
+    ("updated_at", False): ("updated_at", "timestamptz"),
+    ("updated_at", True): ("updated_at", "timestamptz"),
+    ("title", False): ("title", "text"),
+    ("title", True): ("title", "text"),
+    ("priority", False): ("priority", "task_priority"),
+    ("priority", True): ("priority", "task_priority"),
+    ("due_date", False): ("COALESCE(due_date, 'infinity'::timestamptz)", "timestamptz"),
+    ("due_date", True): ("COALESCE(due_date, '-infinity'::timestamptz)", "timestamptz"),
+}
+
+
+class Missing(Exception):
+    """No task with this id exists."""
+
+
+class Foreign(Exception):
+    """The task exists but belongs to another user."""
+
+
+class Stale(Exception):
+    """The task exists but its version is not one the caller named in If-Match."""
+
+
+class KeyReused(Exception):
+    """The Idempotency-Key was used before with another body, or its task is gone."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    status: str = "all"
+    priority: str | None = None
+    tag: str | None = None
+    q: str | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    sort: str = "-created_at"
+    limit: int = 50
+
+
+@dataclass
+class Page:
+    rows: list[dict[str, Any]]
+    total: int
+    last_position: Position | None  # set when there is a next page
+
+
+@dataclass
+class _Where:
+    clauses: list[str] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
+
+    def add(self, clause: str, *values: Any) -> None:
+        placeholders = []
+        for value in values:
+            self.args.append(value)
+            placeholders.append(f"${len(self.args)}")
+        self.clauses.append(clause.format(*placeholders))
+
+    def sql(self) -> str:
+        return " AND ".join(self.clauses)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filters(user_id: uuid.UUID, query: ListQuery) -> _Where:
+    where = _Where()
+    where.add("user_id = {}", user_id)
+    if query.status == "pending":
+        where.add("completed = false")
+    elif query.status == "completed":
+        where.add("completed = true")
+    if query.priority is not None:
+        where.add("priority = {}::task_priority", query.priority)
+    if query.tag is not None:
+        where.add("tags @> ARRAY[{}]::varchar(32)[]", query.tag)
+    if query.q is not None:
+        where.add("(title ILIKE {0} OR description ILIKE {0})", f"%{_escape_like(query.q)}%")
+    if query.due_before is not None:
+        where.add("due_date < {}", query.due_before)
+    if query.due_after is not None:
+        where.add("due_date > {}", query.due_after)
+    return where
+
+
+class TaskStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def list(
+        self, *, user_id: uuid.UUID, query: ListQuery, after: Position | None
+    ) -> Page:
+        descending = query.sort.startswith("-")
+        expression, sql_type = _SORT_EXPRESSIONS[(query.sort.lstrip("-"), descending)]
+        direction = "DESC" if descending else "ASC"
+        where = _filters(user_id, query)
+        count_sql = f"SELECT count(*) FROM tasks WHERE {where.sql()}"
+        count_args = list(where.args)
+        if after is not None:
+            # Ties break on id ascending in both directions, which is the order of the
+            # (user_id, created_at DESC, id) index for the default sort.
+            op = "<" if descending else ">"
+            where.add(
+                f"{expression} {op}= {{0}}::{sql_type} AND "
+                f"({expression} {op} {{0}}::{sql_type} OR ({expression} = {{0}}::{sql_type} "
+                "AND id > {1}))",
+                after.sort_key,
+                after.task_id,
+            )
+        where.args.append(query.limit + 1)
+        page_sql = (
+            f"SELECT {COLUMNS}, ({expression})::text AS sort_key FROM tasks WHERE {where.sql()} "
+            f"ORDER BY {expression} {direction}, id ASC LIMIT ${len(where.args)}"
+        )
+        async with self.pool.acquire() as connection:
+            records = await connection.fetch(page_sql, *where.args)
+            total = await connection.fetchval(count_sql, *count_args)
+        rows = [dict(record) for record in records[: query.limit]]
+        last = None
+        if len(records) > query.limit:
+            last = Position(sort_key=rows[-1]["sort_key"], task_id=rows[-1]["id"])
+        for row in rows:
+            del row["sort_key"]
+        return Page(rows=rows, total=total, last_position=last)
+
+    async def get(self, *, user_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
+        record = await self.pool.fetchrow(
+            f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2", task_id, user_id
+        )
+        if record is None:
+            await self._diagnose(user_id=user_id, task_id=task_id, versions=None)
+        return dict(record)
+
+    async def create(
+        self,
+        *,
+        user_id: uuid.UUID,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> dict[str, Any]:
+        task_id = uuid.uuid4()
+        insert = (
+            "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
+            "priority, due_date, tags) VALUES ($1, $2, $3, $4, $5, "
+            "CASE WHEN $5 THEN now() END, $6::task_priority, $7, $8) "
+            f"RETURNING {COLUMNS}"
+        )
+        args = (
+            task_id, user_id, fields["title"], fields["description"], fields["completed"],
+            fields["priority"], fields["due_date"], fields["tags"],
+        )
+        if idempotency_key is None:
+            return dict(await self.pool.fetchrow(insert, *args))
+        async with self.pool.acquire() as connection, connection.transaction():
+            # A concurrent request with the same key waits here on the primary key until the
+            # first commits, then finds its row: no duplicate task under concurrent retries.
+            claimed = await connection.fetchval(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING RETURNING task_id",
+                user_id, idempotency_key, request_hash, task_id,
+            )
+            if claimed is not None:
+                return dict(await connection.fetchrow(insert, *args))
+            earlier = await connection.fetchrow(
+                "SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                user_id, idempotency_key,
+            )
+            if earlier["request_hash"] != request_hash:
+                raise KeyReused("Idempotency-Key was already used with a different request body")
+            record = await connection.fetchrow(
+                f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2",
+                earlier["task_id"], user_id,
+            )
+            if record is None:
+                raise KeyReused("Idempotency-Key was used for a task that has since been deleted")
+            return dict(record)
+
+    async def update(
+        self,
+        *,
+        user_id: uuid.UUID,
+        task_id: uuid.UUID,
+        changes: dict[str, Any],
+        versions: list[int] | None,
+    ) -> dict[str, Any]:
+        """Set the given writable fields (all of them for a replace); bump the version.
+        `versions`: the versions If-Match accepts, None when any will do."""
+        if not changes:
+            task = await self.get(user_id=user_id, task_id=task_id)
+            if versions is not None and task["version"] not in versions:
+                raise Stale()
+            return task
+        args: list[Any] = [task_id, user_id, versions]
+        sets = []
+        for name in WRITABLE:
+            if name in changes:
+                args.append(changes[name])
+                cast = "::task_priority" if name == "priority" else ""
+                sets.append(f"{name} = ${len(args)}{cast}")
+                if name == "completed":
+                    sets.append(
+                        f"completed_at = CASE WHEN ${len(args)} "
+                        "THEN COALESCE(completed_at, now()) END"
+                    )
+        record = await self.pool.fetchrow(
+            f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, updated_at = now() "
+            "WHERE id = $1 AND user_id = $2 AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
+            f"RETURNING {COLUMNS}",
+            *args,
+        )
+        if record is None:
+            await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
+        return dict(record)
+
+    async def delete(
+        self, *, user_id: uuid.UUID, task_id: uuid.UUID, versions: list[int] | None
+    ) -> None:
+        deleted = await self.pool.fetchval(
+            "DELETE FROM tasks WHERE id = $1 AND user_id = $2 "
+            "AND ($3::int[] IS NULL OR version = ANY($3::int[])) RETURNING id",
+            task_id, user_id, versions,
+        )
+        if deleted is None:
+            await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
+
+    async def stats(self, *, user_id: uuid.UUID) -> dict[str, Any]:
+        record = await self.pool.fetchrow(
+            "SELECT count(*) AS total, "
+            "count(*) FILTER (WHERE completed) AS completed, "
+            "count(*) FILTER (WHERE NOT completed) AS pending, "
+            "count(*) FILTER (WHERE NOT completed AND due_date < now()) AS overdue, "
+            "count(*) FILTER (WHERE priority = 'low') AS low, "
+            "count(*) FILTER (WHERE priority = 'medium') AS medium, "
+            "count(*) FILTER (WHERE priority = 'high') AS high "
+            "FROM tasks WHERE user_id = $1",
+            user_id,
+        )
+        return {
+            "total": record["total"],
+            "completed": record["completed"],
+            "pending": record["pending"],
+            "overdue": record["overdue"],
+            "by_priority": {p: record[p] for p in ("low", "medium", "high")},
+        }
+
+    async def _diagnose(
+        self, *, user_id: uuid.UUID, task_id: uuid.UUID, versions: list[int] | None
+    ) -> None:
+        """Only on the failure path: tell missing, foreign and stale apart. Always raises."""
+        record = await self.pool.fetchrow(
+            "SELECT user_id, version FROM tasks WHERE id = $1", task_id
+        )
+        if record is None:
+            raise Missing()
+        if record["user_id"] != user_id:
+            raise Foreign()
+        raise Stale()

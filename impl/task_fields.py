@@ -1,0 +1,74 @@
+"""From the generated request models to the store's column values, and the ETag scheme."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+
+from generated.models import Priority, TaskPatch, TaskWrite
+from impl.errors import ValidationFailed
+
+# Fields that the contract declares nullable; the generated PATCH model also takes null for the
+# others (it cannot tell "absent" from "null" for optional fields), so that is refused here.
+NULLABLE = {"description", "due_date"}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):  # RootModel items, e.g. tags
+        return value.model_dump()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _unique(tags: list[str]) -> list[str]:
+    """The contract: duplicate tags are merged, keeping the first occurrence."""
+    return list(dict.fromkeys(tags))
+
+
+def write_fields(body: TaskWrite) -> dict[str, Any]:
+    """Every writable field: what PUT sets and POST inserts. Omitted fields take defaults."""
+    return {
+        "title": body.title,
+        "description": body.description,
+        "completed": bool(body.completed),
+        # The generator writes enum defaults as plain strings: normalize through the enum.
+        "priority": Priority(_plain(body.priority) or "medium").value,
+        "due_date": body.due_date,
+        "tags": _unique(_plain(body.tags) or []),
+    }
+
+
+def patch_changes(body: TaskPatch) -> dict[str, Any]:
+    """Only the fields the client sent; explicit null only where the contract allows it."""
+    changes: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = _plain(getattr(body, name))
+        if value is None and name not in NULLABLE:
+            raise ValidationFailed.field(f"body.{name}", "Field may not be null", "null_not_allowed")
+        changes[name] = _unique(value) if name == "tags" else value
+    return changes
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def parse_if_match(header: str | None) -> list[int] | None:
+    """The versions an If-Match header accepts; None for no header or `*` (any version).
+    Weak tags never match (RFC 9110 uses strong comparison for If-Match); a value that names no
+    version of ours matches nothing, so the write answers 412."""
+    if header is None or header.strip() == "*":
+        return None
+    versions = []
+    for tag in header.split(","):
+        tag = tag.strip()
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
+            number = int(tag[1:-1])
+            if number < 2**31:
+                versions.append(number)
+    return versions
