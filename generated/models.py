@@ -62,7 +62,7 @@ class TaskWrite(BaseModel):
             pattern='^[^\\u0000]*$',
         ),
     ] = None
-    completed: bool = False
+    completed: Annotated[bool, Field(strict=True)] = False
     priority: Priority = 'medium'
     due_date: Annotated[
         Optional[AwareDatetime], Field(description='RFC 3339 with offset. Defaults to null.')
@@ -98,7 +98,7 @@ class TaskPatch(BaseModel):
             pattern='^[^\\u0000]*$',
         ),
     ] = None
-    completed: Optional[bool] = None
+    completed: Annotated[Optional[bool], Field(strict=True)] = None
     priority: Optional[Priority] = None
     due_date: Annotated[
         Optional[AwareDatetime], Field(description='RFC 3339 with offset. Defaults to null.')
@@ -121,7 +121,7 @@ class Task(BaseModel):
     user_id: UUID
     title: Annotated[str, Field(max_length=255, min_length=1)]
     description: Annotated[Optional[str], Field(max_length=2000)]
-    completed: bool
+    completed: Annotated[bool, Field(strict=True)]
     completed_at: Optional[AwareDatetime]
     priority: Priority
     due_date: Optional[AwareDatetime]

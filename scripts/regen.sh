@@ -22,12 +22,14 @@ fi
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-# Run from the repo root: black and isort read their settings from pyproject.toml here.
+# Run from the repo root: black and isort read their settings from pyproject.toml here. The
+# model template dir must be absolute: the generator changes directory while it renders models.
 "$venv/bin/fastapi-codegen" \
   --input openapi.yaml \
   --output "$out/generated" \
   --template-dir scripts/codegen/templates \
   --custom-visitor scripts/codegen/visitor.py \
+  --model-template-dir "$PWD/scripts/codegen/model_templates" \
   --use-annotated \
   --strict-nullable \
   --disable-timestamp \
