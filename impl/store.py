@@ -20,21 +20,22 @@ COLUMNS = (
     "id, user_id, title, description, completed, completed_at, priority::text AS priority, "
     "due_date, tags::text[] AS tags, created_at, updated_at, version"
 )
-WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
+WRITABLE = ("tasks.title", "description", "completed", "priority", "due_date", "tags")
 
 # sort name -> (expression, SQL type of the cursor value). Tasks without a due date sort last in
-# both directions, so the expression maps NULL to the far end of the order.
+# both directions, so the expression maps NULL to the far end of the order. Columns are qualified:
+# a bare `priority` in ORDER BY would name the text output column, not the enum.
 _SORT_EXPRESSIONS = {
-    ("created_at", False): ("created_at", "timestamptz"),
-    ("created_at", True): ("created_at", "timestamptz"),
-    ("updated_at", False): ("updated_at", "timestamptz"),
-    ("updated_at", True): ("updated_at", "timestamptz"),
-    ("title", False): ("title", "text"),
-    ("title", True): ("title", "text"),
-    ("priority", False): ("priority", "task_priority"),
-    ("priority", True): ("priority", "task_priority"),
-    ("due_date", False): ("COALESCE(due_date, 'infinity'::timestamptz)", "timestamptz"),
-    ("due_date", True): ("COALESCE(due_date, '-infinity'::timestamptz)", "timestamptz"),
+    ("created_at", False): ("tasks.created_at", "timestamptz"),
+    ("created_at", True): ("tasks.created_at", "timestamptz"),
+    ("updated_at", False): ("tasks.updated_at", "timestamptz"),
+    ("updated_at", True): ("tasks.updated_at", "timestamptz"),
+    ("title", False): ("tasks.title", "text"),
+    ("title", True): ("tasks.title", "text"),
+    ("priority", False): ("tasks.priority", "task_priority"),
+    ("priority", True): ("tasks.priority", "task_priority"),
+    ("due_date", False): ("COALESCE(tasks.due_date, 'infinity'::timestamptz)", "timestamptz"),
+    ("due_date", True): ("COALESCE(tasks.due_date, '-infinity'::timestamptz)", "timestamptz"),
 }
 
 
@@ -134,17 +135,18 @@ class TaskStore:
             # Ties break on id ascending in both directions, which is the order of the
             # (user_id, created_at DESC, id) index for the default sort.
             op = "<" if descending else ">"
+            # The cursor holds the sort key as text; PostgreSQL casts it back to the key's type.
+            key = f"{{0}}::text::{sql_type}"
             where.add(
-                f"{expression} {op}= {{0}}::{sql_type} AND "
-                f"({expression} {op} {{0}}::{sql_type} OR ({expression} = {{0}}::{sql_type} "
-                "AND id > {1}))",
+                f"{expression} {op}= {key} AND "
+                f"({expression} {op} {key} OR ({expression} = {key} AND tasks.id > {{1}}))",
                 after.sort_key,
                 after.task_id,
             )
         where.args.append(query.limit + 1)
         page_sql = (
             f"SELECT {COLUMNS}, ({expression})::text AS sort_key FROM tasks WHERE {where.sql()} "
-            f"ORDER BY {expression} {direction}, id ASC LIMIT ${len(where.args)}"
+            f"ORDER BY {expression} {direction}, tasks.id ASC LIMIT ${len(where.args)}"
         )
         async with self.pool.acquire() as connection:
             records = await connection.fetch(page_sql, *where.args)
