@@ -20,7 +20,7 @@ COLUMNS = (
     "id, user_id, title, description, completed, completed_at, priority::text AS priority, "
     "due_date, tags::text[] AS tags, created_at, updated_at, version"
 )
-WRITABLE = ("tasks.title", "description", "completed", "priority", "due_date", "tags")
+WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
 
 # sort name -> (expression, SQL type of the cursor value). Tasks without a due date sort last in
 # both directions, so the expression maps NULL to the far end of the order. Columns are qualified:
