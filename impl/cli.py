@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging.config
 import os
+import signal
 import sys
 import uuid
 from typing import Any
@@ -62,6 +63,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"  docs: {base}/docs\n",
             flush=True,
         )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal with the handler
+    # that was installed before it. A no-op handler there lets run() return: the embedded
+    # PostgreSQL is then stopped cleanly and the process exits 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     try:
         uvicorn.run(
             "impl.asgi:create_from_env",
