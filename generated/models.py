@@ -63,7 +63,7 @@ class TaskWrite(BaseModel):
         ),
     ] = None
     completed: Annotated[bool, Field(strict=True)] = False
-    priority: Priority = 'medium'
+    priority: Priority = Priority('medium')
     due_date: Annotated[
         Optional[AwareDatetime], Field(description='RFC 3339 with offset. Defaults to null.')
     ] = None

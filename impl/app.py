@@ -46,11 +46,13 @@ def create_app(settings: Settings) -> FastAPI:
         database = Database(database_url, settings)
         await database.open()
         await verifier.start()
-        runtime.install(runtime.Runtime(settings, database, CursorCodec(_cursor_secret(settings))))
+        app.state.runtime = runtime.Runtime(
+            settings, database, CursorCodec(_cursor_secret(settings))
+        )
         try:
             yield
         finally:
-            runtime.install(None)
+            app.state.runtime = None
             await database.close()
 
     app = FastAPI(
@@ -61,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.verifier = verifier
+    app.state.runtime = None
     app.include_router(router)
     install_contract_routes(app)
     install_error_handlers(app)

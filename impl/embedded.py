@@ -18,7 +18,7 @@ def start_postgres(data_dir: Path) -> tuple[Any, str, bool]:
     pgdata = (data_dir / "pg").resolve()
     created = not (pgdata / "PG_VERSION").exists()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     return server, server.get_uri(), created
 
 

@@ -1,5 +1,6 @@
-"""Pure-ASGI middleware: a fresh request id per request (header, envelope, logs), one structured
-access-log line, and the last-resort error envelope for anything that escapes the app."""
+"""Pure-ASGI middleware: a fresh request id per request (header, envelope, logs), the app's
+runtime bound for the handlers, one structured access-log line, and the last-resort error
+envelope for anything that escapes the app."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from impl import runtime
 from impl.errors import unexpected_error_response
 from impl.request_context import reset_request_id, set_request_id
 
@@ -26,6 +28,8 @@ class RequestContextMiddleware:
         request_id = str(uuid.uuid4())
         header = (b"x-request-id", request_id.encode())
         token = set_request_id(request_id)
+        # Starlette puts the app in the scope; its runtime is what this request's handlers use.
+        runtime_token = runtime.bind(getattr(scope["app"].state, "runtime", None))
         state = scope.setdefault("state", {})
         started = time.perf_counter()
         status = 500
@@ -57,4 +61,5 @@ class RequestContextMiddleware:
                     "user_id": state.get("user_id"),
                 },
             )
+            runtime.unbind(runtime_token)
             reset_request_id(token)

@@ -1,11 +1,14 @@
-"""The process-wide resources the handlers use, installed once by the app's lifespan.
+"""The resources the handlers use (settings, database, cursor codec), per app.
 
 The generated stubs pass handlers only what the contract defines (principal, parameters, body),
-so shared resources are reached through here rather than through extra arguments.
+so the handlers reach these through a context variable that the request-context middleware
+binds to the serving app's runtime for each request. Two apps in one process (tests) therefore
+never see each other's pools.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from impl.cursor import CursorCodec
@@ -26,15 +29,19 @@ class Runtime:
         return TaskStore(self.database.pool)
 
 
-_current: Runtime | None = None
+_current: ContextVar[Runtime | None] = ContextVar("runtime", default=None)
 
 
-def install(runtime: Runtime | None) -> None:
-    global _current
-    _current = runtime
+def bind(runtime: Runtime | None) -> Token[Runtime | None]:
+    return _current.set(runtime)
+
+
+def unbind(token: Token[Runtime | None]) -> None:
+    _current.reset(token)
 
 
 def current() -> Runtime:
-    if _current is None:
+    runtime = _current.get()
+    if runtime is None:  # before the lifespan opened it, or after it closed it
         raise ServiceUnavailable("Server is starting or stopping")
-    return _current
+    return runtime

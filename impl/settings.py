@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    # Keys are fetched again after this long, so a key removed upstream stops being trusted.
+    jwks_max_age_seconds: float = Field(default=600.0, gt=0)
 
     cors_origins: list[str] = []
     log_level: str = "INFO"

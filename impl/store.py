@@ -122,7 +122,7 @@ class TaskStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def list(
+    async def page(
         self, *, user_id: uuid.UUID, query: ListQuery, after: Position | None
     ) -> Page:
         descending = query.sort.startswith("-")

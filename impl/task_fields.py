@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any
 
@@ -54,6 +55,10 @@ def patch_changes(body: TaskPatch) -> dict[str, Any]:
     return changes
 
 
+# ASCII digits only: str.isdigit() would also take "²", which int() then refuses.
+_STRONG_ETAG = re.compile(r'"([0-9]+)"')
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 
@@ -67,8 +72,7 @@ def parse_if_match(header: str | None) -> list[int] | None:
     versions = []
     for tag in header.split(","):
         tag = tag.strip()
-        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
-            number = int(tag[1:-1])
-            if number < 2**31:
-                versions.append(number)
+        match = _STRONG_ETAG.fullmatch(tag)
+        if match and len(match.group(1)) <= 10 and int(match.group(1)) < 2**31:
+            versions.append(int(match.group(1)))  # versions are PostgreSQL integers
     return versions

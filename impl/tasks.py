@@ -50,7 +50,7 @@ async def list_tasks(
     # The cursor is bound to the filters and the sort, not to the page size.
     scope = repr((query.status, query.priority, tag, q, due_before, due_after, query.sort))
     after = rt.cursors.decode(principal.user_id, scope, cursor) if cursor else None
-    page = await rt.tasks.list(user_id=principal.user_id, query=query, after=after)
+    page = await rt.tasks.page(user_id=principal.user_id, query=query, after=after)
     next_cursor = (
         rt.cursors.encode(principal.user_id, scope, page.last_position)
         if page.last_position

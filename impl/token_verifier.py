@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import urllib.request
 import uuid
@@ -27,6 +28,10 @@ HS_ALGORITHMS = ["HS256"]
 ALGORITHMS_BY_KEY_TYPE = {"OKP": ["EdDSA"], "EC": ["ES256"], "RSA": ["RS256", "PS256"]}
 MAX_TOKEN_BYTES = 8192
 JWKS_TIMEOUT_SECONDS = 5.0
+FAILED_FETCH_RETRY_SECONDS = 1.0
+# Better Auth's user ids must be configured as UUIDs; accept only the canonical text form, so
+# one user cannot appear under several spellings (urn:uuid:, braces, no dashes).
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class TokenVerifier:
@@ -37,8 +42,10 @@ class TokenVerifier:
         self.audience = settings.audience
         self.leeway = settings.jwt_leeway_seconds
         self.cooldown = settings.jwks_refetch_cooldown_seconds
+        self.max_age = settings.jwks_max_age_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # last successful fetch
+        self._attempted_at = float("-inf")  # last attempt, successful or not
         self._lock = asyncio.Lock()
 
     @property
@@ -71,10 +78,10 @@ class TokenVerifier:
             raise Unauthorized("Token expired") from None
         except jwt.PyJWTError:
             raise Unauthorized() from None
-        try:
-            return uuid.UUID(str(claims["sub"]))
-        except ValueError:
-            raise Unauthorized() from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not CANONICAL_UUID.fullmatch(subject.lower()):
+            raise Unauthorized()
+        return uuid.UUID(subject)
 
     async def _key_for(self, token: str) -> tuple[Any, list[str]]:
         if not self.jwks_url:
@@ -86,16 +93,21 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise Unauthorized()
-        if kid not in self._keys:
+        stale = time.monotonic() - self._fetched_at > self.max_age
+        if kid not in self._keys or stale:  # stale: keys removed upstream must stop working
             await self._refresh_for_unknown_kid()
         jwk = self._keys.get(kid)
         if jwk is None:
             raise Unauthorized()
-        return jwk.key, ALGORITHMS_BY_KEY_TYPE.get(jwk.key_type, [])
+        return jwk.key, ALGORITHMS_BY_KEY_TYPE.get(jwk.key_type or "", [])
 
     async def _refresh_for_unknown_kid(self) -> None:
         async with self._lock:
-            if time.monotonic() - self._fetched_at < self.cooldown:
+            # A failed fetch (e.g. Better Auth still starting) is retried after a second, not
+            # after the full cooldown, which only protects the JWKS endpoint from a kid flood.
+            failed = self._attempted_at > self._fetched_at
+            wait = min(self.cooldown, FAILED_FETCH_RETRY_SECONDS) if failed else self.cooldown
+            if time.monotonic() - self._attempted_at < wait:
                 return
             try:
                 await self._refresh()
@@ -103,7 +115,7 @@ class TokenVerifier:
                 log.warning("could not fetch JWKS from %s: %s", self.jwks_url, exc)
 
     async def _refresh(self) -> None:
-        self._fetched_at = time.monotonic()
+        self._attempted_at = time.monotonic()
         document = await asyncio.to_thread(self._fetch_jwks)
         keys: dict[str, jwt.PyJWK] = {}
         for data in document.get("keys", []):
@@ -114,6 +126,7 @@ class TokenVerifier:
             except jwt.PyJWTError as exc:
                 log.warning("skipping JWKS key %s: %s", data.get("kid"), exc)
         self._keys = keys
+        self._fetched_at = time.monotonic()
         log.info("loaded %d signing keys from %s", len(keys), self.jwks_url)
 
     def _fetch_jwks(self) -> dict[str, Any]:

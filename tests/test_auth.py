@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from impl import runtime
 from tests.servers import SECRET, running_server, settings
 
 TASKS = "/api/tasks"
@@ -309,13 +308,6 @@ class JwksDocument:
             return self._fetches
 
 
-@dataclass
-class JwksApi:
-    url: str
-    own_runtime: runtime.Runtime
-    main_runtime: runtime.Runtime
-
-
 @pytest.fixture(scope="module")
 def keys() -> Keys:
     return Keys(
@@ -358,38 +350,23 @@ def jwks(keys: Keys) -> Iterator[JwksDocument]:
 
 
 @pytest.fixture(scope="module")
-def jwks_api(base_url: str, database_url: str, jwks: JwksDocument) -> Iterator[JwksApi]:
-    # impl.runtime is process-global: each app's lifespan installs its Runtime (with an asyncpg
-    # pool bound to that server's event loop) and installs None on shutdown. With two servers in
-    # one process, the last one started wins and stopping it leaves the other answering 503.
-    # So the default server (base_url) is started first, and the right Runtime is put back
-    # around every request to either server.
+def jwks_api(base_url: str, database_url: str, jwks: JwksDocument) -> Iterator[str]:
+    """A second real server, in JWKS mode, beside the default HS256 one (base_url)."""
     assert base_url
-    main_runtime = runtime.current()
     app_settings = settings(
         database_url,
         better_auth_url=jwks.base_url,
         better_auth_secret=None,
         jwks_refetch_cooldown_seconds=0,
     )
-    try:
-        with running_server(app_settings) as url:
-            own_runtime = runtime.current()
-            assert own_runtime is not main_runtime
-            runtime.install(main_runtime)
-            yield JwksApi(url, own_runtime, main_runtime)
-    finally:
-        runtime.install(main_runtime)
+    with running_server(app_settings) as url:
+        yield url
 
 
 @pytest.fixture
-async def jwks_client(jwks_api: JwksApi) -> AsyncIterator[httpx.AsyncClient]:
-    runtime.install(jwks_api.own_runtime)
-    try:
-        async with httpx.AsyncClient(base_url=jwks_api.url, timeout=30) as http:
-            yield http
-    finally:
-        runtime.install(jwks_api.main_runtime)
+async def jwks_client(jwks_api: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=jwks_api, timeout=30) as http:
+        yield http
 
 
 @pytest.fixture
@@ -416,7 +393,7 @@ async def test_jwks_each_better_auth_algorithm_is_accepted(
     assert jwks.fetches == fetches  # a known kid is served from the cache
 
 
-async def test_jwks_document_was_fetched_at_start_up(jwks_api: JwksApi, jwks: JwksDocument) -> None:
+async def test_jwks_document_was_fetched_at_start_up(jwks_api: str, jwks: JwksDocument) -> None:
     assert jwks.fetches >= 1
 
 
@@ -583,9 +560,10 @@ async def test_jwks_non_uuid_sub(
 
 
 async def test_default_server_still_works_alongside_the_jwks_server(
-    jwks_api: JwksApi, client: httpx.AsyncClient
+    jwks_api: str, client: httpx.AsyncClient, keys: Keys, issued: dict[str, Any]
 ) -> None:
-    # The JWKS server's tokens are not valid on the HS256 server, and vice versa ...
-    assert_unauthorized(await client.get(TASKS, headers=bearer(hs(claims(), OTHER_SECRET))), INVALID)
-    # ... and the HS256 server keeps serving its own users with its own database pool.
+    # A token that the JWKS server accepts means nothing to the HS256 server ...
+    token = keys.ed25519.sign(issued, "EdDSA")
+    assert_unauthorized(await client.get(TASKS, headers=bearer(token)), INVALID)
+    # ... which keeps serving its own users, with its own database pool.
     assert_empty_list(await client.get(TASKS, headers=bearer(hs(claims()))))
