@@ -9,13 +9,13 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from generated.routes import router
 from impl import runtime
 from impl.body_guard import BodyGuardMiddleware
-from impl.contract import install_contract_routes
+from impl.contract import install_contract_routes, require_documented_method
 from impl.cursor import CursorCodec
 from impl.db import Database
 from impl.errors import install_error_handlers
@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="Task API",
+        dependencies=[Depends(require_documented_method)],
         lifespan=lifespan,
         openapi_url=None,  # the hand-written contract is served instead, see contract.py
         docs_url=None,

@@ -1,4 +1,5 @@
-"""Pure-ASGI guard on request bodies: JSON only (415) and a size limit (413).
+"""Pure-ASGI guard on request bodies: a documented method (405), JSON only (415) and a size
+limit (413), checked in that order.
 
 It wraps `receive`, so it only acts when a route actually reads a body, and it raises typed
 errors there, which FastAPI passes through to the error handlers.
@@ -8,9 +9,13 @@ from __future__ import annotations
 
 from email.message import Message
 
-from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
+from impl.contract import check_documented_method
 from impl.errors import PayloadTooLarge, UnsupportedMediaType
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 def is_json(content_type: str | None) -> bool:
@@ -30,7 +35,9 @@ class BodyGuardMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # Only requests that carry a body are guarded: a FileResponse (the docs assets) also
+        # calls receive(), to watch for a disconnect, and must not be refused.
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -45,6 +52,7 @@ class BodyGuardMiddleware:
             nonlocal received, checked
             if not checked:
                 checked = True
+                check_documented_method(scope["method"], scope["path"])
                 if not is_json(content_type):
                     raise UnsupportedMediaType()
                 if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from impl.migrate import upgrade
 
-    url, handle = _prepare(settings) if settings.embedded else (settings.database_url, None)
+    url, _handle = _prepare(settings) if settings.embedded else (settings.database_url, None)
     assert url
     upgrade(url)
     print("migrations applied")
@@ -99,7 +99,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     from impl.seed import DEMO_USERS, seed
 
-    url, handle = _prepare(settings)
+    url, _handle = _prepare(settings)
     inserted = asyncio.run(seed(url, reset=args.reset))
     users = ", ".join(f"{name} {user_id}" for name, user_id in DEMO_USERS.items())
     print(f"seeded {inserted} tasks for {users}")

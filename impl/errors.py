@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from impl.contract import allowed_methods
+from impl.contract import documented_methods
 from impl.envelope import error_body
 
 log = logging.getLogger("task_api.errors")
@@ -137,9 +137,13 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ApiError):
         return error_response(exc)
     if exc.status_code == 405:
+        # The contract's methods for its paths; Starlette's (first route only) for the others.
+        documented = documented_methods(request.url.path)
+        allow = (exc.headers or {}).get("Allow", "")
+        if documented is not None:
+            allow = ", ".join(sorted(documented))
         error = ApiError(
-            f"Method {request.method} is not allowed on this path",
-            headers={"Allow": allowed_methods(request.url.path)},
+            f"Method {request.method} is not allowed on this path", headers={"Allow": allow}
         )
         error.status_code, error.code = 405, "METHOD_NOT_ALLOWED"
         return error_response(error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -31,6 +32,17 @@ def _unique(tags: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
+def utc(value: datetime | None, field: str) -> datetime | None:
+    """An instant in UTC. RFC 3339 allows 0001-01-01T00:00:00+14:00, which is before year 1 in
+    UTC: Python and PostgreSQL cannot hold it, so it is a 422 here, not a 500 in the driver."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed.field(field, "Date-time out of range", "datetime_range") from None
+
+
 def write_fields(body: TaskWrite) -> dict[str, Any]:
     """Every writable field: what PUT sets and POST inserts. Omitted fields take defaults."""
     return {
@@ -39,7 +51,7 @@ def write_fields(body: TaskWrite) -> dict[str, Any]:
         "completed": bool(body.completed),
         # The generator writes enum defaults as plain strings: normalize through the enum.
         "priority": Priority(_plain(body.priority) or "medium").value,
-        "due_date": body.due_date,
+        "due_date": utc(body.due_date, "body.due_date"),
         "tags": _unique(_plain(body.tags) or []),
     }
 
@@ -51,7 +63,11 @@ def patch_changes(body: TaskPatch) -> dict[str, Any]:
         value = _plain(getattr(body, name))
         if value is None and name not in NULLABLE:
             raise ValidationFailed.field(f"body.{name}", "Field may not be null", "null_not_allowed")
-        changes[name] = _unique(value) if name == "tags" else value
+        if name == "tags":
+            value = _unique(value)
+        elif name == "due_date":
+            value = utc(value, "body.due_date")
+        changes[name] = value
     return changes
 
 

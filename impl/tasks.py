@@ -16,7 +16,7 @@ from impl.auth import Principal
 from impl.envelope import success
 from impl.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from impl.store import Foreign, KeyReused, ListQuery, Missing, Stale
-from impl.task_fields import etag, parse_if_match, patch_changes, write_fields
+from impl.task_fields import etag, parse_if_match, patch_changes, utc, write_fields
 
 
 def _task_response(task: dict[str, Any], status_code: int = 200, **headers: str) -> Response:
@@ -41,8 +41,8 @@ async def list_tasks(
         priority=priority.value if priority else None,
         tag=tag,
         q=q,
-        due_before=due_before,
-        due_after=due_after,
+        due_before=utc(due_before, "query.due_before"),
+        due_after=utc(due_after, "query.due_after"),
         sort=sort.value,
         limit=limit,
     )

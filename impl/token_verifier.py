@@ -132,10 +132,10 @@ class TokenVerifier:
     def _fetch_jwks(self) -> dict[str, Any]:
         assert self.jwks_url
         request = urllib.request.Request(self.jwks_url, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=JWKS_TIMEOUT_SECONDS) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=JWKS_TIMEOUT_SECONDS) as response:
             document = json.loads(response.read(1_000_000))
         if not isinstance(document, dict):
-            raise ValueError("JWKS document is not an object")
+            raise TypeError("JWKS document is not an object")
         return document
 
 

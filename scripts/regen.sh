@@ -38,7 +38,7 @@ printf '"""Generated from openapi.yaml by scripts/regen.sh: never edit by hand."
   > "$out/generated/__init__.py"
 
 if (( check )); then
-  if ! diff -ru generated "$out/generated"; then
+  if ! diff -ru --exclude=__pycache__ generated "$out/generated"; then
     echo "regen --check: generated/ is stale; run scripts/regen.sh and commit the result" >&2
     exit 1
   fi

@@ -27,7 +27,8 @@ def bare_env(**extra: str) -> dict[str, str]:
 
 def run(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [TASK_API, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        [TASK_API, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+        check=False,
     )
 
 
@@ -98,9 +99,9 @@ async def test_seed_is_idempotent_and_reset_reloads(database_url: str, db) -> No
     assert reset.returncode == 0 and "seeded 10 tasks" in reset.stdout
     assert await db.fetchval(count, demo) == 10
     assert await db.fetchval("SELECT count(*) FROM tasks WHERE title = 'changed' AND user_id = $1", demo[0]) == 0
-    script = subprocess.run(
+    script = subprocess.run(  # noqa: ASYNC221 - the test waits for the CLI on purpose
         [sys.executable, "scripts/seed.py"], env=env, capture_output=True, text=True, timeout=60,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parent.parent, check=False,
     )
     assert script.returncode == 0 and "seeded 0 tasks" in script.stdout
 

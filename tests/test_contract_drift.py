@@ -8,7 +8,9 @@ generated operation, and scripts/regen.sh --check must agree that generated/ is 
 
 from __future__ import annotations
 
+import compileall
 import re
+import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -142,7 +144,9 @@ def generated_routes() -> list[APIRoute]:
 def routed_operations() -> dict[tuple[str, str], Operation]:
     operations = {}
     for route in generated_routes():
-        assert len(route.methods) == 1, f"{route.path}: one operation per route, got {route.methods}"
+        assert len(route.methods) == 1, (
+            f"{route.path}: one operation per route, got {route.methods}"
+        )
         (method,) = route.methods
         key = (method, route.path)
         assert key not in operations, f"{key} is routed twice"
@@ -230,6 +234,7 @@ def test_response_models_and_tags_match_the_contract(method: str, path: str) -> 
     for code, response in op["responses"].items():
         response = resolve(CONTRACT_DOC, response)
         content = response.get("content")
+        assert str(code) in route.responses, f"documented response {code} is not routed"
         routed = route.responses[str(code)]
         if not content:
             assert "model" not in routed, f"{code} has no body in the contract"
@@ -288,7 +293,9 @@ def test_app_serves_the_generated_routes_and_no_other_api_route(app: FastAPI) ->
     documented = [r for r in served if r.include_in_schema]
     assert {(m, r.path) for r in documented for m in r.methods} == set(CONTRACT_OPS)
     # Anything the app serves under /api/ is in the contract.
-    api_paths = {getattr(r, "path", "") for r in routes if getattr(r, "path", "").startswith("/api")}
+    api_paths = {
+        getattr(r, "path", "") for r in routes if getattr(r, "path", "").startswith("/api")
+    }
     assert api_paths == {path for _, path in CONTRACT_OPS}
 
 
@@ -337,7 +344,9 @@ def test_operation_has_id_one_tag_and_an_example(method: str, path: str) -> None
     tags = op.get("tags")
     assert isinstance(tags, list) and len(tags) == 1, f"tags: {tags!r}"
     assert tags[0] in {tag["name"] for tag in CONTRACT_DOC["tags"]}, "tag not declared"
-    examples = _examples(CONTRACT_DOC, resolve(CONTRACT_DOC, op.get("requestBody") or {}).get("content"))
+    examples = _examples(
+        CONTRACT_DOC, resolve(CONTRACT_DOC, op.get("requestBody") or {}).get("content")
+    )
     for response in op["responses"].values():
         examples += _examples(CONTRACT_DOC, resolve(CONTRACT_DOC, response).get("content"))
     assert examples, f"{method} {path} has no request or response example"
@@ -346,6 +355,45 @@ def test_operation_has_id_one_tag_and_an_example(method: str, path: str) -> None
 def test_operation_ids_are_unique() -> None:
     ids = [op.operation_id for op in CONTRACT_OPS.values()]
     assert len(ids) == len(set(ids))
+
+
+def _example_cases() -> list[Any]:
+    """(where, schema, example value) for every example of a body, response or parameter."""
+    cases = []
+    for path, item in CONTRACT_DOC["paths"].items():
+        for param in item.get("parameters", []):
+            param = resolve(CONTRACT_DOC, param)
+            if "example" in param:
+                cases.append((f"{path} {param['name']}", param["schema"], param["example"]))
+        for method in HTTP_METHODS:
+            op = item.get(method)
+            if op is None:
+                continue
+            where = f"{method.upper()} {path}"
+            for param in op.get("parameters", []):
+                param = resolve(CONTRACT_DOC, param)
+                if "example" in param:
+                    cases.append((f"{where} {param['name']}", param["schema"], param["example"]))
+            bodies = [("request", resolve(CONTRACT_DOC, op.get("requestBody") or {}))]
+            bodies += [(code, resolve(CONTRACT_DOC, r)) for code, r in op["responses"].items()]
+            for label, body in bodies:
+                for media in (body.get("content") or {}).values():
+                    for value in _examples(CONTRACT_DOC, {"m": media}):
+                        cases.append((f"{where} {label}", media["schema"], value))
+    return cases
+
+
+def test_every_example_validates_against_its_schema() -> None:
+    from jsonschema import Draft202012Validator
+
+    cases = _example_cases()
+    assert len(cases) >= 20, "expected examples on bodies, responses and parameters"
+    for where, schema, value in cases:
+        # Local `#/components/...` refs resolve against this root, as they do in the contract.
+        root = {"components": CONTRACT_DOC["components"], **schema}
+        validator = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        errors = [e.message for e in validator.iter_errors(value)]
+        assert not errors, f"example of {where} does not match its schema: {errors}"
 
 
 def test_contract_is_a_valid_openapi_document() -> None:
@@ -358,13 +406,57 @@ def test_contract_is_a_valid_openapi_document() -> None:
 # Generated code is up to date
 
 
-def test_regen_check_reports_generated_code_up_to_date() -> None:
-    result = subprocess.run(
+def _regen_sandbox(tmp_path: Path) -> Path:
+    """A scratch copy of what regen.sh reads and compares (the contract, the generator's settings
+    and templates, generated/, and impl/ for import sorting), without caches, to try the check
+    on states of generated/ that the working tree must not be put in. The pinned generator
+    environment is shared, not rebuilt."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("openapi.yaml", "pyproject.toml"):
+        shutil.copy2(ROOT / name, root / name)
+    no_caches = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "scripts", root / "scripts", ignore=no_caches)
+    shutil.copytree(ROOT / "generated", root / "generated", ignore=no_caches)
+    # isort tells first-party imports (impl.*) from third-party ones by what the root holds.
+    shutil.copytree(ROOT / "impl", root / "impl", ignore=no_caches)
+    if (ROOT / ".venv-codegen").is_dir():
+        (root / ".venv-codegen").symlink_to(ROOT / ".venv-codegen")
+    return root
+
+
+def _regen_check(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["bash", "scripts/regen.sh", "--check"],
-        cwd=ROOT,
+        cwd=root,
+        check=False,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_regen_check_reports_generated_code_up_to_date() -> None:
+    result = _regen_check(ROOT)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "generated/ matches openapi.yaml" in result.stdout
+
+
+def test_regen_check_notices_a_stale_generated_file(tmp_path: Path) -> None:
+    """The check really compares: a hand edit under generated/ makes it fail."""
+    root = _regen_sandbox(tmp_path)
+    routes = root / "generated" / "routes.py"
+    routes.write_text(routes.read_text() + "\n# hand edit\n")
+    result = _regen_check(root)
+    assert result.returncode == 1, result.stdout
+    assert "stale" in result.stderr
+
+
+def test_regen_check_ignores_bytecode_caches(tmp_path: Path) -> None:
+    """Importing generated/ with bytecode on (Python's default, e.g. a plain pytest run) leaves
+    generated/__pycache__; that is not staleness, so the check must still pass."""
+    root = _regen_sandbox(tmp_path)
+    assert compileall.compile_dir(root / "generated", quiet=1)  # what `import generated` leaves
+    assert (root / "generated" / "__pycache__").is_dir()
+    result = _regen_check(root)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"

@@ -39,12 +39,12 @@ async def all_pages(
 @pytest.fixture
 async def varied(client: httpx.AsyncClient, alice: User) -> list[dict]:
     specs = [
-        dict(title="Buy milk", priority="high", tags=["home"], due_date="2026-12-03T00:00:00Z"),
-        dict(title="alpha report", priority="low", tags=["work"], description="Quarterly MILK stats"),
-        dict(title="Call mum", priority="medium", completed=True, due_date="2026-12-01T00:00:00Z"),
-        dict(title="Zebra 100% done_ok", priority="high", tags=["home", "work"]),
-        dict(title="Backslash \\ task", priority="low", due_date="2026-12-02T00:00:00Z"),
-        dict(title="beta", priority="medium", completed=True),
+        {"title": "Buy milk", "priority": "high", "tags": ["home"], "due_date": "2026-12-03T00:00:00Z"},
+        {"title": "alpha report", "priority": "low", "tags": ["work"], "description": "Quarterly MILK stats"},
+        {"title": "Call mum", "priority": "medium", "completed": True, "due_date": "2026-12-01T00:00:00Z"},
+        {"title": "Zebra 100% done_ok", "priority": "high", "tags": ["home", "work"]},
+        {"title": "Backslash \\ task", "priority": "low", "due_date": "2026-12-02T00:00:00Z"},
+        {"title": "beta", "priority": "medium", "completed": True},
     ]
     return [await create(client, alice, **spec) for spec in specs]
 
