@@ -460,3 +460,68 @@ def test_regen_check_ignores_bytecode_caches(tmp_path: Path) -> None:
     assert (root / "generated" / "__pycache__").is_dir()
     result = _regen_check(root)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            # A cookie parameter: the stubs only take path, query and header parameters.
+            lambda doc: doc["paths"]["/api/tasks"]["get"]["parameters"].append(
+                {"name": "session", "in": "cookie", "schema": {"type": "string"}}
+            ),
+            "parameters in 'cookie' are not supported",
+        ),
+        (
+            # uniqueItems: the model generator drops it for Pydantic v2.
+            lambda doc: doc["components"]["schemas"]["TaskPatch"]["properties"].update(
+                {"labels": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}}
+            ),
+            "['uniqueItems'] would be dropped by the model generator",
+        ),
+        (
+            lambda doc: doc["paths"]["/api/tasks"]["post"]["requestBody"]["content"].update(
+                {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
+            ),
+            "request bodies must be application/json only",
+        ),
+        (
+            lambda doc: doc["paths"]["/api/tasks"]["get"].pop("operationId"),
+            "needs an operationId and exactly one tag",
+        ),
+    ],
+)
+def test_regen_refuses_what_the_stubs_cannot_express(
+    tmp_path: Path, edit: Any, message: str
+) -> None:
+    """A contract feature the templates cannot express stops regen with a clear message,
+    instead of being silently dropped, and leaves generated/ untouched."""
+    root = _regen_sandbox(tmp_path)
+    doc = yaml.safe_load((root / "openapi.yaml").read_text())
+    edit(doc)
+    (root / "openapi.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    before = (root / "generated" / "routes.py").read_text()
+    result = subprocess.run(
+        ["bash", "scripts/regen.sh"], cwd=root, check=False, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert (root / "generated" / "routes.py").read_text() == before
+
+
+def test_regen_is_deterministic(tmp_path: Path) -> None:
+    """Two runs give identical bytes."""
+    root = _regen_sandbox(tmp_path)
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(
+            ["bash", "scripts/regen.sh"], cwd=root, check=False, capture_output=True, text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append({p.name: p.read_bytes() for p in sorted((root / "generated").glob("*.py"))})
+    assert outputs[0] == outputs[1]
+    assert outputs[0] == {
+        p.name: p.read_bytes() for p in sorted((ROOT / "generated").glob("*.py"))
+    }
