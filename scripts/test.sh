@@ -18,6 +18,9 @@ if [[ ! -x node_modules/.bin/redocly ]] || ! cmp -s package-lock.json node_modul
 fi
 node_modules/.bin/redocly lint openapi.yaml
 
+step "headless Chromium for the docs test (Debian package)"
+scripts/ensure_chromium.sh
+
 step "ruff"
 "$UV" run --locked ruff check impl tests scripts
 
