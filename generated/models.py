@@ -41,42 +41,6 @@ class Tag(RootModel[str]):
     ]
 
 
-class TaskWrite(BaseModel):
-    model_config = ConfigDict(
-        extra='forbid',
-    )
-    title: Annotated[
-        str,
-        Field(
-            description='Not blank; no NUL characters.',
-            max_length=255,
-            min_length=1,
-            pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
-        ),
-    ]
-    description: Annotated[
-        Optional[str],
-        Field(
-            description='Free text; no NUL characters. Defaults to null.',
-            max_length=2000,
-            pattern='^[^\\u0000]*$',
-        ),
-    ] = None
-    completed: Annotated[bool, Field(strict=True)] = False
-    priority: Priority = Priority('medium')
-    due_date: Annotated[
-        Optional[AwareDatetime], Field(description='RFC 3339 with offset. Defaults to null.')
-    ] = None
-    tags: Annotated[
-        List[Tag],
-        Field(
-            description='Duplicates are merged, keeping the first occurrence.',
-            max_length=10,
-            validate_default=True,
-        ),
-    ] = []
-
-
 class TaskPatch(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
@@ -93,15 +57,51 @@ class TaskPatch(BaseModel):
     description: Annotated[
         Optional[str],
         Field(
-            description='Free text; no NUL characters. Defaults to null.',
-            max_length=2000,
-            pattern='^[^\\u0000]*$',
+            description='Free text; no NUL characters.', max_length=2000, pattern='^[^\\u0000]*$'
         ),
     ] = None
-    completed: Annotated[Optional[bool], Field(strict=True)] = None
+    completed: Optional[bool] = None
     priority: Optional[Priority] = None
     due_date: Annotated[
-        Optional[AwareDatetime], Field(description='RFC 3339 with offset. Defaults to null.')
+        Optional[str],
+        Field(
+            description='RFC 3339 with offset.',
+            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+        ),
+    ] = None
+    tags: Annotated[
+        Optional[List[Tag]],
+        Field(description='Duplicates are merged, keeping the first occurrence.', max_length=10),
+    ] = None
+
+
+class TaskWrite(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    title: Annotated[
+        str,
+        Field(
+            description='Not blank; no NUL characters.',
+            max_length=255,
+            min_length=1,
+            pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
+        ),
+    ]
+    description: Annotated[
+        Optional[str],
+        Field(
+            description='Free text; no NUL characters.', max_length=2000, pattern='^[^\\u0000]*$'
+        ),
+    ] = None
+    completed: bool = False
+    priority: Priority = Priority('medium')
+    due_date: Annotated[
+        Optional[str],
+        Field(
+            description='RFC 3339 with offset.',
+            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+        ),
     ] = None
     tags: Annotated[
         List[Tag],
@@ -121,7 +121,7 @@ class Task(BaseModel):
     user_id: UUID
     title: Annotated[str, Field(max_length=255, min_length=1)]
     description: Annotated[Optional[str], Field(max_length=2000)]
-    completed: Annotated[bool, Field(strict=True)]
+    completed: bool
     completed_at: Optional[AwareDatetime]
     priority: Priority
     due_date: Optional[AwareDatetime]

@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Annotated, Optional
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.responses import Response
 
 import impl.system
 import impl.tasks
 from impl.auth import Principal, authenticate
+from impl.json_body import json_body
 
 from .models import (
     ErrorEnvelope,
@@ -96,8 +96,18 @@ async def list_tasks(
     q: Annotated[
         Optional[str], Query(min_length=1, max_length=200, pattern='^[^\\u0000]*$')
     ] = None,
-    due_before: Annotated[Optional[AwareDatetime], Query()] = None,
-    due_after: Annotated[Optional[AwareDatetime], Query()] = None,
+    due_before: Annotated[
+        Optional[str],
+        Query(
+            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$'
+        ),
+    ] = None,
+    due_after: Annotated[
+        Optional[str],
+        Query(
+            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$'
+        ),
+    ] = None,
     sort: Annotated[SortOrder, Query()] = SortOrder('-created_at'),
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[
@@ -141,7 +151,7 @@ async def list_tasks(
 async def create_task(
     *,
     principal: Annotated[Principal, Depends(authenticate)],
-    body: Annotated[TaskWrite, Body()],
+    body: Annotated[TaskWrite, Depends(json_body(TaskWrite))],
     idempotency_key: Annotated[
         Optional[str],
         Header(alias='Idempotency-Key', min_length=1, max_length=255, pattern='^[\\x21-\\x7E]+$'),
@@ -232,7 +242,7 @@ async def get_task(
 async def replace_task(
     *,
     principal: Annotated[Principal, Depends(authenticate)],
-    body: Annotated[TaskWrite, Body()],
+    body: Annotated[TaskWrite, Depends(json_body(TaskWrite))],
     task_id: Annotated[UUID, Path()],
     if_match: Annotated[
         Optional[str], Header(alias='If-Match', min_length=1, max_length=64)
@@ -271,7 +281,7 @@ async def replace_task(
 async def update_task(
     *,
     principal: Annotated[Principal, Depends(authenticate)],
-    body: Annotated[TaskPatch, Body()],
+    body: Annotated[TaskPatch, Depends(json_body(TaskPatch))],
     task_id: Annotated[UUID, Path()],
     if_match: Annotated[
         Optional[str], Header(alias='If-Match', min_length=1, max_length=64)

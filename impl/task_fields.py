@@ -32,15 +32,17 @@ def _unique(tags: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-def utc(value: datetime | None, field: str) -> datetime | None:
-    """An instant in UTC. RFC 3339 allows 0001-01-01T00:00:00+14:00, which is before year 1 in
-    UTC: Python and PostgreSQL cannot hold it, so it is a 422 here, not a 500 in the driver."""
-    if value is None:
+def instant(text: str | None, field: str) -> datetime | None:
+    """An RFC 3339 date-time (the contract's pattern already checked its shape) as a UTC
+    datetime. What the pattern cannot see is a 422 here, not a 500 in the driver: a day that does
+    not exist (2026-02-30), a leap second, or 0001-01-01T00:00:00+14:00, which is before year 1
+    in UTC and fits neither Python nor PostgreSQL."""
+    if text is None:
         return None
     try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValidationFailed.field(field, "Date-time out of range", "datetime_range") from None
+        return datetime.fromisoformat(text.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValidationFailed.field(field, "Not a valid RFC 3339 date-time", "datetime") from None
 
 
 def write_fields(body: TaskWrite) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def write_fields(body: TaskWrite) -> dict[str, Any]:
         "completed": bool(body.completed),
         # The generator writes enum defaults as plain strings: normalize through the enum.
         "priority": Priority(_plain(body.priority) or "medium").value,
-        "due_date": utc(body.due_date, "body.due_date"),
+        "due_date": instant(body.due_date, "body.due_date"),
         "tags": _unique(_plain(body.tags) or []),
     }
 
@@ -66,7 +68,7 @@ def patch_changes(body: TaskPatch) -> dict[str, Any]:
         if name == "tags":
             value = _unique(value)
         elif name == "due_date":
-            value = utc(value, "body.due_date")
+            value = instant(value, "body.due_date")
         changes[name] = value
     return changes
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -16,7 +15,7 @@ from impl.auth import Principal
 from impl.envelope import success
 from impl.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from impl.store import Foreign, KeyReused, ListQuery, Missing, Stale
-from impl.task_fields import etag, parse_if_match, patch_changes, utc, write_fields
+from impl.task_fields import etag, instant, parse_if_match, patch_changes, write_fields
 
 
 def _task_response(task: dict[str, Any], status_code: int = 200, **headers: str) -> Response:
@@ -30,8 +29,8 @@ async def list_tasks(
     priority: Priority | None,
     tag: str | None,
     q: str | None,
-    due_before: datetime | None,
-    due_after: datetime | None,
+    due_before: str | None,
+    due_after: str | None,
     sort: SortOrder,
     limit: int,
     cursor: str | None,
@@ -41,8 +40,8 @@ async def list_tasks(
         priority=priority.value if priority else None,
         tag=tag,
         q=q,
-        due_before=utc(due_before, "query.due_before"),
-        due_after=utc(due_after, "query.due_after"),
+        due_before=instant(due_before, "query.due_before"),
+        due_after=instant(due_after, "query.due_after"),
         sort=sort.value,
         limit=limit,
     )

@@ -13,8 +13,11 @@ if ! command -v npm >/dev/null 2>&1; then
   echo "npm not found: installing Node.js from Debian" >&2
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
-if [[ ! -x node_modules/.bin/redocly ]] || ! cmp -s package-lock.json node_modules/.package-lock.json; then
+# Reinstall only when package-lock.json changed since the last `npm ci` (stamped by its hash).
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [[ "$(cat node_modules/.lock-sha256 2>/dev/null)" != "$lock_hash" ]]; then
   npm ci --no-audit --no-fund --silent
+  echo "$lock_hash" > node_modules/.lock-sha256
 fi
 node_modules/.bin/redocly lint openapi.yaml
 

@@ -78,7 +78,9 @@ def test_serve_with_no_environment_serves_the_seeded_tasks_to_its_token(tmp_path
         assert (tmp_path / ".data" / "pg" / "PG_VERSION").exists()
     finally:
         server.terminate()
-        assert server.wait(timeout=30) == 0
+        code = server.wait(timeout=60)
+        rest = server.stdout.read() if server.stdout else ""
+        assert code == 0, f"exit {code} after SIGTERM; output:\n{rest[-3000:]}"
 
 
 async def test_seed_is_idempotent_and_reset_reloads(database_url: str, db) -> None:  # type: ignore[no-untyped-def]

@@ -119,7 +119,11 @@ class Contract:
         if kind == "string" and fmt == "uuid":
             return "UUID", {}
         if kind == "string" and fmt == "date-time":
-            return "AwareDatetime", {}
+            # Pydantic's datetime would also take a Unix timestamp ("0.5"): the contract must
+            # spell the accepted text out with a pattern; the handler parses the string.
+            if "pattern" not in schema:
+                raise ContractError(f"{where}: a date-time parameter needs an RFC 3339 pattern")
+            return "str", constraints
         if kind == "string" and fmt is None:
             return "str", constraints
         if kind == "integer" and fmt is None:

@@ -1,0 +1,214 @@
+// Client proof for the frontend teams: every request and response below is typed by
+// openapi-typescript from ../../openapi.yaml (src/api.d.ts, generated, never committed), so a
+// contract change that breaks a client breaks `tsc` here; the run then checks the live server.
+//
+//   API_URL=http://127.0.0.1:8000 API_TOKEN=... node build/demo.js
+//
+// Exits 0 when every check passes, 1 on the first mismatch (printed to stderr).
+
+import createClient from "openapi-fetch";
+
+import type { components, paths } from "./api.js";
+
+type Task = components["schemas"]["Task"];
+type TaskWrite = components["schemas"]["TaskWrite"];
+type ErrorEnvelope = components["schemas"]["ErrorEnvelope"];
+type ErrorCode = components["schemas"]["Error"]["code"];
+
+function env(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+}
+
+function check(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+function equal<T>(actual: T, expected: T, what: string): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  check(a === e, `${what}: expected ${e}, got ${a}`);
+}
+
+/** The typed error envelope of a failed call, checked against the expected status and code. */
+function expectError(
+  result: { error?: ErrorEnvelope; response: Response },
+  status: number,
+  code: ErrorCode,
+  what: string,
+): void {
+  equal(result.response.status, status, `${what}: status`);
+  check(result.error !== undefined, `${what}: error envelope expected`);
+  equal(result.error.error.code, code, `${what}: error.code`);
+  check(typeof result.error.error.message === "string", `${what}: error.message`);
+  check(UUID.test(result.error.meta.request_id), `${what}: meta.request_id`);
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function checkTimestamp(value: string, what: string): void {
+  check(!Number.isNaN(Date.parse(value)), `${what}: not a date-time: ${value}`);
+}
+
+const client = createClient<paths>({
+  baseUrl: env("API_URL"),
+  headers: { Authorization: `Bearer ${env("API_TOKEN")}` },
+});
+
+function log(message: string): void {
+  console.log(`ok   ${message}`);
+}
+
+async function createTask(body: TaskWrite, idempotencyKey?: string): Promise<Task> {
+  const { data, error, response } = await client.POST("/api/tasks", {
+    params: idempotencyKey ? { header: { "Idempotency-Key": idempotencyKey } } : {},
+    body,
+  });
+  check(!error, `POST /api/tasks: ${response.status} ${JSON.stringify(error)}`);
+  equal(response.status, 201, "POST /api/tasks status");
+  check(data !== undefined, "POST /api/tasks: body expected");
+  const task: Task = data.data;
+  check(UUID.test(task.id), `task.id is a UUID: ${task.id}`);
+  equal(response.headers.get("Location"), `/api/tasks/${task.id}`, "Location header");
+  equal(response.headers.get("ETag"), `"${task.version}"`, "ETag header");
+  equal(response.headers.get("X-Request-ID"), data.meta.request_id, "X-Request-ID = meta.request_id");
+  checkTimestamp(data.meta.timestamp, "meta.timestamp");
+  return task;
+}
+
+async function main(): Promise<void> {
+  // -- create: every writable field, typed by TaskWrite ------------------------------------------
+  const full = await createTask({
+    title: "Ship the client proof",
+    description: "Generated types, typed calls, live server",
+    priority: "high",
+    due_date: "2030-01-02T03:04:05+00:00",
+    tags: ["frontend", "contract"],
+  });
+  equal(full.title, "Ship the client proof", "title");
+  equal(full.description, "Generated types, typed calls, live server", "description");
+  equal(full.priority, "high", "priority");
+  equal(full.tags, ["frontend", "contract"], "tags");
+  equal(full.completed, false, "completed");
+  equal(full.completed_at, null, "completed_at");
+  equal(full.version, 1, "version");
+  check(full.due_date !== null && Date.parse(full.due_date) === Date.parse("2030-01-02T03:04:05Z"),
+    `due_date: ${full.due_date}`);
+  check(UUID.test(full.user_id), "user_id is a UUID");
+  checkTimestamp(full.created_at, "created_at");
+  equal(full.updated_at, full.created_at, "updated_at = created_at on create");
+  log(`POST /api/tasks -> 201 ${full.id} (every field)`);
+
+  // -- create: only the required field; the others take their documented defaults ---------------
+  const minimal = await createTask({ title: "Minimal task" });
+  equal(
+    [minimal.description, minimal.completed, minimal.priority, minimal.due_date, minimal.tags],
+    [null, false, "medium", null, []],
+    "defaults",
+  );
+  log(`POST /api/tasks -> 201 ${minimal.id} (defaults)`);
+
+  // -- create: Idempotency-Key (typed header parameter); a retry gives back the same task --------
+  const key = `client-proof-${Date.now()}`;
+  const first = await createTask({ title: "Idempotent task" }, key);
+  const retry = await createTask({ title: "Idempotent task" }, key);
+  equal(retry.id, first.id, "Idempotency-Key retry returns the first task");
+  const conflict = await client.POST("/api/tasks", {
+    params: { header: { "Idempotency-Key": key } },
+    body: { title: "Another body" },
+  });
+  expectError(conflict, 409, "CONFLICT", "Idempotency-Key reused with another body");
+  log("POST /api/tasks with Idempotency-Key -> 201, 201 (same task), 409 CONFLICT");
+
+  const more = [await createTask({ title: "Task four" }), await createTask({ title: "Task five" })];
+  const created = [full, minimal, first, ...more];
+  log(`created ${created.length} tasks`);
+
+  // -- list: limit=2, follow meta.next_cursor to the end ------------------------------------------
+  const seen: Task[] = [];
+  let cursor: string | undefined;
+  let pages = 0;
+  for (;;) {
+    const { data, error, response } = await client.GET("/api/tasks", {
+      params: { query: { limit: 2, sort: "-created_at", ...(cursor ? { cursor } : {}) } },
+    });
+    check(!error, `GET /api/tasks: ${response.status} ${JSON.stringify(error)}`);
+    check(data !== undefined, "GET /api/tasks: body expected");
+    pages += 1;
+    check(pages <= created.length, "pagination does not end");
+    equal(data.meta.limit, 2, "meta.limit");
+    equal(data.meta.total, created.length, "meta.total");
+    check(data.data.length >= 1 && data.data.length <= 2, `page size ${data.data.length}`);
+    seen.push(...data.data);
+    if (data.meta.next_cursor === null) break;
+    cursor = data.meta.next_cursor;
+  }
+  const seenIds = seen.map((task) => task.id);
+  equal(new Set(seenIds).size, seenIds.length, "no task on two pages");
+  equal([...seenIds].sort(), created.map((task) => task.id).sort(), "pages hold every task");
+  equal(pages, Math.ceil(created.length / 2), "page count");
+  for (let i = 1; i < seen.length; i++) {
+    const [previous, current] = [seen[i - 1], seen[i]];
+    check(previous !== undefined && current !== undefined, "page entries");
+    check(Date.parse(previous.created_at) >= Date.parse(current.created_at), "sorted by -created_at");
+  }
+  log(`GET /api/tasks?limit=2 -> ${pages} pages, ${seen.length} distinct tasks, total ${created.length}`);
+
+  // -- patch: complete one task, with If-Match; the ETag moves on ---------------------------------
+  const target = { params: { path: { task_id: full.id } } };
+  const patched = await client.PATCH("/api/tasks/{task_id}", {
+    params: { ...target.params, header: { "If-Match": `"${full.version}"` } },
+    body: { completed: true },
+  });
+  check(!patched.error, `PATCH: ${patched.response.status} ${JSON.stringify(patched.error)}`);
+  equal(patched.response.status, 200, "PATCH status");
+  check(patched.data !== undefined, "PATCH: body expected");
+  const done: Task = patched.data.data;
+  equal(done.completed, true, "completed after PATCH");
+  check(done.completed_at !== null, "completed_at set after PATCH");
+  checkTimestamp(done.completed_at, "completed_at");
+  equal(done.version, full.version + 1, "version after PATCH");
+  equal(done.title, full.title, "PATCH leaves title alone");
+  equal(done.tags, full.tags, "PATCH leaves tags alone");
+  equal(patched.response.headers.get("ETag"), `"${done.version}"`, "ETag after PATCH");
+  log(`PATCH /api/tasks/{id} {completed: true} -> 200, ETag ${patched.response.headers.get("ETag")}`);
+
+  const stale = await client.PATCH("/api/tasks/{task_id}", {
+    params: { ...target.params, header: { "If-Match": `"${full.version}"` } },
+    body: { title: "Lost update" },
+  });
+  expectError(stale, 412, "PRECONDITION_FAILED", "PATCH with a stale If-Match");
+  log("PATCH with the old ETag -> 412 PRECONDITION_FAILED");
+
+  const fetched = await client.GET("/api/tasks/{task_id}", target);
+  check(fetched.data !== undefined, `GET after PATCH: ${fetched.response.status}`);
+  equal(fetched.data.data, done, "GET returns the patched task");
+  equal(fetched.response.headers.get("ETag"), `"${done.version}"`, "ETag on GET");
+
+  // -- delete, then the task is gone --------------------------------------------------------------
+  const deleted = await client.DELETE("/api/tasks/{task_id}", target);
+  check(!deleted.error, `DELETE: ${deleted.response.status} ${JSON.stringify(deleted.error)}`);
+  equal(deleted.response.status, 204, "DELETE status");
+  equal(deleted.data, undefined, "DELETE has no body");
+  log("DELETE /api/tasks/{id} -> 204");
+
+  const gone = await client.GET("/api/tasks/{task_id}", target);
+  check(gone.data === undefined, "GET after DELETE returned a task");
+  expectError(gone, 404, "NOT_FOUND", "GET after DELETE");
+  check(gone.error?.error.code === "NOT_FOUND", "typed error code");
+  log("GET /api/tasks/{id} -> 404 NOT_FOUND");
+
+  const after = await client.GET("/api/tasks", { params: { query: { limit: 100 } } });
+  check(after.data !== undefined, `GET /api/tasks after DELETE: ${after.response.status}`);
+  equal(after.data.meta.total, created.length - 1, "meta.total after DELETE");
+  check(!after.data.data.some((task) => task.id === full.id), "deleted task still listed");
+  log(`GET /api/tasks -> total ${after.data.meta.total} after DELETE`);
+
+  console.log("client proof passed");
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.stack ?? error.message : error);
+  process.exit(1);
+});
