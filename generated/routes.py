@@ -82,7 +82,7 @@ async def get_readiness() -> Response:
     },
     tags=["tasks"],
     summary="List the caller\u0027s tasks",
-    description="Filters combine with AND. Keyset pagination: pass `meta.next_cursor` back as `cursor`\nwith the same filters and sort; it is null on the last page. `meta.total` counts every\ntask that matches the filters.\n",
+    description="Filters combine with AND. Keyset pagination: pass `meta.next_cursor` back as `cursor`\n(with the same filters and sort) for the next page; it is null on the last page.\n`meta.total` counts every task that matches the filters.\n",
 )
 async def list_tasks(
     *,
@@ -111,7 +111,7 @@ async def list_tasks(
     sort: Annotated[SortOrder, Query()] = SortOrder('-created_at'),
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[
-        Optional[str], Query(min_length=1, max_length=1024, pattern='^[A-Za-z0-9_-]+$')
+        Optional[str], Query(min_length=1, max_length=4096, pattern='^[A-Za-z0-9_-]+$')
     ] = None,
 ) -> Response:
     return await impl.tasks.list_tasks(

@@ -1,5 +1,10 @@
-"""Opaque, signed keyset cursors. A cursor only works for the user, the filters and the sort it
-was issued for: anything else, or a tampered one, is a 422."""
+"""Opaque, signed keyset cursors.
+
+A cursor marks a position: the last task of a page, with every key the list can sort on. So it
+continues a listing in whatever order and filters the next request asks for (normally the same
+ones), and it needs no database lookup. It is signed and bound to its user: a tampered cursor,
+or another user's, is a 422.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +19,19 @@ from dataclasses import dataclass
 from impl.errors import ValidationFailed
 
 MAC_BYTES = 16
+# The sort keys of a task, as PostgreSQL prints them (exact round trip through ::text).
+KEYS = ("created_at", "updated_at", "title", "priority", "due_date")
 
 
 @dataclass(frozen=True)
 class Position:
-    sort_key: str  # the sort expression of the last row, as PostgreSQL prints it
     task_id: uuid.UUID
+    keys: dict[str, str | None]
 
 
 def _invalid() -> ValidationFailed:
     return ValidationFailed.field(
-        "query.cursor",
-        "Invalid cursor: use meta.next_cursor with the same filters and sort",
-        "cursor_invalid",
+        "query.cursor", "Invalid cursor: pass meta.next_cursor back unchanged", "cursor_invalid"
     )
 
 
@@ -34,22 +39,22 @@ class CursorCodec:
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
 
-    def _mac(self, user_id: uuid.UUID, scope: str, payload: bytes) -> bytes:
-        message = user_id.bytes + scope.encode() + b"\0" + payload
-        return hmac.new(self.secret, message, hashlib.sha256).digest()[:MAC_BYTES]
+    def _mac(self, user_id: uuid.UUID, payload: bytes) -> bytes:
+        return hmac.new(self.secret, user_id.bytes + payload, hashlib.sha256).digest()[:MAC_BYTES]
 
-    def encode(self, user_id: uuid.UUID, scope: str, position: Position) -> str:
-        payload = json.dumps([position.sort_key, str(position.task_id)]).encode()
-        raw = payload + self._mac(user_id, scope, payload)
+    def encode(self, user_id: uuid.UUID, position: Position) -> str:
+        document = [str(position.task_id), *(position.keys[key] for key in KEYS)]
+        payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        raw = payload + self._mac(user_id, payload)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
-    def decode(self, user_id: uuid.UUID, scope: str, cursor: str) -> Position:
+    def decode(self, user_id: uuid.UUID, cursor: str) -> Position:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
             raise _invalid() from None
         payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
-        if len(raw) <= MAC_BYTES or not hmac.compare_digest(mac, self._mac(user_id, scope, payload)):
+        if len(raw) <= MAC_BYTES or not hmac.compare_digest(mac, self._mac(user_id, payload)):
             raise _invalid()
-        sort_key, task_id = json.loads(payload)
-        return Position(sort_key=sort_key, task_id=uuid.UUID(task_id))
+        task_id, *values = json.loads(payload)
+        return Position(task_id=uuid.UUID(task_id), keys=dict(zip(KEYS, values, strict=True)))

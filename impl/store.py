@@ -22,21 +22,35 @@ COLUMNS = (
 )
 WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
 
-# sort name -> (expression, SQL type of the cursor value). Tasks without a due date sort last in
-# both directions, so the expression maps NULL to the far end of the order. Columns are qualified:
-# a bare `priority` in ORDER BY would name the text output column, not the enum.
+# sort name -> (expression, SQL type of the cursor value). Columns are qualified: a bare
+# `priority` in ORDER BY would name the text output column, not the enum.
 _SORT_EXPRESSIONS = {
-    ("created_at", False): ("tasks.created_at", "timestamptz"),
-    ("created_at", True): ("tasks.created_at", "timestamptz"),
-    ("updated_at", False): ("tasks.updated_at", "timestamptz"),
-    ("updated_at", True): ("tasks.updated_at", "timestamptz"),
-    ("title", False): ("tasks.title", "text"),
-    ("title", True): ("tasks.title", "text"),
-    ("priority", False): ("tasks.priority", "task_priority"),
-    ("priority", True): ("tasks.priority", "task_priority"),
-    ("due_date", False): ("COALESCE(tasks.due_date, 'infinity'::timestamptz)", "timestamptz"),
-    ("due_date", True): ("COALESCE(tasks.due_date, '-infinity'::timestamptz)", "timestamptz"),
+    "created_at": ("tasks.created_at", "timestamptz"),
+    "updated_at": ("tasks.updated_at", "timestamptz"),
+    "title": ("tasks.title", "text"),
+    "priority": ("tasks.priority", "task_priority"),
+    "due_date": ("tasks.due_date", "timestamptz"),
 }
+# The sort keys of each row, as text, for the cursor of the last row of a page.
+_CURSOR_KEYS = ", ".join(
+    f"({expression})::text AS key_{name}" for name, (expression, _) in _SORT_EXPRESSIONS.items()
+)
+
+
+def _sort_expression(name: str, descending: bool) -> tuple[str, str]:
+    """Tasks without a due date sort last in both directions: NULL becomes the far end."""
+    expression, sql_type = _SORT_EXPRESSIONS[name]
+    if name == "due_date":
+        end = "-infinity" if descending else "infinity"
+        expression = f"COALESCE({expression}, '{end}'::timestamptz)"
+    return expression, sql_type
+
+
+def _cursor_key(position: Position, name: str, descending: bool) -> str:
+    value = position.keys[name]
+    if value is None:  # only due_date is nullable
+        return "-infinity" if descending else "infinity"
+    return value
 
 
 class Missing(Exception):
@@ -126,26 +140,27 @@ class TaskStore:
         self, *, user_id: uuid.UUID, query: ListQuery, after: Position | None
     ) -> Page:
         descending = query.sort.startswith("-")
-        expression, sql_type = _SORT_EXPRESSIONS[(query.sort.lstrip("-"), descending)]
+        sort_name = query.sort.lstrip("-")
+        expression, sql_type = _sort_expression(sort_name, descending)
         direction = "DESC" if descending else "ASC"
         where = _filters(user_id, query)
         count_sql = f"SELECT count(*) FROM tasks WHERE {where.sql()}"
         count_args = list(where.args)
         if after is not None:
             # Ties break on id ascending in both directions, which is the order of the
-            # (user_id, created_at DESC, id) index for the default sort.
+            # (user_id, created_at DESC, id) index for the default sort. The cursor holds the
+            # key as text; PostgreSQL casts it back to the key's type.
             op = "<" if descending else ">"
-            # The cursor holds the sort key as text; PostgreSQL casts it back to the key's type.
             key = f"{{0}}::text::{sql_type}"
             where.add(
                 f"{expression} {op}= {key} AND "
                 f"({expression} {op} {key} OR ({expression} = {key} AND tasks.id > {{1}}))",
-                after.sort_key,
+                _cursor_key(after, sort_name, descending),
                 after.task_id,
             )
         where.args.append(query.limit + 1)
         page_sql = (
-            f"SELECT {COLUMNS}, ({expression})::text AS sort_key FROM tasks WHERE {where.sql()} "
+            f"SELECT {COLUMNS}, {_CURSOR_KEYS} FROM tasks WHERE {where.sql()} "
             f"ORDER BY {expression} {direction}, tasks.id ASC LIMIT ${len(where.args)}"
         )
         async with self.pool.acquire() as connection:
@@ -154,9 +169,13 @@ class TaskStore:
         rows = [dict(record) for record in records[: query.limit]]
         last = None
         if len(records) > query.limit:
-            last = Position(sort_key=rows[-1]["sort_key"], task_id=rows[-1]["id"])
+            last = Position(
+                task_id=rows[-1]["id"],
+                keys={name: rows[-1][f"key_{name}"] for name in _SORT_EXPRESSIONS},
+            )
         for row in rows:
-            del row["sort_key"]
+            for name in _SORT_EXPRESSIONS:
+                del row[f"key_{name}"]
         return Page(rows=rows, total=total, last_position=last)
 
     async def get(self, *, user_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:

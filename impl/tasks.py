@@ -46,15 +46,10 @@ async def list_tasks(
         limit=limit,
     )
     rt = runtime.current()
-    # The cursor is bound to the filters and the sort, not to the page size.
-    scope = repr((query.status, query.priority, tag, q, due_before, due_after, query.sort))
-    after = rt.cursors.decode(principal.user_id, scope, cursor) if cursor else None
+    after = rt.cursors.decode(principal.user_id, cursor) if cursor else None
     page = await rt.tasks.page(user_id=principal.user_id, query=query, after=after)
-    next_cursor = (
-        rt.cursors.encode(principal.user_id, scope, page.last_position)
-        if page.last_position
-        else None
-    )
+    last = page.last_position
+    next_cursor = rt.cursors.encode(principal.user_id, last) if last else None
     return success(page.rows, total=page.total, limit=limit, next_cursor=next_cursor)
 
 
