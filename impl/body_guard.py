@@ -40,9 +40,10 @@ class BodyGuardMiddleware:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").decode("latin-1") or None
-        declared = headers.get(b"content-length")
+        content_types = [v for k, v in scope["headers"] if k == b"content-type"]
+        # Content-Type is a singleton field: two lines ("a, b") name no media type at all.
+        content_type = content_types[0].decode("latin-1") if len(content_types) == 1 else None
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         limit = self.max_body_bytes
         too_large = PayloadTooLarge(f"Request body exceeds {limit} bytes")
         received = 0

@@ -112,6 +112,13 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _timestamp(value: datetime | None) -> str | None:
+    """Date-times go to PostgreSQL as RFC 3339 text: asyncpg would turn Python's smallest and
+    largest datetimes (0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z) into -infinity and
+    infinity, which come back without an offset."""
+    return None if value is None else value.isoformat()
+
+
 def _filters(user_id: uuid.UUID, query: ListQuery) -> _Where:
     where = _Where()
     where.add("user_id = {}", user_id)
@@ -126,9 +133,9 @@ def _filters(user_id: uuid.UUID, query: ListQuery) -> _Where:
     if query.q is not None:
         where.add("(title ILIKE {0} OR description ILIKE {0})", f"%{_escape_like(query.q)}%")
     if query.due_before is not None:
-        where.add("due_date < {}", query.due_before)
+        where.add("due_date < {}::text::timestamptz", _timestamp(query.due_before))
     if query.due_after is not None:
-        where.add("due_date > {}", query.due_after)
+        where.add("due_date > {}::text::timestamptz", _timestamp(query.due_after))
     return where
 
 
@@ -198,12 +205,12 @@ class TaskStore:
         insert = (
             "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
             "priority, due_date, tags) VALUES ($1, $2, $3, $4, $5, "
-            "CASE WHEN $5 THEN now() END, $6::task_priority, $7, $8) "
+            "CASE WHEN $5 THEN now() END, $6::task_priority, $7::text::timestamptz, $8) "
             f"RETURNING {COLUMNS}"
         )
         args = (
             task_id, user_id, fields["title"], fields["description"], fields["completed"],
-            fields["priority"], fields["due_date"], fields["tags"],
+            fields["priority"], _timestamp(fields["due_date"]), fields["tags"],
         )
         if idempotency_key is None:
             return dict(await self.pool.fetchrow(insert, *args))
@@ -250,8 +257,11 @@ class TaskStore:
         sets = []
         for name in WRITABLE:
             if name in changes:
-                args.append(changes[name])
-                cast = "::task_priority" if name == "priority" else ""
+                value = changes[name]
+                args.append(_timestamp(value) if name == "due_date" else value)
+                cast = {"priority": "::task_priority", "due_date": "::text::timestamptz"}.get(
+                    name, ""
+                )
                 sets.append(f"{name} = ${len(args)}{cast}")
                 if name == "completed":
                     sets.append(

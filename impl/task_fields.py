@@ -73,8 +73,9 @@ def patch_changes(body: TaskPatch) -> dict[str, Any]:
     return changes
 
 
-# ASCII digits only: str.isdigit() would also take "²", which int() then refuses.
-_STRONG_ETAG = re.compile(r'"([0-9]+)"')
+# Exactly what etag() writes: ASCII digits without leading zeros (ETags compare as strings,
+# so "01" is not "1"; and str.isdigit() would also take "²", which int() then refuses).
+_STRONG_ETAG = re.compile(r'"(0|[1-9][0-9]*)"')
 
 
 def etag(version: int) -> str:
