@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from impl.errors import ServiceUnavailable
+from impl.errors import DATABASE_DOWN, ServiceUnavailable
 from impl.settings import Settings
 
 log = logging.getLogger("task_api.db")
+
+CONNECT_RETRY_FIRST_SECONDS = 0.5
+CONNECT_RETRY_MAX_SECONDS = 30.0
+# What "PostgreSQL is not there (yet)" looks like at start-up, including a server still
+# starting ("the database system is starting up") and its authentication not being ready.
+DATABASE_UNREACHABLE = (*DATABASE_DOWN, asyncpg.exceptions.PostgresConnectionError)
 
 # Query parameters of libpq URLs that asyncpg does not take. asyncpg would send unknown ones to
 # the server as settings, which PostgreSQL refuses.
@@ -49,10 +58,19 @@ def connect_options(url: str, statement_cache: bool | None = None) -> ConnectOpt
 
 
 class Database:
+    """The pool, opened without waiting for PostgreSQL: while it is down, every operation fails
+    fast (connect and acquire timeouts) and the API answers 503; a background task keeps trying
+    with backoff, says why in the log, and warms the pool up once the database answers."""
+
     def __init__(self, url: str, settings: Settings) -> None:
         self.options = connect_options(url, settings.db_statement_cache)
         self.settings = settings
+        # Behind PgBouncer in transaction mode (no statement cache) every operation runs in a
+        # transaction: asyncpg prepares an unnamed statement and binds it in a second round
+        # trip, and only an open transaction keeps both on the same server connection.
+        self.behind_pooler = self.options.statement_cache_size == 0
         self._pool: asyncpg.Pool | None = None
+        self._connector: asyncio.Task[None] | None = None
 
     def connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -63,30 +81,59 @@ class Database:
         }
 
     async def open(self) -> None:
-        # min_size=0: the pool opens even while PostgreSQL is down; connections are made on
-        # demand, so the server answers 503 until the database is back, then recovers alone.
+        # min_size=0: creating the pool connects nothing, so it cannot fail while PostgreSQL
+        # is down; connections are made on demand and replaced when they break.
         self._pool = await asyncpg.create_pool(
             min_size=0,
             max_size=self.settings.db_pool_max_size,
             max_inactive_connection_lifetime=300,
             **self.connect_kwargs(),
         )
-        await self.warm_up()
+        try:
+            await self.warm_up()
+        except DATABASE_UNREACHABLE as exc:
+            log.warning(
+                "database not reachable at start-up (%s: %s); serving 503 and retrying",
+                type(exc).__name__, exc,
+            )
+            self._connector = asyncio.create_task(self._connect_with_backoff())
+
+    async def _connect_with_backoff(self) -> None:
+        delay = CONNECT_RETRY_FIRST_SECONDS
+        attempt = 1
+        while True:
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                await self.warm_up()
+            except DATABASE_UNREACHABLE as exc:
+                delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
+                log.warning(
+                    "database still not reachable (attempt %d, %s: %s); next try in %.1f s",
+                    attempt, type(exc).__name__, exc, delay,
+                    extra={"attempt": attempt, "retry_in_seconds": delay},
+                )
+            else:
+                log.info("database reachable after %d attempts", attempt)
+                return
 
     async def warm_up(self) -> None:
-        """Open a few connections now rather than on the first requests; harmless if it fails."""
+        """Open min_size connections now rather than on the first requests."""
         pool = self.pool
         held = []
         try:
-            for _ in range(self.settings.db_pool_min_size):
-                held.append(await pool.acquire(timeout=self.settings.db_connect_timeout_seconds))
-        except Exception as exc:  # noqa: BLE001 - the server still starts, and answers 503
-            log.warning("database not reachable at start-up: %s: %s", type(exc).__name__, exc)
+            for _ in range(max(self.settings.db_pool_min_size, 1)):
+                connection = await pool.acquire(timeout=self.settings.db_connect_timeout_seconds)
+                held.append(connection)
+                await connection.fetchval("SELECT 1")
         finally:
             for connection in held:
                 await pool.release(connection)
 
     async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            self._connector = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -97,5 +144,17 @@ class Database:
             raise ServiceUnavailable()
         return self._pool
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one operation. Waiting for one is bounded, like connecting
+        and every command, so no request hangs while the database is away."""
+        async with self.pool.acquire(timeout=self.settings.db_acquire_timeout_seconds) as conn:
+            if self.behind_pooler:
+                async with conn.transaction():
+                    yield conn
+            else:
+                yield conn
+
     async def ping(self) -> None:
-        await self.pool.fetchval("SELECT 1", timeout=self.settings.db_connect_timeout_seconds)
+        async with self.connection() as connection:
+            await connection.fetchval("SELECT 1", timeout=self.settings.db_connect_timeout_seconds)

@@ -105,6 +105,7 @@ DATABASE_DOWN = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
 )
 
 _GENERIC = {

@@ -26,7 +26,7 @@ class Runtime:
 
     @property
     def tasks(self) -> TaskStore:
-        return TaskStore(self.database.pool)
+        return TaskStore(self.database)
 
 
 _current: ContextVar[Runtime | None] = ContextVar("runtime", default=None)

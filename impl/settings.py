@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=16, ge=1)
     db_command_timeout_seconds: float = Field(default=10.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Waiting for a free pooled connection (or a new one) is bounded too: 503, never a hang.
+    db_acquire_timeout_seconds: float = Field(default=5.0, gt=0)
     # Neon's "-pooler" endpoints and PgBouncer in transaction mode cannot keep prepared
     # statements across transactions. None: detected from the host name.
     db_statement_cache: bool | None = None

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from impl.cursor import Position
+from impl.db import Database
 
 COLUMNS = (
     "id, user_id, title, description, completed, completed_at, priority::text AS priority, "
@@ -140,8 +139,8 @@ def _filters(user_id: uuid.UUID, query: ListQuery) -> _Where:
 
 
 class TaskStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     async def page(
         self, *, user_id: uuid.UUID, query: ListQuery, after: Position | None
@@ -170,7 +169,7 @@ class TaskStore:
             f"SELECT {COLUMNS}, {_CURSOR_KEYS} FROM tasks WHERE {where.sql()} "
             f"ORDER BY {expression} {direction}, tasks.id ASC LIMIT ${len(where.args)}"
         )
-        async with self.pool.acquire() as connection:
+        async with self.database.connection() as connection:
             records = await connection.fetch(page_sql, *where.args)
             total = await connection.fetchval(count_sql, *count_args)
         rows = [dict(record) for record in records[: query.limit]]
@@ -186,9 +185,10 @@ class TaskStore:
         return Page(rows=rows, total=total, last_position=last)
 
     async def get(self, *, user_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
-        record = await self.pool.fetchrow(
-            f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2", task_id, user_id
-        )
+        async with self.database.connection() as connection:
+            record = await connection.fetchrow(
+                f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2", task_id, user_id
+            )
         if record is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=None)
         return dict(record)
@@ -213,8 +213,9 @@ class TaskStore:
             fields["priority"], _timestamp(fields["due_date"]), fields["tags"],
         )
         if idempotency_key is None:
-            return dict(await self.pool.fetchrow(insert, *args))
-        async with self.pool.acquire() as connection, connection.transaction():
+            async with self.database.connection() as connection:
+                return dict(await connection.fetchrow(insert, *args))
+        async with self.database.connection() as connection, connection.transaction():
             # A concurrent request with the same key waits here on the primary key until the
             # first commits, then finds its row: no duplicate task under concurrent retries.
             claimed = await connection.fetchval(
@@ -268,12 +269,14 @@ class TaskStore:
                         f"completed_at = CASE WHEN ${len(args)} "
                         "THEN COALESCE(completed_at, now()) END"
                     )
-        record = await self.pool.fetchrow(
-            f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, updated_at = now() "
-            "WHERE id = $1 AND user_id = $2 AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
-            f"RETURNING {COLUMNS}",
-            *args,
-        )
+        async with self.database.connection() as connection:
+            record = await connection.fetchrow(
+                f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, updated_at = now() "
+                "WHERE id = $1 AND user_id = $2 "
+                "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
+                f"RETURNING {COLUMNS}",
+                *args,
+            )
         if record is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
         return dict(record)
@@ -281,26 +284,28 @@ class TaskStore:
     async def delete(
         self, *, user_id: uuid.UUID, task_id: uuid.UUID, versions: list[int] | None
     ) -> None:
-        deleted = await self.pool.fetchval(
-            "DELETE FROM tasks WHERE id = $1 AND user_id = $2 "
-            "AND ($3::int[] IS NULL OR version = ANY($3::int[])) RETURNING id",
-            task_id, user_id, versions,
-        )
+        async with self.database.connection() as connection:
+            deleted = await connection.fetchval(
+                "DELETE FROM tasks WHERE id = $1 AND user_id = $2 "
+                "AND ($3::int[] IS NULL OR version = ANY($3::int[])) RETURNING id",
+                task_id, user_id, versions,
+            )
         if deleted is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
 
     async def stats(self, *, user_id: uuid.UUID) -> dict[str, Any]:
-        record = await self.pool.fetchrow(
-            "SELECT count(*) AS total, "
-            "count(*) FILTER (WHERE completed) AS completed, "
-            "count(*) FILTER (WHERE NOT completed) AS pending, "
-            "count(*) FILTER (WHERE NOT completed AND due_date < now()) AS overdue, "
-            "count(*) FILTER (WHERE priority = 'low') AS low, "
-            "count(*) FILTER (WHERE priority = 'medium') AS medium, "
-            "count(*) FILTER (WHERE priority = 'high') AS high "
-            "FROM tasks WHERE user_id = $1",
-            user_id,
-        )
+        async with self.database.connection() as connection:
+            record = await connection.fetchrow(
+                "SELECT count(*) AS total, "
+                "count(*) FILTER (WHERE completed) AS completed, "
+                "count(*) FILTER (WHERE NOT completed) AS pending, "
+                "count(*) FILTER (WHERE NOT completed AND due_date < now()) AS overdue, "
+                "count(*) FILTER (WHERE priority = 'low') AS low, "
+                "count(*) FILTER (WHERE priority = 'medium') AS medium, "
+                "count(*) FILTER (WHERE priority = 'high') AS high "
+                "FROM tasks WHERE user_id = $1",
+                user_id,
+            )
         return {
             "total": record["total"],
             "completed": record["completed"],
@@ -313,9 +318,10 @@ class TaskStore:
         self, *, user_id: uuid.UUID, task_id: uuid.UUID, versions: list[int] | None
     ) -> None:
         """Only on the failure path: tell missing, foreign and stale apart. Always raises."""
-        record = await self.pool.fetchrow(
-            "SELECT user_id, version FROM tasks WHERE id = $1", task_id
-        )
+        async with self.database.connection() as connection:
+            record = await connection.fetchrow(
+                "SELECT user_id, version FROM tasks WHERE id = $1", task_id
+            )
         if record is None:
             raise Missing()
         if record["user_id"] != user_id:
