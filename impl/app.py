@@ -60,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Depends(require_documented_method)],
         lifespan=lifespan,
         openapi_url=None,  # the hand-written contract is served instead, see contract.py
+        # No OpenTelemetry here: FastAPI would otherwise look up its providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         docs_url=None,
         redoc_url=None,
     )

@@ -97,3 +97,17 @@ class IdempotencyKey(SQLModel, table=True):
             sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         )
     )
+
+
+class TaskCounts(SQLModel, table=True):
+    """Per-user counters kept by the `tasks` triggers (migration 0002): what the list's total
+    and the dashboard read instead of counting rows."""
+
+    __tablename__ = "task_counts"
+
+    user_id: uuid.UUID = Field(primary_key=True)
+    total: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    completed: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    low: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    medium: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    high: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))

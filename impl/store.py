@@ -15,10 +15,20 @@ from typing import Any
 from impl.cursor import Position
 from impl.db import Database
 
+TASK_FIELDS = (
+    "id", "user_id", "title", "description", "completed", "completed_at", "priority",
+    "due_date", "tags", "created_at", "updated_at", "version",
+)
 COLUMNS = (
     "id, user_id, title, description, completed, completed_at, priority::text AS priority, "
     "due_date, tags::text[] AS tags, created_at, updated_at, version"
 )
+# meta.total without counting rows when only `status` filters (task_counts, migration 0002).
+_COUNTER_TOTALS = {
+    "all": "total",
+    "pending": "total - completed",
+    "completed": "completed",
+}
 WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
 
 # sort name -> (expression, SQL type of the cursor value). Columns are qualified: a bare
@@ -118,6 +128,10 @@ def _timestamp(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+def _status_only(query: ListQuery) -> bool:
+    return (query.priority, query.tag, query.q, query.due_before, query.due_after) == (None,) * 5
+
+
 def _filters(user_id: uuid.UUID, query: ListQuery) -> _Where:
     where = _Where()
     where.add("user_id = {}", user_id)
@@ -150,8 +164,13 @@ class TaskStore:
         expression, sql_type = _sort_expression(sort_name, descending)
         direction = "DESC" if descending else "ASC"
         where = _filters(user_id, query)
-        count_sql = f"SELECT count(*) FROM tasks WHERE {where.sql()}"
-        count_args = list(where.args)
+        if _status_only(query):
+            total_sql = (
+                f"SELECT coalesce((SELECT {_COUNTER_TOTALS[query.status]} FROM task_counts "
+                "WHERE user_id = $1), 0)"
+            )
+        else:
+            total_sql = f"SELECT count(*) FROM tasks WHERE {where.sql()}"
         if after is not None:
             # Ties break on id ascending in both directions, which is the order of the
             # (user_id, created_at DESC, id) index for the default sort. The cursor holds the
@@ -165,23 +184,28 @@ class TaskStore:
                 after.task_id,
             )
         where.args.append(query.limit + 1)
-        page_sql = (
-            f"SELECT {COLUMNS}, {_CURSOR_KEYS} FROM tasks WHERE {where.sql()} "
-            f"ORDER BY {expression} {direction}, tasks.id ASC LIMIT ${len(where.args)}"
+        order = f"{expression} {direction}, tasks.id ASC"
+        # One round trip: the total and the page together. The outer row always exists, so an
+        # empty page still brings its total (as one row of NULL task columns).
+        sql = (
+            f"SELECT page.*, counted.total FROM ({total_sql}) AS counted(total) "
+            f"LEFT JOIN LATERAL (SELECT {COLUMNS}, {_CURSOR_KEYS}, "
+            f"row_number() OVER (ORDER BY {order}) AS ordinal "
+            f"FROM tasks WHERE {where.sql()} ORDER BY {order} LIMIT ${len(where.args)}) AS page "
+            "ON true ORDER BY page.ordinal"
         )
         async with self.database.connection() as connection:
-            records = await connection.fetch(page_sql, *where.args)
-            total = await connection.fetchval(count_sql, *count_args)
-        rows = [dict(record) for record in records[: query.limit]]
+            records = await connection.fetch(sql, *where.args)
+        total = records[0]["total"]
+        found = [record for record in records if record["id"] is not None]
+        rows = [dict(zip(TASK_FIELDS, record, strict=False)) for record in found[: query.limit]]
         last = None
-        if len(records) > query.limit:
+        if len(found) > query.limit:
+            record = found[query.limit - 1]
             last = Position(
-                task_id=rows[-1]["id"],
-                keys={name: rows[-1][f"key_{name}"] for name in _SORT_EXPRESSIONS},
+                task_id=record["id"],
+                keys={name: record[f"key_{name}"] for name in _SORT_EXPRESSIONS},
             )
-        for row in rows:
-            for name in _SORT_EXPRESSIONS:
-                del row[f"key_{name}"]
         return Page(rows=rows, total=total, last_position=last)
 
     async def get(self, *, user_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
@@ -296,20 +320,19 @@ class TaskStore:
     async def stats(self, *, user_id: uuid.UUID) -> dict[str, Any]:
         async with self.database.connection() as connection:
             record = await connection.fetchrow(
-                "SELECT count(*) AS total, "
-                "count(*) FILTER (WHERE completed) AS completed, "
-                "count(*) FILTER (WHERE NOT completed) AS pending, "
-                "count(*) FILTER (WHERE NOT completed AND due_date < now()) AS overdue, "
-                "count(*) FILTER (WHERE priority = 'low') AS low, "
-                "count(*) FILTER (WHERE priority = 'medium') AS medium, "
-                "count(*) FILTER (WHERE priority = 'high') AS high "
-                "FROM tasks WHERE user_id = $1",
+                "SELECT coalesce(c.total, 0) AS total, coalesce(c.completed, 0) AS completed, "
+                "coalesce(c.low, 0) AS low, coalesce(c.medium, 0) AS medium, "
+                "coalesce(c.high, 0) AS high, "
+                "(SELECT count(*) FROM tasks WHERE user_id = $1 AND NOT completed "
+                "AND due_date < now()) AS overdue "
+                "FROM (SELECT $1::uuid AS user_id) AS caller "
+                "LEFT JOIN task_counts AS c ON c.user_id = caller.user_id",
                 user_id,
             )
         return {
             "total": record["total"],
             "completed": record["completed"],
-            "pending": record["pending"],
+            "pending": record["total"] - record["completed"],
             "overdue": record["overdue"],
             "by_priority": {p: record[p] for p in ("low", "medium", "high")},
         }
