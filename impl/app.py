@@ -9,17 +9,17 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from generated.routes import router
 from impl import runtime
-from impl.body_guard import BodyGuardMiddleware
-from impl.contract import install_contract_routes, require_documented_method
+from impl.contract import install_contract_routes
 from impl.cursor import CursorCodec
 from impl.db import Database
 from impl.errors import install_error_handlers
 from impl.request_context_middleware import RequestContextMiddleware
+from impl.request_guard import RequestGuardMiddleware
 from impl.settings import Settings
 from impl.token_verifier import TokenVerifier
 
@@ -57,7 +57,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="Task API",
-        dependencies=[Depends(require_documented_method)],
         lifespan=lifespan,
         openapi_url=None,  # the hand-written contract is served instead, see contract.py
         # No OpenTelemetry here: FastAPI would otherwise look up its providers on every request.
@@ -67,10 +66,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.verifier = verifier
     app.state.runtime = None
-    app.include_router(router)
+    # The generated routes go straight into the app's router: include_router() would wrap them
+    # in a router include that FastAPI walks on every request.
+    app.router.routes.extend(router.routes)
     install_contract_routes(app)
     install_error_handlers(app)
-    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -79,6 +80,6 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
             expose_headers=["ETag", "Location", "X-Request-ID"],
         )
-    # Added last, so it runs first: every response, even CORS and body-guard ones, gets an id.
+    # Added last, so it runs first: every response, even CORS and guard ones, gets an id.
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from impl.contract import documented_methods
+from impl.contract_paths import documented_methods
 from impl.envelope import error_body
 
 log = logging.getLogger("task_api.errors")
@@ -59,6 +59,13 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     status_code, code, message = 404, "NOT_FOUND", "Task not found"
+
+
+class MethodNotAllowed(ApiError):
+    status_code, code = 405, "METHOD_NOT_ALLOWED"
+
+    def __init__(self, method: str, allow: str) -> None:
+        super().__init__(f"Method {method} is not allowed on this path", headers={"Allow": allow})
 
 
 class Conflict(ApiError):
@@ -143,11 +150,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
         allow = (exc.headers or {}).get("Allow", "")
         if documented is not None:
             allow = ", ".join(sorted(documented))
-        error = ApiError(
-            f"Method {request.method} is not allowed on this path", headers={"Allow": allow}
-        )
-        error.status_code, error.code = 405, "METHOD_NOT_ALLOWED"
-        return error_response(error)
+        return error_response(MethodNotAllowed(request.method, allow))
     generic = _GENERIC.get(exc.status_code)
     if generic is None:
         log.warning("unmapped HTTP error %s: %s", exc.status_code, exc.detail)

@@ -1,8 +1,8 @@
-"""Pure-ASGI guard on request bodies: a documented method (405), JSON only (415) and a size
-limit (413), checked in that order.
+"""Pure-ASGI checks before a request reaches a route: a method the contract documents for the
+path (405), and for requests with a body, JSON only (415) and a size limit (413).
 
-It wraps `receive`, so it only acts when a route actually reads a body, and it raises typed
-errors there, which FastAPI passes through to the error handlers.
+The method check answers at once. The body checks wrap `receive`, so they only act when a route
+actually reads a body, and raise typed errors there, which FastAPI passes to the error handlers.
 """
 
 from __future__ import annotations
@@ -12,10 +12,19 @@ from email.message import Message
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from impl.contract import check_documented_method
-from impl.errors import PayloadTooLarge, UnsupportedMediaType
+from impl.contract_paths import documented_methods
+from impl.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType, error_response
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def undocumented_method(method: str, path: str) -> MethodNotAllowed | None:
+    """A method the contract does not document for a path is a 405, even when a templated
+    route would take it (DELETE /api/tasks/stats is not a task id)."""
+    methods = documented_methods(path)
+    if methods is None or method in methods or (method == "HEAD" and "GET" in methods):
+        return None
+    return MethodNotAllowed(method, ", ".join(sorted(methods)))
 
 
 def is_json(content_type: str | None) -> bool:
@@ -29,23 +38,32 @@ def is_json(content_type: str | None) -> bool:
     )
 
 
-class BodyGuardMiddleware:
+class RequestGuardMiddleware:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Only requests that carry a body are guarded: a FileResponse (the docs assets) also
-        # calls receive(), to watch for a disconnect, and must not be refused.
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refused = undocumented_method(scope["method"], scope["path"])
+        if refused is not None:
+            await error_response(refused)(scope, receive, send)
+            return
+        # Only requests that carry a body are guarded: a FileResponse (the docs assets) also
+        # calls receive(), to watch for a disconnect, and must not be refused.
+        if scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, self._guarded(scope, receive), send)
+
+    def _guarded(self, scope: Scope, receive: Receive) -> Receive:
         content_types = [v for k, v in scope["headers"] if k == b"content-type"]
         # Content-Type is a singleton field: two lines ("a, b") name no media type at all.
         content_type = content_types[0].decode("latin-1") if len(content_types) == 1 else None
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         limit = self.max_body_bytes
-        too_large = PayloadTooLarge(f"Request body exceeds {limit} bytes")
         received = 0
         checked = False
 
@@ -53,16 +71,15 @@ class BodyGuardMiddleware:
             nonlocal received, checked
             if not checked:
                 checked = True
-                check_documented_method(scope["method"], scope["path"])
                 if not is_json(content_type):
                     raise UnsupportedMediaType()
                 if declared is not None and declared.isdigit() and int(declared) > limit:
-                    raise too_large
+                    raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise too_large
+                    raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
             return message
 
-        await self.app(scope, guarded_receive, send)
+        return guarded_receive

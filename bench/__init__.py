@@ -1,0 +1,1 @@
+"""Helpers for scripts/bench.py: the baseline app, its SQL, the wrk script."""

@@ -1,0 +1,328 @@
+"""The benchmark's yardstick: a minimal Starlette app on raw asyncpg + orjson + PyJWT.
+
+It does the same work as the real API for the four benchmarked routes, and nothing the real API
+could not also do:
+
+- the same HS256 bearer check (PyJWT, `sub` and `exp` required, 30 s leeway, `sub` a canonical
+  UUID, tokens over 8 KiB refused);
+- the same SQL text as impl/store.py, copied into bench/sql.py: same columns, casts and ORDER BY,
+  the list's page (LIMIT n+1) and total in one statement, the same INSERT and UPDATE, one pooled
+  connection per operation and, like the API, no reset query when it goes back to the pool;
+- the same envelope: {data, meta{timestamp, request_id, ...}}, with total, limit and an
+  HMAC-signed next_cursor on lists, an ETag on single tasks, Location on 201, X-Request-ID on
+  every response;
+- the body checks the contract requires (JSON media type, size limit, JSON object, no unknown
+  fields, types, lengths, blank titles, NUL characters, priority enum, RFC 3339 due dates, tag
+  count and length; duplicate tags merged), with simple hand-written checks instead of Pydantic.
+
+What it leaves out is the framework: no FastAPI dependency injection, no Pydantic models for
+parameters or bodies, no middleware stack, no per-request log record. Only the benchmarked
+routes exist (plus /api/health), only the default sort, and the list takes only `status` and
+`limit`.
+
+Run: DATABASE_URL=... BETTER_AUTH_SECRET=... uvicorn bench.baseline_app:app --port 8001
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import jwt
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bench.sql import (
+    CASTS,
+    COLUMNS,
+    DIAGNOSE_SQL,
+    GET_SQL,
+    INSERT_SQL,
+    LIST_SQL,
+    SORT_KEYS,
+    TASK_FIELDS,
+    WRITABLE,
+)
+
+SECRET = os.environ["BETTER_AUTH_SECRET"]
+DATABASE_URL = os.environ["DATABASE_URL"]
+CURSOR_SECRET = hashlib.sha256(b"task-api cursor\0" + SECRET.encode()).digest()
+MAX_BODY_BYTES = 65536
+MAX_TOKEN_BYTES = 8192
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+PRIORITIES = ("low", "medium", "high")
+
+pool: asyncpg.Pool | None = None
+
+
+class Connection(asyncpg.Connection):  # type: ignore[misc]
+    """No reset query when a connection goes back to the pool: the API turns it off too
+    (impl/db.py), so both send PostgreSQL the same statements."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+# --- envelope -------------------------------------------------------------------------------------
+def _default(value: Any) -> str:
+    return str(value)  # asyncpg's UUID class
+
+
+def respond(payload: Any, status: int, request_id: str, headers: dict[str, str] | None = None,
+            **meta: Any) -> Response:
+    body = orjson.dumps(
+        {**payload, "meta": {"timestamp": datetime.now(UTC), "request_id": request_id, **meta}},
+        default=_default,
+    )
+    all_headers = {"x-request-id": request_id, **(headers or {})}
+    return Response(body, status, all_headers, media_type="application/json")
+
+
+class Failure(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code, self.message = status, code, message
+
+
+def failure_response(error: Failure, request_id: str) -> Response:
+    return respond({"error": {"code": error.code, "message": error.message}}, error.status,
+                   request_id)
+
+
+def invalid(field: str, message: str) -> Failure:
+    return Failure(422, "validation_failed", f"{field}: {message}")
+
+
+# --- auth -----------------------------------------------------------------------------------------
+def authenticate(request: Request) -> uuid.UUID:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Failure(401, "unauthorized", "Authorization header required")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_BYTES:
+        raise Failure(401, "unauthorized", "Authorization header required")
+    try:
+        claims = jwt.decode(token, key=SECRET, algorithms=["HS256"], leeway=30,
+                            options={"require": ["sub", "exp"]})
+    except jwt.PyJWTError:
+        raise Failure(401, "unauthorized", "Invalid token") from None
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not CANONICAL_UUID.fullmatch(subject.lower()):
+        raise Failure(401, "unauthorized", "Invalid token")
+    return uuid.UUID(subject)
+
+
+# --- body checks (the contract's TaskWrite / TaskPatch) -------------------------------------------
+def _text(value: Any, field: str, low: int, high: int, not_blank: bool) -> str:
+    if not isinstance(value, str):
+        raise invalid(field, "must be a string")
+    if not low <= len(value) <= high:
+        raise invalid(field, f"length must be {low}..{high}")
+    if "\x00" in value or (not_blank and not value.strip()):
+        raise invalid(field, "must not be blank or contain NUL")
+    return value
+
+
+def _instant(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not RFC3339.fullmatch(value):
+        raise invalid(field, "must be an RFC 3339 date-time")
+    try:
+        return datetime.fromisoformat(value.upper()).astimezone(UTC).isoformat()
+    except (ValueError, OverflowError):
+        raise invalid(field, "must be an RFC 3339 date-time") from None
+
+
+def check_field(name: str, value: Any) -> Any:
+    if name == "title":
+        return _text(value, "title", 1, 255, True)
+    if name == "description":
+        return None if value is None else _text(value, "description", 0, 2000, False)
+    if name == "completed":
+        if not isinstance(value, bool):
+            raise invalid("completed", "must be a boolean")
+        return value
+    if name == "priority":
+        if value not in PRIORITIES:
+            raise invalid("priority", "must be low, medium or high")
+        return value
+    if name == "due_date":
+        return _instant(value, "due_date")
+    if name == "tags":
+        if not isinstance(value, list) or len(value) > 10:
+            raise invalid("tags", "must be an array of at most 10 tags")
+        return list(dict.fromkeys(_text(tag, "tags", 1, 32, True) for tag in value))
+    raise invalid(name, "unknown field")
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise Failure(415, "unsupported_media_type", "Content-Type must be application/json")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise Failure(413, "payload_too_large", "Request body too large")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Failure(400, "malformed_json", "Request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid("body", "must be a JSON object")
+    return body
+
+
+def task_id_of(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["task_id"])
+    except ValueError:
+        raise invalid("task_id", "must be a UUID") from None
+
+
+async def diagnose(connection: asyncpg.Connection, user_id: uuid.UUID,
+                   task_id: uuid.UUID) -> Failure:
+    record = await connection.fetchrow(DIAGNOSE_SQL, task_id)
+    if record is None:
+        return Failure(404, "not_found", "Task not found")
+    if record["user_id"] != user_id:
+        return Failure(403, "forbidden", "Not your task")
+    return Failure(412, "precondition_failed", "Version mismatch")
+
+
+def task_response(record: asyncpg.Record, status: int, request_id: str,
+                  location: bool = False) -> Response:
+    task = dict(record)
+    headers = {"etag": f'"{task["version"]}"'}
+    if location:
+        headers["location"] = f"/api/tasks/{task['id']}"
+    return respond({"data": task}, status, request_id, headers)
+
+
+def encode_cursor(user_id: uuid.UUID, row: asyncpg.Record) -> str:
+    payload = orjson.dumps([str(row["id"]), *(row[f"key_{name}"] for name in SORT_KEYS)])
+    mac = hmac.new(CURSOR_SECRET, user_id.bytes + payload, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+
+
+# --- routes ---------------------------------------------------------------------------------------
+async def tasks_collection(request: Request) -> Response:
+    request_id = str(uuid.uuid4())
+    try:
+        user_id = authenticate(request)
+        assert pool is not None
+        if request.method == "POST":
+            body = await json_object(request)
+            fields = {name: check_field(name, value) for name, value in body.items()}
+            if "title" not in fields:
+                raise invalid("title", "required")
+            async with pool.acquire() as connection:
+                record = await connection.fetchrow(
+                    INSERT_SQL, uuid.uuid4(), user_id, fields["title"], fields.get("description"),
+                    fields.get("completed", False), fields.get("priority", "medium"),
+                    fields.get("due_date"), fields.get("tags", []),
+                )
+            return task_response(record, 201, request_id, location=True)
+        status = request.query_params.get("status", "all")
+        if status not in LIST_SQL:
+            raise invalid("status", "must be all, pending or completed")
+        try:
+            limit = int(request.query_params.get("limit", "50"))
+        except ValueError:
+            raise invalid("limit", "must be an integer") from None
+        if not 1 <= limit <= 100:
+            raise invalid("limit", "must be 1..100")
+        async with pool.acquire() as connection:
+            records = await connection.fetch(LIST_SQL[status], user_id, limit + 1)
+        total = records[0]["total"]
+        found = [record for record in records if record["id"] is not None]
+        rows = [dict(zip(TASK_FIELDS, record, strict=False)) for record in found[:limit]]
+        next_cursor = encode_cursor(user_id, found[limit - 1]) if len(found) > limit else None
+        return respond({"data": rows}, 200, request_id, total=total, limit=limit,
+                       next_cursor=next_cursor)
+    except Failure as error:
+        return failure_response(error, request_id)
+
+
+async def task_item(request: Request) -> Response:
+    request_id = str(uuid.uuid4())
+    try:
+        user_id = authenticate(request)
+        task_id = task_id_of(request)
+        assert pool is not None
+        if request.method == "PATCH":
+            body = await json_object(request)
+            changes = {}
+            for name, value in body.items():
+                if value is None and name not in ("description", "due_date") and name in WRITABLE:
+                    raise invalid(name, "may not be null")
+                changes[name] = check_field(name, value)
+            args: list[Any] = [task_id, user_id, None]
+            sets = []
+            for name in WRITABLE:
+                if name in changes:
+                    args.append(changes[name])
+                    sets.append(f"{name} = ${len(args)}{CASTS.get(name, '')}")
+                    if name == "completed":
+                        sets.append(f"completed_at = CASE WHEN ${len(args)} "
+                                    "THEN COALESCE(completed_at, now()) END")
+            async with pool.acquire() as connection:
+                if not sets:
+                    record = await connection.fetchrow(GET_SQL, task_id, user_id)
+                else:
+                    record = await connection.fetchrow(
+                        f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, "
+                        "updated_at = now() WHERE id = $1 AND user_id = $2 "
+                        "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
+                        f"RETURNING {COLUMNS}",
+                        *args,
+                    )
+                if record is None:
+                    raise await diagnose(connection, user_id, task_id)
+            return task_response(record, 200, request_id)
+        async with pool.acquire() as connection:
+            record = await connection.fetchrow(GET_SQL, task_id, user_id)
+            if record is None:
+                raise await diagnose(connection, user_id, task_id)
+        return task_response(record, 200, request_id)
+    except Failure as error:
+        return failure_response(error, request_id)
+
+
+async def health(request: Request) -> Response:
+    return respond({"data": {"status": "ok"}}, 200, str(uuid.uuid4()))
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    global pool
+    pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=16, command_timeout=10,
+                                     connection_class=Connection)
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+app = Starlette(
+    routes=[
+        Route("/api/health", health, methods=["GET"]),
+        Route("/api/tasks", tasks_collection, methods=["GET", "POST"]),
+        Route("/api/tasks/{task_id}", task_item, methods=["GET", "PATCH"]),
+    ],
+    lifespan=lifespan,
+)

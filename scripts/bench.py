@@ -1,0 +1,795 @@
+"""HTTP benchmark: the API against a minimal Starlette + raw asyncpg baseline, on one PostgreSQL.
+
+    uv run python scripts/bench.py [--duration 10] [--rounds 2] [--quick]
+
+What it does, in one run (about 7 minutes by default, under 2 with --quick):
+
+1. Starts a private PostgreSQL (pgserver, in a temporary directory, deleted at the end), applies
+   the migrations, and bulk-loads realistic tasks with COPY: a bench user with 2,000 tasks, a
+   writer user for POST, and one user per scale size (100, 1k, 10k, 100k tasks).
+2. Starts `task-api serve --workers 1` (exactly what users run) and the baseline
+   (bench/baseline_app.py under uvicorn with the same flags), and checks that both answer the
+   same requests with the same data, statuses and envelope before measuring anything.
+3. Loads each endpoint with wrk (Debian's; installed with apt-get when missing): GET
+   /api/tasks?limit=20, GET /api/tasks/{id}, POST /api/tasks, PATCH /api/tasks/{id}, 2 threads,
+   16 connections, a warm-up run, then measured runs alternating ours / baseline for --rounds
+   rounds; reports the median requests/s, p50 and p99 and the ratios.
+4. Scale: first-page latency of the default list and of status=pending for users with 100 to
+   100,000 tasks (wrk, one connection: sequential requests, thousands of samples per point,
+   points measured round-robin and the median taken), ours and the baseline, with the SQL alone
+   timed next to it; draws the curve to docs/perf/scale.png.
+5. Workers: the list's throughput with `task-api serve --workers 1` and `--workers 2`.
+
+Figures are printed and written to docs/perf/latest.json and docs/perf/latest.md (--quick writes
+to artifacts/perf/ instead, so a smoke run does not replace the published figures). Nothing is
+asserted on the figures; the exit status is 1 only when a request failed (non-2xx or socket
+errors), which makes the figures meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from impl.migrate import upgrade
+from impl.settings import Settings
+from impl.token_verifier import mint_hs256
+
+LUA = REPO / "bench" / "requests.lua"
+SECRET = "bench-secret-" + "s" * 40
+NAMESPACE = uuid.UUID("6d1f3c2a-0b6e-4c55-9a57-2f4c1d8e9b10")
+BENCH_USER = uuid.uuid5(NAMESPACE, "bench-user-2000")
+WRITER_USER = uuid.uuid5(NAMESPACE, "bench-writer")
+BENCH_TASKS = 2000
+SCALE_SIZES = (100, 1_000, 10_000, 100_000)
+QUICK_SCALE_SIZES = (100, 1_000, 10_000)
+THREADS, CONNECTIONS = 2, 16
+ROTATING_IDS = 500  # tasks of the bench user that GET and PATCH rotate over
+
+
+def scale_user(size: int) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, f"bench-scale-{size}")
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def banner(message: str) -> None:
+    line = "!" * 78
+    say(f"\n{line}\n!!! {message}\n{line}\n")
+
+
+# --- wrk --------------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() != 0:
+        sys.exit("bench: wrk is not installed. Install it with `sudo apt-get install wrk` "
+                 "(Debian's package) and run again.")
+    say("bench: wrk is not installed; installing Debian's package: apt-get install -y wrk ...")
+    subprocess.run(["apt-get", "update"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "wrk"], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                   stdout=subprocess.DEVNULL)
+    path = shutil.which("wrk")
+    if not path:
+        sys.exit("bench: apt-get install wrk did not put wrk on PATH")
+    return path
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50: float
+    p99: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    raw: str = field(repr=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.non_2xx > 0 or self.socket_errors > 0 or self.requests == 0
+
+    def brief(self) -> dict[str, Any]:
+        return {"rps": round(self.rps, 1), "p50_ms": round(self.p50, 3),
+                "p99_ms": round(self.p99, 3), "requests": self.requests,
+                "non_2xx": self.non_2xx, "socket_errors": self.socket_errors}
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = re.search(r"Requests/sec:\s+([0-9.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    total = re.search(r"(\d+) requests in", output)
+    if not (rps and p50 and p99 and total):
+        raise RuntimeError(f"could not parse wrk output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return WrkResult(
+        rps=float(rps.group(1)), p50=_ms(p50.group(1)), p99=_ms(p99.group(1)),
+        requests=int(total.group(1)), non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0, raw=output,
+    )
+
+
+@dataclass(frozen=True)
+class Load:
+    """One kind of request: a URL path for plain GETs, or a mode of bench/requests.lua."""
+
+    name: str
+    path: str = "/"
+    lua_mode: str | None = None
+
+
+def run_wrk(base_url: str, load: Load, token: str, seconds: float, ids_file: Path,
+            threads: int = THREADS, connections: int = CONNECTIONS) -> WrkResult:
+    command = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+        "--timeout", "10s", "-H", f"Authorization: Bearer {token}",
+    ]
+    if load.lua_mode:
+        command += ["-s", str(LUA), base_url, "--", load.lua_mode, str(ids_file)]
+    else:
+        command.append(base_url + load.path)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}\n{done.stdout}")
+    return parse_wrk(done.stdout + done.stderr)
+
+
+# --- PostgreSQL and data --------------------------------------------------------------------------
+
+VERBS = ["Buy", "Call", "Email", "Review", "Fix", "Write", "Plan", "Book", "Renew", "Pay",
+         "Clean", "Prepare", "Update", "Schedule", "Order", "Read", "Finish", "Submit",
+         "Organize", "Check", "Draft", "Return", "Cancel", "Confirm", "Back up"]
+OBJECTS = ["groceries", "the quarterly report", "a dentist appointment", "the bike tyre",
+           "the electricity bill", "slides for the team demo", "the passport", "the car insurance",
+           "the garden shed", "the kitchen sink", "flights to Lisbon", "the tax return",
+           "the onboarding docs", "the API changelog", "grandma", "the landlord", "the gym plan",
+           "the laptop", "photos from the trip", "the birthday present", "the budget sheet",
+           "the release notes", "the pull request", "the library books", "the school forms"]
+DETAILS = [None, None, None, "Before the end of the week", "Ask Sam for the numbers first",
+           "Milk, eggs, bread, coffee", "Check the confirmation email for the reference",
+           "Compare at least three offers", "Needs the signed copy",
+           "Keep the receipt for the expense report", "Low effort, do it between meetings",
+           "Follow up if there is no answer by Friday"]
+TAGS = ["home", "work", "health", "admin", "travel", "errands", "finance", "family", "leisure",
+        "urgent"]
+PRIORITY_WEIGHTS = (("low", 3), ("medium", 5), ("high", 2))
+
+
+def task_rows(user_id: uuid.UUID, count: int, rng: random.Random,
+              now: dt.datetime) -> list[tuple[Any, ...]]:
+    """`count` realistic tasks, created over the past months (newest a minute ago)."""
+    priorities = [p for p, weight in PRIORITY_WEIGHTS for _ in range(weight)]
+    span = dt.timedelta(days=max(30, count // 50))
+    step = span / count
+    rows = []
+    for index in range(count):
+        created = now - dt.timedelta(minutes=1) - step * index - dt.timedelta(
+            seconds=rng.random() * step.total_seconds() * 0.9)
+        completed = rng.random() < 0.35
+        completed_at = min(now, created + dt.timedelta(hours=rng.uniform(1, 240))) if completed \
+            else None
+        due = created + dt.timedelta(days=rng.uniform(-3, 30)) if rng.random() < 0.6 else None
+        updated = completed_at or created + dt.timedelta(minutes=rng.uniform(0, 60))
+        rows.append((
+            uuid.UUID(int=rng.getrandbits(128), version=4), user_id,
+            f"{rng.choice(VERBS)} {rng.choice(OBJECTS)}", rng.choice(DETAILS), completed,
+            completed_at, rng.choice(priorities), due, rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3))),
+            created, min(now, updated), rng.choice((1, 1, 1, 2, 3)),
+        ))
+    return rows
+
+
+async def load_data(url: str, sizes: tuple[int, ...]) -> dict[str, Any]:
+    rng = random.Random(2026)
+    now = dt.datetime.now(dt.UTC)
+    connection = await asyncpg.connect(url)
+    try:
+        users = [(BENCH_USER, BENCH_TASKS), *((scale_user(size), size) for size in sizes)]
+        for user_id, count in users:
+            await connection.copy_records_to_table(
+                "tasks", records=task_rows(user_id, count, rng, now),
+                columns=["id", "user_id", "title", "description", "completed", "completed_at",
+                         "priority", "due_date", "tags", "created_at", "updated_at", "version"],
+            )
+        await connection.execute("VACUUM ANALYZE")
+        ids = await connection.fetch(
+            "SELECT id FROM tasks WHERE user_id = $1 ORDER BY random() LIMIT $2",
+            BENCH_USER, ROTATING_IDS,
+        )
+        version = await connection.fetchval("SHOW server_version")
+        total = await connection.fetchval("SELECT count(*) FROM tasks")
+    finally:
+        await connection.close()
+    return {"ids": [str(record["id"]) for record in ids], "postgres": version, "rows": total}
+
+
+async def reset_writes(url: str) -> None:
+    """After a POST or PATCH run: drop the writer's tasks and vacuum, so every run starts from
+    the same table, whichever server wrote last."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("DELETE FROM tasks WHERE user_id = $1", WRITER_USER)
+        await connection.execute("VACUUM ANALYZE tasks")
+    finally:
+        await connection.close()
+
+
+async def sql_timings(url: str, sizes: tuple[int, ...], samples: int) -> dict[str, Any]:
+    """The list's statement alone (page + total from the counters, one round trip), timed from
+    Python over the same socket: the database's share of a first-page request. Next to it, what
+    a count(*) of the matching rows costs, the total before migration 0002."""
+    from bench.sql import COUNT_SQL, LIST_SQL
+
+    connection = await asyncpg.connect(url)
+    out: dict[str, Any] = {}
+
+    async def median_ms(sql: str, *args: Any) -> float:
+        for _ in range(samples // 10):
+            await connection.fetch(sql, *args)
+        times = []
+        for _ in range(samples):
+            start = time.perf_counter()
+            await connection.fetch(sql, *args)
+            times.append((time.perf_counter() - start) * 1000)
+        return round(statistics.median(times), 3)
+
+    try:
+        for size in sizes:
+            for status in ("all", "pending"):
+                user_id = scale_user(size)
+                out[f"{size}:{status}"] = {
+                    "list_ms": await median_ms(LIST_SQL[status], user_id, 21),
+                    "count_star_ms": await median_ms(COUNT_SQL[status], user_id),
+                }
+    finally:
+        await connection.close()
+    return out
+
+
+# --- servers --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int,
+                 workdir: Path, log_path: Path) -> None:
+        self.name = name
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.log = log_path.open("w")
+        # Its own process group: uvicorn's worker processes are stopped with it.
+        self.process = subprocess.Popen(command, env=env, cwd=workdir, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(self.url + "/api/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        self.stop()
+        tail = self.log_path.read_text()[-3000:]
+        raise RuntimeError(f"{self.name} did not become healthy on {self.url}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+def server_env(database_url: str) -> dict[str, str]:
+    """The caller's environment without any of the API's settings, then ours: the figures do not
+    depend on what happens to be exported in the shell."""
+    names = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    env.update(DATABASE_URL=database_url, BETTER_AUTH_SECRET=SECRET, LOG_LEVEL="WARNING")
+    return env
+
+
+def start_ours(database_url: str, workers: int, workdir: Path) -> Server:
+    task_api = Path(sys.executable).parent / "task-api"
+    port = free_port()
+    return Server(f"task-api --workers {workers}",
+                  [str(task_api), "serve", "--host", "127.0.0.1", "--port", str(port),
+                   "--workers", str(workers)],
+                  server_env(database_url), port, workdir, workdir / f"ours-{workers}.log")
+
+
+def start_baseline(database_url: str, workdir: Path) -> Server:
+    # The same uvicorn settings as `task-api serve` (impl/cli.py): one worker, loop and HTTP
+    # implementation left to uvicorn (uvloop and httptools, from uvicorn[standard]), no access
+    # log, proxy headers on, the same graceful-shutdown timeout.
+    port = free_port()
+    return Server("baseline",
+                  [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--app-dir",
+                   str(REPO), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                   "--no-access-log", "--log-level", "warning", "--proxy-headers",
+                   "--timeout-graceful-shutdown", "20"],
+                  server_env(database_url), port, workdir, workdir / "baseline.log")
+
+
+# --- equivalence check ----------------------------------------------------------------------------
+
+
+def http(method: str, url: str, token: str | None, body: Any = None) -> tuple[int, dict[str, str],
+                                                                             Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, \
+                json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, \
+            json.loads(error.read() or b"null")
+
+
+VOLATILE = {"id", "created_at", "updated_at", "completed_at"}
+
+
+def check_equivalence(ours: Server, baseline: Server, token: str, writer_token: str,
+                      task_id: str) -> list[str]:
+    """Same requests to both servers; the answers must agree (data, statuses, envelope keys,
+    ETag, Location), or the comparison would not be of the same work."""
+    problems = []
+
+    def compare(label: str, method: str, path: str, who: str | None, body: Any = None,
+                volatile: bool = False) -> None:
+        a = http(method, ours.url + path, who, body)
+        b = http(method, baseline.url + path, who, body)
+        if a[0] != b[0]:
+            problems.append(f"{label}: status {a[0]} (ours) vs {b[0]} (baseline)")
+            return
+        if a[0] >= 400:
+            return
+        data_a, data_b = a[2]["data"], b[2]["data"]
+        if volatile:
+            data_a = {k: v for k, v in data_a.items() if k not in VOLATILE}
+            data_b = {k: v for k, v in data_b.items() if k not in VOLATILE}
+        if data_a != data_b:
+            problems.append(f"{label}: data differs")
+        if set(a[2]["meta"]) != set(b[2]["meta"]):
+            problems.append(f"{label}: meta keys {sorted(a[2]['meta'])} vs {sorted(b[2]['meta'])}")
+        for key in ("total", "limit"):
+            if a[2]["meta"].get(key) != b[2]["meta"].get(key):
+                problems.append(f"{label}: meta.{key} differs")
+        if (a[2]["meta"].get("next_cursor") is None) != (b[2]["meta"].get("next_cursor") is None):
+            problems.append(f"{label}: next_cursor present in one answer only")
+        for header in ("etag", "location", "x-request-id", "content-type"):
+            if (header in a[1]) != (header in b[1]):
+                problems.append(f"{label}: header {header} in one answer only")
+        if "etag" in a[1] and not volatile and a[1]["etag"] != b[1].get("etag"):
+            problems.append(f"{label}: ETag differs")
+
+    body = {"title": "Equivalence check", "description": "same body to both", "priority": "high",
+            "due_date": "2030-06-01T09:30:00+02:00", "tags": ["bench", "bench", "load"]}
+    compare("list", "GET", "/api/tasks?limit=20", token)
+    compare("list pending", "GET", "/api/tasks?limit=20&status=pending", token)
+    compare("get", "GET", f"/api/tasks/{task_id}", token)
+    compare("get missing", "GET", f"/api/tasks/{uuid.uuid4()}", token)
+    compare("get without token", "GET", f"/api/tasks/{task_id}", None)
+    compare("post", "POST", "/api/tasks", writer_token, body, volatile=True)
+    compare("post blank title", "POST", "/api/tasks", writer_token, {"title": "  "})
+    compare("post unknown field", "POST", "/api/tasks", writer_token, {"title": "x", "owner": 1})
+    compare("post bad date", "POST", "/api/tasks", writer_token,
+            {"title": "x", "due_date": "2030-02-30T00:00:00Z"})
+    compare("post bad priority", "POST", "/api/tasks", writer_token,
+            {"title": "x", "priority": "urgent"})
+    compare("patch null title", "PATCH", f"/api/tasks/{task_id}", token, {"title": None})
+    compare("patch foreign", "PATCH", f"/api/tasks/{task_id}", writer_token, {"completed": True})
+    # Two PATCHes in a row: versions advance by one each, so compare the second to the first.
+    status_a, _, first = http("PATCH", ours.url + f"/api/tasks/{task_id}", token,
+                                      {"completed": True})
+    status_b, headers_b, second = http("PATCH", baseline.url + f"/api/tasks/{task_id}", token,
+                                       {"completed": True})
+    if (status_a, status_b) != (200, 200):
+        problems.append(f"patch: statuses {status_a}, {status_b}")
+    else:
+        a = {k: v for k, v in first["data"].items() if k not in VOLATILE | {"version"}}
+        b = {k: v for k, v in second["data"].items() if k not in VOLATILE | {"version"}}
+        if a != b or second["data"]["version"] != first["data"]["version"] + 1:
+            problems.append("patch: data differs")
+        if headers_b.get("etag") != f'"{second["data"]["version"]}"':
+            problems.append("patch: baseline ETag is not the new version")
+    return problems
+
+
+# --- measurement ----------------------------------------------------------------------------------
+
+ENDPOINTS = (
+    Load("GET /api/tasks?limit=20", path="/api/tasks?limit=20"),
+    Load("GET /api/tasks/{id}", lua_mode="get"),
+    Load("POST /api/tasks", lua_mode="post"),
+    Load("PATCH /api/tasks/{id}", lua_mode="patch"),
+)
+
+
+@dataclass
+class Config:
+    duration: float
+    rounds: int
+    warmup: float
+    scale_seconds: float
+    scale_rounds: int
+    sizes: tuple[int, ...]
+    out: Path
+    quick: bool
+
+
+class Bench:
+    def __init__(self, config: Config, database_url: str, ids_file: Path) -> None:
+        self.config = config
+        self.database_url = database_url
+        self.ids_file = ids_file
+        self.token = mint_hs256(SECRET, BENCH_USER, 4 * 3600)
+        self.writer_token = mint_hs256(SECRET, WRITER_USER, 4 * 3600)
+        self.failures: list[str] = []
+
+    def token_for(self, load: Load) -> str:
+        return self.writer_token if load.lua_mode == "post" else self.token
+
+    def measure(self, server: Server, load: Load, seconds: float, token: str | None = None,
+                connections: int = CONNECTIONS, threads: int = THREADS,
+                warmup: bool = False) -> WrkResult:
+        result = run_wrk(server.url, load, token or self.token_for(load), seconds, self.ids_file,
+                         threads=threads, connections=connections)
+        label = f"{'warm-up ' if warmup else ''}{server.name}: {load.name}"
+        if result.failed:
+            message = (f"{label}: {result.non_2xx} non-2xx responses, {result.socket_errors} "
+                       f"socket errors of {result.requests} requests")
+            self.failures.append(message)
+            banner(message)
+        if load.lua_mode in ("post", "patch"):
+            asyncio.run(reset_writes(self.database_url))
+        return result
+
+    def compare(self, a: Server, b: Server, load: Load) -> tuple[list[WrkResult],
+                                                                 list[WrkResult]]:
+        """Warm both up, then a, b, a, b... for the configured rounds."""
+        config = self.config
+        self.measure(a, load, config.warmup, warmup=True)
+        self.measure(b, load, config.warmup, warmup=True)
+        runs_a, runs_b = [], []
+        for round_number in range(1, config.rounds + 1):
+            for server, runs in ((a, runs_a), (b, runs_b)):
+                result = self.measure(server, load, config.duration)
+                runs.append(result)
+                say(f"  round {round_number}  {server.name:<22} {result.rps:9.1f} req/s   "
+                    f"p50 {result.p50:7.2f} ms   p99 {result.p99:7.2f} ms"
+                    + (f"   ERRORS {result.non_2xx}+{result.socket_errors}"
+                       if result.failed else ""))
+        return runs_a, runs_b
+
+
+def median_of(runs: list[WrkResult]) -> dict[str, Any]:
+    return {
+        "rps": round(statistics.median(r.rps for r in runs), 1),
+        "p50_ms": round(statistics.median(r.p50 for r in runs), 3),
+        "p99_ms": round(statistics.median(r.p99 for r in runs), 3),
+        "runs": [r.brief() for r in runs],
+    }
+
+
+def run(config: Config) -> int:
+    ensure_wrk()
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
+                                 check=False).stdout.split(" Copyright")[0].strip()
+    import pgserver
+
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "command": " ".join(["uv run python scripts/bench.py", *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "wrk": wrk_version,
+                    "load_average_at_start": round(os.getloadavg()[0], 2)},
+        "settings": {"duration_s": config.duration, "rounds": config.rounds,
+                     "warmup_s": config.warmup, "threads": THREADS, "connections": CONNECTIONS,
+                     "quick": config.quick},
+    }
+    with tempfile.TemporaryDirectory(prefix="task-api-bench-") as tmp:
+        workdir = Path(tmp)
+        say(f"bench: starting PostgreSQL in {workdir}/pg ...")
+        pg = pgserver.get_server(workdir / "pg", cleanup_mode="delete")
+        servers: list[Server] = []
+        try:
+            url = pg.get_uri()
+            upgrade(url)
+            say(f"bench: loading tasks: bench user {BENCH_TASKS}, scale users "
+                f"{', '.join(f'{s:,}' for s in config.sizes)} ...")
+            loaded = asyncio.run(load_data(url, config.sizes))
+            results["machine"]["postgres"] = loaded["postgres"]
+            say(f"bench: {loaded['rows']:,} tasks loaded (PostgreSQL {loaded['postgres']})")
+            ids_file = workdir / "ids.txt"
+            ids_file.write_text("\n".join(loaded["ids"]) + "\n")
+            bench = Bench(config, url, ids_file)
+
+            ours = start_ours(url, 1, workdir)
+            baseline = start_baseline(url, workdir)
+            servers += [ours, baseline]
+            ours.wait_ready()
+            baseline.wait_ready()
+            ours.name = "ours (task-api serve)"
+            problems = check_equivalence(ours, baseline, bench.token, bench.writer_token,
+                                         loaded["ids"][0])
+            asyncio.run(reset_writes(url))
+            if problems:
+                banner("the baseline does not answer like the API; figures would compare "
+                       "different work:\n" + "\n".join(f"    {p}" for p in problems))
+                return 1
+            say("bench: baseline and API give the same answers (data, statuses, envelope, "
+                "headers)\n")
+
+            endpoints = []
+            for load in ENDPOINTS:
+                say(f"{load.name}  (wrk -t{THREADS} -c{CONNECTIONS}, {config.rounds} x "
+                    f"{config.duration:g} s each, after {config.warmup:g} s warm-up)")
+                runs_ours, runs_base = bench.compare(ours, baseline, load)
+                a, b = median_of(runs_ours), median_of(runs_base)
+                endpoints.append({
+                    "endpoint": load.name, "ours": a, "baseline": b,
+                    "rps_ratio": round(a["rps"] / b["rps"], 3) if b["rps"] else None,
+                    "p99_ratio": round(a["p99_ms"] / b["p99_ms"], 3) if b["p99_ms"] else None,
+                })
+            results["endpoints"] = endpoints
+
+            say(f"\nScale: first page (limit=20), wrk -t1 -c1 (sequential requests), median of "
+                f"{config.scale_rounds} x {config.scale_seconds:g} s per point, round-robin")
+            results["scale"] = measure_scale(bench, ours, baseline)
+            results["scale_sql"] = asyncio.run(sql_timings(url, config.sizes, 300))
+
+            say("\nWorkers: GET /api/tasks?limit=20 with task-api serve --workers 1 and 2")
+            two = start_ours(url, 2, workdir)
+            servers.append(two)
+            two.wait_ready()
+            ours.name, two.name = "ours --workers 1", "ours --workers 2"
+            runs_one, runs_two = bench.compare(ours, two, ENDPOINTS[0])
+            results["workers"] = {"1": median_of(runs_one), "2": median_of(runs_two)}
+        finally:
+            for server in servers:
+                server.stop()
+            pg.cleanup()
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    results["failures"] = bench.failures
+    report(results, config)
+    if bench.failures:
+        banner(f"{len(bench.failures)} run(s) had failed requests: the figures above are not "
+               "trustworthy\n" + "\n".join(f"    {f}" for f in bench.failures))
+        return 1
+    return 0
+
+
+def measure_scale(bench: Bench, ours: Server, baseline: Server) -> list[dict[str, Any]]:
+    """wrk with one connection: each request waits for the previous answer, so its latency is
+    the server's time for one request plus loopback, sampled thousands of times per point (a
+    Python client loop would add its own overhead and GC pauses to every sample). The points are
+    measured round-robin, several times each, and the median taken, so that a burst of load
+    from elsewhere on the machine does not land on one point of the curve."""
+    config = bench.config
+    points: dict[tuple[int, str], dict[str, Any]] = {}
+    runs: dict[tuple[int, str, str], list[WrkResult]] = {}
+    tokens = {size: mint_hs256(SECRET, scale_user(size), 4 * 3600) for size in config.sizes}
+
+    def load_for(size: int, status: str) -> Load:
+        query = "limit=20" if status == "all" else "limit=20&status=pending"
+        return Load(f"{size:,} tasks, {status}", path=f"/api/tasks?{query}")
+
+    for server in (ours, baseline):
+        for size in config.sizes:
+            for status in ("all", "pending"):
+                bench.measure(server, load_for(size, status), 1, token=tokens[size],
+                              connections=1, threads=1, warmup=True)
+    for _ in range(config.scale_rounds):
+        for size in config.sizes:
+            for status in ("all", "pending"):
+                for server, key in ((ours, "ours"), (baseline, "baseline")):
+                    result = bench.measure(server, load_for(size, status), config.scale_seconds,
+                                           token=tokens[size], connections=1, threads=1)
+                    runs.setdefault((size, status, key), []).append(result)
+    for size in config.sizes:
+        for status in ("all", "pending"):
+            point: dict[str, Any] = {"tasks": size, "status": status}
+            for key in ("ours", "baseline"):
+                point[key] = median_of(runs[(size, status, key)])
+            points[(size, status)] = point
+            say(f"  {size:>7,} tasks  {status:<8} ours p50 {point['ours']['p50_ms']:6.2f} ms "
+                f"p99 {point['ours']['p99_ms']:6.2f} ms   baseline p50 "
+                f"{point['baseline']['p50_ms']:6.2f} ms p99 {point['baseline']['p99_ms']:6.2f} ms")
+    return list(points.values())
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def _mark(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(results: dict[str, Any], config: Config) -> None:
+    lines = [f"Benchmark run {results['date']} — `{results['command']}`", ""]
+    machine = results["machine"]
+    lines.append(f"{machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}, "
+                 f"PostgreSQL {machine.get('postgres')}, {machine['wrk']}; 1-minute load "
+                 f"average {machine['load_average_at_start']} at the start, "
+                 f"{machine['load_average_at_end']} at the end (other work on the machine); "
+                 f"wrk -t{THREADS} -c{CONNECTIONS}, median of {config.rounds} x "
+                 f"{config.duration:g} s runs per server, alternating.")
+    lines += ["", ("| endpoint | ours req/s | baseline req/s | ratio (>= 0.7) "
+                   "| ours p50 / p99 ms | baseline p50 / p99 ms | p99 ratio (<= 2) |"),
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for e in results["endpoints"]:
+        a, b = e["ours"], e["baseline"]
+        lines.append(
+            f"| `{e['endpoint']}` | {a['rps']:,.0f} | {b['rps']:,.0f} | {e['rps_ratio']:.2f} "
+            f"{_mark(e['rps_ratio'] >= 0.7)} | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
+            f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {e['p99_ratio']:.2f} "
+            f"{_mark(e['p99_ratio'] <= 2)} |")
+    lines += ["", ("First page (limit=20) latency by the user's task count, one connection "
+                   "(p50 / p99 ms); SQL: the list statement alone, from Python (and what a "
+                   "count(*) of the rows would add):"), "",
+              ("| tasks | default: ours | default: baseline | default: SQL | pending: ours "
+               "| pending: baseline | pending: SQL |"), "|---:|---:|---:|---:|---:|---:|---:|"]
+    by_point = {(p["tasks"], p["status"]): p for p in results["scale"]}
+    sql = results["scale_sql"]
+    for size in config.sizes:
+        cells = []
+        for status in ("all", "pending"):
+            p = by_point[(size, status)]
+            s = sql[f"{size}:{status}"]
+            cells += [f"{p['ours']['p50_ms']:.2f} / {p['ours']['p99_ms']:.2f}",
+                      f"{p['baseline']['p50_ms']:.2f} / {p['baseline']['p99_ms']:.2f}",
+                      f"{s['list_ms']:.2f} (count(*) {s['count_star_ms']:.2f})"]
+        lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
+    smallest, largest = config.sizes[0], config.sizes[-1]
+    growth = {}
+    for status in ("all", "pending"):
+        ratio = (by_point[(largest, status)]["ours"]["p50_ms"]
+                 / by_point[(smallest, status)]["ours"]["p50_ms"])
+        growth[status] = round(ratio, 2)
+    results["scale_growth_p50"] = growth
+    lines += ["", (f"p50 growth from {smallest:,} to {largest:,} tasks (target <= 1.5x): "
+                   f"default {growth['all']:.2f}x {_mark(growth['all'] <= 1.5)}, pending "
+                   f"{growth['pending']:.2f}x {_mark(growth['pending'] <= 1.5)}")]
+    w1, w2 = results["workers"]["1"], results["workers"]["2"]
+    lines += ["", "| `GET /api/tasks?limit=20` | req/s | p50 / p99 ms |", "|---|---:|---:|",
+              (f"| `task-api serve --workers 1` | {w1['rps']:,.0f} | {w1['p50_ms']:.2f} / "
+               f"{w1['p99_ms']:.2f} |"),
+              (f"| `task-api serve --workers 2` | {w2['rps']:,.0f} | {w2['p50_ms']:.2f} / "
+               f"{w2['p99_ms']:.2f} |"),
+              "", f"Two workers / one: {w2['rps'] / w1['rps']:.2f}x."]
+    if results["failures"]:
+        lines += ["", "**Failed requests during the run:**", "",
+                  *(f"- {f}" for f in results["failures"])]
+    table = "\n".join(lines) + "\n"
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "latest.md").write_text(table)
+    (config.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    draw_scale(results, config)
+    say("\n" + "=" * 78 + "\n" + table + "=" * 78)
+    say(f"written: {config.out}/latest.md, latest.json, scale.png "
+        f"(run took {results['elapsed_s']:.0f} s)")
+
+
+def draw_scale(results: dict[str, Any], config: Config) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    styles = {("ours", "all"): ("tab:blue", "-", "ours: default list"),
+              ("ours", "pending"): ("tab:orange", "-", "ours: status=pending"),
+              ("baseline", "all"): ("tab:blue", ":", "baseline: default list"),
+              ("baseline", "pending"): ("tab:orange", ":", "baseline: status=pending")}
+    for (server, status), (color, line, label) in styles.items():
+        points = [p for p in results["scale"] if p["status"] == status]
+        axes.plot([p["tasks"] for p in points], [p[server]["p50_ms"] for p in points],
+                  color=color, linestyle=line, marker="o", label=label)
+    axes.set_xscale("log")
+    axes.set_xlabel("tasks of the user (log scale)")
+    axes.set_ylabel("first page latency, p50 (ms)")
+    axes.set_ylim(bottom=0)
+    axes.set_title(f"GET /api/tasks?limit=20, one connection ({results['date'][:10]})")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(config.out / "scale.png")
+    plt.close(figure)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per measured wrk run (default 10, 3 with --quick)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="measured runs per server and endpoint, alternating (default 2, "
+                             "1 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: short runs, scale up to 10k tasks, under 2 minutes")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write latest.json, latest.md and scale.png (default "
+                             "docs/perf, artifacts/perf with --quick)")
+    args = parser.parse_args()
+    quick = args.quick
+    config = Config(
+        duration=args.duration or (3 if quick else 10),
+        rounds=args.rounds or (1 if quick else 2),
+        warmup=1 if quick else 3,
+        scale_seconds=1,
+        scale_rounds=2 if quick else 5,
+        sizes=QUICK_SCALE_SIZES if quick else SCALE_SIZES,
+        out=args.out or REPO / ("artifacts/perf" if quick else "docs/perf"),
+        quick=quick,
+    )
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
