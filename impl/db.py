@@ -74,10 +74,6 @@ class Database:
     def __init__(self, url: str, settings: Settings) -> None:
         self.options = connect_options(url, settings.db_statement_cache)
         self.settings = settings
-        # Behind PgBouncer in transaction mode (no statement cache) every operation runs in a
-        # transaction: asyncpg prepares an unnamed statement and binds it in a second round
-        # trip, and only an open transaction keeps both on the same server connection.
-        self.behind_pooler = self.options.statement_cache_size == 0
         self._pool: asyncpg.Pool | None = None
         self._connector: asyncio.Task[None] | None = None
 
@@ -157,13 +153,22 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection for one operation. Waiting for one is bounded, like connecting
-        and every command, so no request hangs while the database is away."""
+        and every command, so no request hangs while the database is away.
+
+        Behind PgBouncer in transaction mode no transaction is needed around a single
+        statement: with its statement cache off, asyncpg sends an unnamed Parse without a Sync,
+        so the pooler keeps Parse, Bind and Execute on one server connection (the PgBouncer
+        pass of the test suite runs everything that way)."""
         async with self.pool.acquire(timeout=self.settings.db_acquire_timeout_seconds) as conn:
-            if self.behind_pooler:
-                async with conn.transaction():
-                    yield conn
-            else:
+            try:
                 yield conn
+            except asyncpg.exceptions.InternalClientError:
+                # PostgreSQL ended this connection while it sat idle in the pool (shutdown,
+                # failover): asyncpg only finds out on the next command, in a confused state.
+                # Drop it, so the pool opens a fresh one, and answer 503, not 500.
+                conn.terminate()
+                log.warning("dropped a connection the database had closed")
+                raise ServiceUnavailable() from None
 
     async def ping(self) -> None:
         async with self.connection() as connection:

@@ -17,7 +17,27 @@ import pytest
 from impl.db import connect_options
 from impl.migrate import upgrade
 from impl.token_verifier import mint_hs256
-from tests.servers import SECRET, running_server, settings
+from tests.pgbouncer import PgBouncer, running_pgbouncer
+from tests.servers import POOLED, SECRET, StoppablePostgres, running_server, settings
+
+# TEST_THROUGH_PGBOUNCER=1 (scripts/test.sh, second pass): the API servers reach the session
+# database through PgBouncer in transaction mode, like Neon's pooled endpoint; migrations and
+# the `db` fixture still connect directly.
+THROUGH_PGBOUNCER = os.environ.get("TEST_THROUGH_PGBOUNCER") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PgBouncer pass runs what uses the session database; the rest (the contract's static
+    checks, the docs browser, tsc, tests with their own PostgreSQL) ran in the direct pass."""
+    if not THROUGH_PGBOUNCER:
+        return
+    kept, dropped = [], []
+    for item in items:
+        uses_database = "database_url" in getattr(item, "fixturenames", ())
+        (kept if uses_database else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +57,41 @@ def database_url() -> Iterator[str]:
             yield url
         finally:
             server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
+    """The PgBouncer in front of the session database (only with TEST_THROUGH_PGBOUNCER=1)."""
+    if not THROUGH_PGBOUNCER:
+        pytest.skip("direct run: TEST_THROUGH_PGBOUNCER=1 runs the suite through PgBouncer")
+    database_url: str = request.getfixturevalue("database_url")
+    with running_pgbouncer(database_url) as bouncer:
+        POOLED[database_url] = bouncer.url
+        try:
+            yield bouncer
+        finally:
+            POOLED.pop(database_url, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _through_pgbouncer(request: pytest.FixtureRequest) -> None:
+    """Before any server is built: route tests.servers.settings(database_url) via PgBouncer."""
+    if THROUGH_PGBOUNCER:
+        request.getfixturevalue("pgbouncer")
+
+
+@pytest.fixture
+def stoppable_postgres() -> Iterator[StoppablePostgres]:
+    """A private, migrated PostgreSQL on a loopback port, for tests that stop and start it.
+    Not under tmp_path: every pytest run makes /tmp/pytest-of-<user> private again, and
+    PostgreSQL runs as another user when the tests run as root."""
+    with tempfile.TemporaryDirectory(prefix="task-api-pg-") as tmp:
+        postgres = StoppablePostgres(Path(tmp))
+        try:
+            upgrade(postgres.url)
+            yield postgres
+        finally:
+            postgres.close()
 
 
 @pytest.fixture(scope="session")
