@@ -14,6 +14,7 @@ from starlette.responses import Response
 import impl.system
 import impl.tasks
 from impl.auth import Principal, authenticate
+from impl.contract_route import ContractRoute
 from impl.json_body import json_body
 
 from .models import (
@@ -30,7 +31,7 @@ from .models import (
     TaskWrite,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=ContractRoute)
 
 
 @router.get(
