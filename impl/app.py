@@ -3,6 +3,7 @@ the contract and docs, and the lifespan that opens and closes the process-wide r
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import secrets
@@ -49,6 +50,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.runtime = runtime.Runtime(
             settings, database, CursorCodec(_cursor_secret(settings))
         )
+        # Everything built so far (the app, the models, the routes) lives as long as the
+        # process: moved out of the collector's sight, it no longer makes the periodic full
+        # collections long, which showed up as p99 latency.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

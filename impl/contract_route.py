@@ -10,7 +10,7 @@ plan once per route and runs it:
 - path, query and header parameters, each read as FastAPI reads it and validated by the same
   Pydantic field FastAPI built from the stub's annotations, all errors collected into one
   RequestValidationError with the same locations.
-A route using anything else falls back to FastAPI's own handler.
+A route using anything else falls back to FastAPI's own handler and ASGI wrapper.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 _IMMUTABLE = (str, int, float, bool, type(None), Enum)
@@ -72,7 +73,24 @@ def _plan(dependant: Dependant) -> tuple[list[tuple[str, Any]], list[_Param]] | 
     return dependencies, params
 
 
+def _asgi(handler: Handler) -> ASGIApp:
+    """The route's ASGI app. FastAPI's wraps each request in two exit stacks (for dependencies
+    with `yield`, which the stubs never use) and its own exception wrapper; here exceptions go
+    to the app's ExceptionMiddleware, which holds the same handlers (impl/errors.py)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
+
 class ContractRoute(APIRoute):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if _plan(self.dependant) is not None:
+            self.app = _asgi(self.get_route_handler())
+
     def get_route_handler(self) -> Handler:
         plan = _plan(self.dependant)
         if plan is None:
