@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from impl.app import create_app
 from impl.settings import Settings
 
 SECRET = "test-secret-" + "x" * 40
+# The console script of this environment, to run the server exactly as users do.
+TASK_API = str(Path(sys.executable).parent / "task-api")
 
 
 def free_port() -> int:

@@ -14,9 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.servers import SECRET, free_port
-
-TASK_API = str(Path(sys.executable).parent / "task-api")
+from tests.servers import SECRET, TASK_API, free_port
 
 
 def bare_env(**extra: str) -> dict[str, str]:

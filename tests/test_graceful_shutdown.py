@@ -43,25 +43,13 @@ import pytest
 
 from impl.db import connect_options
 from impl.token_verifier import mint_hs256
-from tests.servers import SECRET, free_port, server_environment
+from tests.reporting import show
+from tests.servers import SECRET, TASK_API, free_port, server_environment
 
-TASK_API = str(Path(sys.executable).parent / "task-api")
 WRITERS = 32
 BLOCKED = 8  # PATCHes held on row locks across SIGTERM (the pool has 16 connections)
 HOLD_AFTER_SIGTERM = 1.5  # seconds the row locks are held after SIGTERM (< acquire timeout 5 s)
 REFUSED_WINDOW = 0.5  # seconds the writers keep trying once the listener is closed
-
-
-def show(request: pytest.FixtureRequest, text: str) -> None:
-    """Figures on the terminal even when pytest captures output (they are the point)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        print(text)
-        return
-    with capture.global_and_fixture_disabled():
-        for line in text.splitlines():
-            reporter.write_line(line)
 
 
 def server_env(database_url: str) -> dict[str, str]:

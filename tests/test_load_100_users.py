@@ -26,25 +26,13 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.servers import SECRET, free_port, server_environment
+from tests.reporting import show
+from tests.servers import SECRET, TASK_API, free_port, server_environment
 
 ROOT = Path(__file__).resolve().parent.parent
-TASK_API = str(Path(sys.executable).parent / "task-api")
 USERS = 100
 SECONDS = float(os.environ.get("LOAD_SECONDS", "60"))
 REPORT = ROOT / "artifacts" / "load.json"
-
-
-def show(request: pytest.FixtureRequest, text: str) -> None:
-    """Figures on the terminal even when pytest captures output (they are the point)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        print(text)
-        return
-    with capture.global_and_fixture_disabled():
-        for line in text.splitlines():
-            reporter.write_line(line)
 
 
 @contextmanager

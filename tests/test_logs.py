@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,24 +29,12 @@ import pytest
 
 from impl.db import connect_options
 from impl.token_verifier import mint_hs256
-from tests.servers import free_port
+from tests.reporting import show
+from tests.servers import TASK_API, free_port
 
-TASK_API = str(Path(sys.executable).parent / "task-api")
 SERVER_SECRET = f"logs-test-SECRET-{uuid.uuid4().hex}"
 OTHER_SECRET = f"not-the-server-secret-{uuid.uuid4().hex}"
 FAKE_DB_PASSWORD = f"s3cr3t-PASSWORD-{uuid.uuid4().hex[:12]}"
-
-
-def show(request: pytest.FixtureRequest, text: str) -> None:
-    """Figures on the terminal even when pytest captures output (they are the point)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        print(text)
-        return
-    with capture.global_and_fixture_disabled():
-        for line in text.splitlines():
-            reporter.write_line(line)
 
 
 def with_password(database_url: str) -> tuple[str, str]:

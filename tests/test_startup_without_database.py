@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,16 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import new_user
-from tests.servers import SECRET, StoppablePostgres, free_port, running_server, settings
+from tests.servers import SECRET, TASK_API, StoppablePostgres, free_port, running_server, settings
 
-TASK_API = str(Path(sys.executable).parent / "task-api")
 RECOVERY_LIMIT_SECONDS = 5.0
 # What a refused connection says (asyncpg: ConnectionRefusedError "Connect call failed").
 REFUSED = re.compile(r"refused|connect call failed|errno 111", re.IGNORECASE)
