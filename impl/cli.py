@@ -38,6 +38,7 @@ def _prepare(settings: Settings) -> tuple[str, Any]:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from impl import serving
     from impl.seed import DEMO_USERS
     from impl.token_verifier import mint_hs256
 
@@ -68,18 +69,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # PostgreSQL is then stopped cleanly and the process exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
+    config = uvicorn.Config(
+        "impl.asgi:create_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=logging_config(settings.log_level),
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )
     try:
-        uvicorn.run(
-            "impl.asgi:create_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=logging_config(settings.log_level),
-            access_log=False,
-            proxy_headers=True,
-            timeout_graceful_shutdown=20,
-        )
+        serving.run(config)
     finally:
         if handle is not None:
             handle.cleanup()
