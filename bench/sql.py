@@ -1,22 +1,18 @@
-"""The SQL of the benchmarked operations, copied from impl/store.py as of commit 4acf69e (same
-text, same columns, casts and ORDER BY; the list's total from the task_counts row of migration
-0002, page and total in one round trip), for the baseline app and the SQL-only timings.
+"""The SQL of the benchmarked operations, for the baseline app and the SQL-only timings.
 
-scripts/bench.py checks before every run that the baseline's answers equal the API's, so a drift
-in columns or results shows up; a change of SQL in impl/store.py must be copied here by hand."""
+The fixed statements and column lists are imported from impl/store.py, so both servers send the
+same text. The store builds its list statement for any filters and sort; the baseline serves only
+the default sort and `status`, so that statement is spelled out here for those cases (same
+columns, casts, ORDER BY, total from the task_counts row of migration 0002, page and total in
+one round trip). scripts/bench.py checks before every run that the baseline's answers equal the
+API's, so a drift in columns or results shows up."""
 
 from __future__ import annotations
 
-COLUMNS = (
-    "id, user_id, title, description, completed, completed_at, priority::text AS priority, "
-    "due_date, tags::text[] AS tags, created_at, updated_at, version"
-)
+from impl.store import COLUMNS, DIAGNOSE_SQL, GET_SQL, INSERT_SQL, TASK_FIELDS, WRITABLE
+
 SORT_KEYS = ("created_at", "updated_at", "title", "priority", "due_date")
 CURSOR_KEYS = ", ".join(f"(tasks.{name})::text AS key_{name}" for name in SORT_KEYS)
-TASK_FIELDS = (
-    "id", "user_id", "title", "description", "completed", "completed_at", "priority",
-    "due_date", "tags", "created_at", "updated_at", "version",
-)
 # meta.total from the per-user counters (migration 0002) when only `status` filters.
 COUNTER_TOTALS = {"all": "total", "pending": "total - completed", "completed": "completed"}
 STATUS_CLAUSES = {
@@ -40,13 +36,9 @@ COUNT_SQL = {
     status: f"SELECT count(*) FROM tasks WHERE user_id = $1{clause}"
     for status, clause in STATUS_CLAUSES.items()
 }
-GET_SQL = f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"
-INSERT_SQL = (
-    "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
-    "priority, due_date, tags) VALUES ($1, $2, $3, $4, $5, "
-    "CASE WHEN $5 THEN now() END, $6::task_priority, $7::text::timestamptz, $8) "
-    f"RETURNING {COLUMNS}"
-)
-WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
 CASTS = {"priority": "::task_priority", "due_date": "::text::timestamptz"}
-DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
+
+__all__ = [
+    "CASTS", "COLUMNS", "COUNT_SQL", "DIAGNOSE_SQL", "GET_SQL", "INSERT_SQL", "LIST_SQL",
+    "SORT_KEYS", "TASK_FIELDS", "WRITABLE",
+]

@@ -19,9 +19,6 @@ log = logging.getLogger("task_api.db")
 
 CONNECT_RETRY_FIRST_SECONDS = 0.5
 CONNECT_RETRY_MAX_SECONDS = 30.0
-# What "PostgreSQL is not there (yet)" looks like at start-up, including a server still
-# starting ("the database system is starting up") and its authentication not being ready.
-DATABASE_UNREACHABLE = (*DATABASE_DOWN, asyncpg.exceptions.PostgresConnectionError)
 
 # Query parameters of libpq URLs that asyncpg does not take. asyncpg would send unknown ones to
 # the server as settings, which PostgreSQL refuses.
@@ -97,7 +94,7 @@ class Database:
         )
         try:
             await self.warm_up()
-        except DATABASE_UNREACHABLE as exc:
+        except DATABASE_DOWN as exc:
             log.warning(
                 "database not reachable at start-up (%s: %s); serving 503 and retrying",
                 type(exc).__name__, exc,
@@ -112,7 +109,7 @@ class Database:
             attempt += 1
             try:
                 await self.warm_up()
-            except DATABASE_UNREACHABLE as exc:
+            except DATABASE_DOWN as exc:
                 delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
                 log.warning(
                     "database still not reachable (attempt %d, %s: %s); next try in %.1f s",

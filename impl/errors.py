@@ -68,6 +68,10 @@ class MethodNotAllowed(ApiError):
         super().__init__(f"Method {method} is not allowed on this path", headers={"Allow": allow})
 
 
+class RouteNotFound(NotFound):
+    message = "Not found"
+
+
 class Conflict(ApiError):
     status_code, code = 409, "CONFLICT"
 
@@ -117,7 +121,7 @@ DATABASE_DOWN = (
 
 _GENERIC = {
     400: MalformedRequest,
-    404: type("RouteNotFound", (NotFound,), {"message": "Not found"}),
+    404: RouteNotFound,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
 }

@@ -30,6 +30,16 @@ _COUNTER_TOTALS = {
     "completed": "completed",
 }
 WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
+# The fixed statements (bench/baseline_app.py runs the same text, imported from here).
+GET_SQL = f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"
+INSERT_SQL = (
+    "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
+    "priority, due_date, tags) VALUES ($1, $2, $3, $4, $5, "
+    "CASE WHEN $5 THEN now() END, $6::task_priority, $7::text::timestamptz, $8) "
+    f"RETURNING {COLUMNS}"
+)
+# Only on a failure path: tell a missing task from another user's or a stale one.
+DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
 
 # sort name -> (expression, SQL type of the cursor value). Columns are qualified: a bare
 # `priority` in ORDER BY would name the text output column, not the enum.
@@ -210,9 +220,7 @@ class TaskStore:
 
     async def get(self, *, user_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
         async with self.database.connection() as connection:
-            record = await connection.fetchrow(
-                f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2", task_id, user_id
-            )
+            record = await connection.fetchrow(GET_SQL, task_id, user_id)
         if record is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=None)
         return dict(record)
@@ -226,19 +234,13 @@ class TaskStore:
         request_hash: str | None = None,
     ) -> dict[str, Any]:
         task_id = uuid.uuid4()
-        insert = (
-            "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
-            "priority, due_date, tags) VALUES ($1, $2, $3, $4, $5, "
-            "CASE WHEN $5 THEN now() END, $6::task_priority, $7::text::timestamptz, $8) "
-            f"RETURNING {COLUMNS}"
-        )
         args = (
             task_id, user_id, fields["title"], fields["description"], fields["completed"],
             fields["priority"], _timestamp(fields["due_date"]), fields["tags"],
         )
         if idempotency_key is None:
             async with self.database.connection() as connection:
-                return dict(await connection.fetchrow(insert, *args))
+                return dict(await connection.fetchrow(INSERT_SQL, *args))
         async with self.database.connection() as connection, connection.transaction():
             # A concurrent request with the same key waits here on the primary key until the
             # first commits, then finds its row: no duplicate task under concurrent retries.
@@ -248,17 +250,14 @@ class TaskStore:
                 user_id, idempotency_key, request_hash, task_id,
             )
             if claimed is not None:
-                return dict(await connection.fetchrow(insert, *args))
+                return dict(await connection.fetchrow(INSERT_SQL, *args))
             earlier = await connection.fetchrow(
                 "SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = $1 AND key = $2",
                 user_id, idempotency_key,
             )
             if earlier["request_hash"] != request_hash:
                 raise KeyReused("Idempotency-Key was already used with a different request body")
-            record = await connection.fetchrow(
-                f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2",
-                earlier["task_id"], user_id,
-            )
+            record = await connection.fetchrow(GET_SQL, earlier["task_id"], user_id)
             if record is None:
                 raise KeyReused("Idempotency-Key was used for a task that has since been deleted")
             return dict(record)
@@ -342,9 +341,7 @@ class TaskStore:
     ) -> None:
         """Only on the failure path: tell missing, foreign and stale apart. Always raises."""
         async with self.database.connection() as connection:
-            record = await connection.fetchrow(
-                "SELECT user_id, version FROM tasks WHERE id = $1", task_id
-            )
+            record = await connection.fetchrow(DIAGNOSE_SQL, task_id)
         if record is None:
             raise Missing()
         if record["user_id"] != user_id:
