@@ -14,11 +14,17 @@ import asyncpg
 import httpx
 import pytest
 
-from impl.db import connect_options
 from impl.migrate import upgrade
 from impl.token_verifier import mint_hs256
 from tests.pgbouncer import PgBouncer, running_pgbouncer
-from tests.servers import POOLED, SECRET, StoppablePostgres, running_server, settings
+from tests.servers import (
+    POOLED,
+    SECRET,
+    StoppablePostgres,
+    direct_connection,
+    running_server,
+    settings,
+)
 
 # TEST_THROUGH_PGBOUNCER=1 (scripts/test.sh, second pass): the API servers reach the session
 # database through PgBouncer in transaction mode, like Neon's pooled endpoint; migrations and
@@ -109,11 +115,8 @@ async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, to check what the API really wrote."""
-    connection = await asyncpg.connect(connect_options(database_url).dsn)
-    try:
+    async with direct_connection(database_url) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.servers import free_port
+from tests.servers import free_port, stop
 
 PGBOUNCER_CANDIDATES = ("pgbouncer", "/usr/sbin/pgbouncer")
 # Root: PgBouncer refuses to run as root. pgserver (as root) runs PostgreSQL as this system
@@ -187,9 +187,4 @@ def running_pgbouncer(database_url: str, **settings: str) -> Iterator[PgBouncer]
             _wait_for_port(port, process, directory / "pgbouncer.log", timeout=15)
             yield PgBouncer(process, port, upstream.dbname, upstream.user, directory)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop(process, timeout=10)

@@ -7,14 +7,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvicorn
 
 from impl.app import create_app
+from impl.db import connect_options
 from impl.settings import Settings
 
 SECRET = "test-secret-" + "x" * 40
@@ -155,3 +157,25 @@ class StoppablePostgres:
             except subprocess.CalledProcessError:
                 pass
         self._server.cleanup()  # deletes the data directory
+
+
+@asynccontextmanager
+async def direct_connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection straight to PostgreSQL (never through PgBouncer), to check what the API
+    really wrote."""
+    connection = await asyncpg.connect(connect_options(database_url).dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def stop(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

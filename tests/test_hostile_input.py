@@ -47,9 +47,8 @@ import asyncpg
 import httpx
 import pytest
 
-from impl.db import connect_options
 from tests.conftest import User
-from tests.servers import running_server, settings
+from tests.servers import direct_connection, running_server, settings
 
 TASKS = "/api/tasks"
 DEFAULT_LIMIT = 65536  # Settings.max_body_bytes default
@@ -80,11 +79,8 @@ async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="module")
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(connect_options(database_url).dsn)
-    try:
+    async with direct_connection(database_url) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 async def snapshot(db: asyncpg.Connection) -> dict[str, str]:

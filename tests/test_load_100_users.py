@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.reporting import show
-from tests.servers import SECRET, TASK_API, free_port, server_environment
+from tests.servers import SECRET, TASK_API, free_port, server_environment, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = 100
@@ -62,13 +62,7 @@ def serve(database_url: str, log_path: Path) -> Iterator[tuple[str, subprocess.P
             time.sleep(0.1)
         yield base_url, process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, timeout=30)
 
 
 async def test_100_users_mixed_workload_no_error_no_leak_no_lost_write(

@@ -27,7 +27,15 @@ import httpx
 import pytest
 
 from tests.conftest import new_user
-from tests.servers import SECRET, TASK_API, StoppablePostgres, free_port, running_server, settings
+from tests.servers import (
+    SECRET,
+    TASK_API,
+    StoppablePostgres,
+    free_port,
+    running_server,
+    settings,
+    stop,
+)
 
 RECOVERY_LIMIT_SECONDS = 5.0
 # What a refused connection says (asyncpg: ConnectionRefusedError "Connect call failed").
@@ -90,12 +98,7 @@ def task_api_serve(database_url: str, **env: str) -> Iterator[ServerProcess]:
         try:
             yield server
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop(process, timeout=20)
             reader.join(timeout=5)
 
 
