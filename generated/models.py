@@ -113,12 +113,25 @@ class TaskWrite(BaseModel):
     ] = []
 
 
+class UserId(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description="The owner's user id: the `sub` of their token, opaque. Better Auth's default ids are 32\nrandom letters and digits; UUIDs, serial numbers and custom ids are user ids too. Any\nstring of 1-255 characters without control characters; compared exactly (case matters).\n",
+            examples=['Xq7cV2mN9pL4sT8wR1yB6hK3jD5fG0aZ'],
+            max_length=255,
+            min_length=1,
+            pattern='^[^\\u0000-\\u001f\\u007f-\\u009f]+$',
+        ),
+    ]
+
+
 class Task(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
     id: UUID
-    user_id: UUID
+    user_id: UserId
     title: Annotated[str, Field(max_length=255, min_length=1)]
     description: Annotated[Optional[str], Field(max_length=2000)]
     completed: bool

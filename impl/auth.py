@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
+import logging
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from impl.errors import Unauthorized
-from impl.token_verifier import TokenVerifier
+from impl.token_verifier import TokenRefused, TokenVerifier
+
+log = logging.getLogger("task_api.auth")
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    user_id: uuid.UUID
+    # The token's `sub`, opaque: Better Auth's default ids, UUIDs, serial numbers, custom ids.
+    user_id: str
 
 
 async def authenticate(request: Request) -> Principal:
@@ -24,6 +27,11 @@ async def authenticate(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header required")
     verifier: TokenVerifier = request.app.state.verifier
-    user_id = await verifier.verify(token.strip())
-    request.state.user_id = str(user_id)  # for the access log
+    try:
+        user_id = await verifier.verify(token.strip())
+    except TokenRefused as refused:
+        # The reason only: never the token, its claims or a key (the request id comes with it).
+        log.warning("token refused", extra={"reason": refused.reason})
+        raise
+    request.state.user_id = user_id  # for the access log
     return Principal(user_id=user_id)

@@ -8,7 +8,6 @@ import logging.config
 import os
 import signal
 import sys
-import uuid
 from typing import Any
 
 from impl.logs import logging_config
@@ -110,12 +109,13 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from impl.embedded import local_secret
-    from impl.token_verifier import mint_hs256
+    from impl.token_verifier import mint_hs256, user_id_problem
 
-    try:
-        user_id = uuid.UUID(args.user_id)
-    except ValueError:
-        print("task-api token: USER_ID must be a UUID", file=sys.stderr)
+    user_id = args.user_id
+    problem = user_id_problem(user_id)
+    if problem:
+        reason = problem.removeprefix("Invalid token: ")
+        print(f"task-api token: USER_ID is not a user id: {reason}", file=sys.stderr)
         return 2
     secret = settings.better_auth_secret or (
         local_secret(settings.data_dir) if settings.embedded else None

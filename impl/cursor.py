@@ -39,16 +39,19 @@ class CursorCodec:
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
 
-    def _mac(self, user_id: uuid.UUID, payload: bytes) -> bytes:
-        return hmac.new(self.secret, user_id.bytes + payload, hashlib.sha256).digest()[:MAC_BYTES]
+    def _mac(self, user_id: str, payload: bytes) -> bytes:
+        # Length-prefixed: no user id and payload can pass for another pair.
+        owner = user_id.encode()
+        message = len(owner).to_bytes(4, "big") + owner + payload
+        return hmac.new(self.secret, message, hashlib.sha256).digest()[:MAC_BYTES]
 
-    def encode(self, user_id: uuid.UUID, position: Position) -> str:
+    def encode(self, user_id: str, position: Position) -> str:
         document = [str(position.task_id), *(position.keys[key] for key in KEYS)]
         payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         raw = payload + self._mac(user_id, payload)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
-    def decode(self, user_id: uuid.UUID, cursor: str) -> Position:
+    def decode(self, user_id: str, cursor: str) -> Position:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):

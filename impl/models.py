@@ -14,6 +14,22 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 PRIORITIES = ("low", "medium", "high")
+# User ids are the token's `sub`, opaque (Better Auth's default ids are 32 random alphanumerics;
+# UUIDs, serial numbers and custom ids occur too). Stored as text in the "C" collation: compared
+# byte for byte, as an identifier must be, and cheaper to compare and index than a locale's rules.
+USER_ID_MAX_LENGTH = 255
+USER_ID_CHECK = (
+    f"char_length(user_id) BETWEEN 1 AND {USER_ID_MAX_LENGTH} "
+    r"AND user_id !~ '[\x01-\x1f\x7f-\x9f]'"
+)
+
+
+def user_id_column(*, primary_key: bool = False) -> sa.Column[str]:
+    return sa.Column("user_id", sa.Text(collation="C"), primary_key=primary_key, nullable=False)
+
+
+def user_id_check() -> sa.CheckConstraint:
+    return sa.CheckConstraint(USER_ID_CHECK, name="user_id_valid")
 # A PostgreSQL enum sorts in declaration order: ORDER BY priority ranks low < medium < high.
 priority_type = postgresql.ENUM(*PRIORITIES, name="task_priority", create_type=False)
 
@@ -21,6 +37,7 @@ priority_type = postgresql.ENUM(*PRIORITIES, name="task_priority", create_type=F
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
+        user_id_check(),
         sa.CheckConstraint(
             "char_length(title) BETWEEN 1 AND 255 AND btrim(title) <> ''", name="title_length"
         ),
@@ -46,7 +63,7 @@ class Task(SQLModel, table=True):
     )
 
     id: uuid.UUID = Field(primary_key=True)
-    user_id: uuid.UUID = Field(nullable=False)
+    user_id: str = Field(sa_column=user_id_column())
     title: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
     description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     completed: bool = Field(
@@ -87,8 +104,9 @@ class IdempotencyKey(SQLModel, table=True):
     """Which task a user's Idempotency-Key created, and a hash of the body it came with."""
 
     __tablename__ = "idempotency_keys"
+    __table_args__ = (user_id_check(),)
 
-    user_id: uuid.UUID = Field(primary_key=True)
+    user_id: str = Field(sa_column=user_id_column(primary_key=True))
     key: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
     request_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     task_id: uuid.UUID = Field(nullable=False)
@@ -104,8 +122,9 @@ class TaskCounts(SQLModel, table=True):
     and the dashboard read instead of counting rows."""
 
     __tablename__ = "task_counts"
+    __table_args__ = (user_id_check(),)
 
-    user_id: uuid.UUID = Field(primary_key=True)
+    user_id: str = Field(sa_column=user_id_column(primary_key=True))
     total: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
     completed: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
     low: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))

@@ -1,4 +1,4 @@
-"""Demo data: two users with fixed UUIDs and five tasks each, in varied states.
+"""Demo data: two users with fixed ids and five tasks each, in varied states.
 
 A plain run is idempotent (rows with these ids are left as they are); `reset` first deletes
 the demo users' tasks and idempotency keys, never anyone else's.
@@ -12,8 +12,10 @@ from typing import Any
 
 import asyncpg
 
-ALICE = uuid.UUID("a11ce000-0000-4000-8000-000000000001")
-BOB = uuid.UUID("b0b00000-0000-4000-8000-000000000002")
+# User ids are opaque strings; the demo users' ids happen to be UUIDs (they predate that), and
+# their task ids derive from them, so a seed run after the upgrade still finds its rows.
+ALICE = "a11ce000-0000-4000-8000-000000000001"
+BOB = "b0b00000-0000-4000-8000-000000000002"
 DEMO_USERS = {"alice": ALICE, "bob": BOB}
 
 
@@ -40,7 +42,7 @@ def _tasks(now: datetime) -> list[dict[str, Any]]:
         for index, (title, description, completed, priority, due, tags) in enumerate(tasks):
             rows.append(
                 {
-                    "id": uuid.uuid5(user_id, f"seed-task-{index}"),
+                    "id": uuid.uuid5(uuid.UUID(user_id), f"seed-task-{index}"),
                     "user_id": user_id,
                     "title": title,
                     "description": description,
@@ -64,9 +66,9 @@ async def seed(database_url: str, *, reset: bool = False) -> int:
         async with connection.transaction():
             users = list(DEMO_USERS.values())
             if reset:
-                await connection.execute("DELETE FROM tasks WHERE user_id = ANY($1::uuid[])", users)
+                await connection.execute("DELETE FROM tasks WHERE user_id = ANY($1::text[])", users)
                 await connection.execute(
-                    "DELETE FROM idempotency_keys WHERE user_id = ANY($1::uuid[])", users
+                    "DELETE FROM idempotency_keys WHERE user_id = ANY($1::text[])", users
                 )
             inserted = 0
             for row in _tasks(datetime.now(UTC)):

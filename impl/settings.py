@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    # A token with an unknown `kid` refetches the JWKS at once (a key just rotated in), but two
+    # refetches are at least this far apart, so random kids cannot flood the auth server.
+    jwks_refetch_cooldown_seconds: float = Field(default=3.0, ge=0, le=60)
     # Keys are fetched again after this long, so a key removed upstream stops being trusted.
     jwks_max_age_seconds: float = Field(default=600.0, gt=0)
 
@@ -74,9 +76,9 @@ class Settings(BaseSettings):
 
     def auth_problem(self) -> str | None:
         """Why the server must not start with this auth configuration, or None."""
-        if self.jwks_url:
-            return None
         if not self.better_auth_secret:
+            if self.jwks_url:
+                return None
             return (
                 "no token key configured: set BETTER_AUTH_SECRET (HS256, at least "
                 f"{MIN_HS_SECRET_BYTES} bytes) or BETTER_AUTH_URL / JWT_JWKS_URL (JWKS)"

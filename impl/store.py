@@ -142,7 +142,7 @@ def _status_only(query: ListQuery) -> bool:
     return (query.priority, query.tag, query.q, query.due_before, query.due_after) == (None,) * 5
 
 
-def _filters(user_id: uuid.UUID, query: ListQuery) -> _Where:
+def _filters(user_id: str, query: ListQuery) -> _Where:
     where = _Where()
     where.add("user_id = {}", user_id)
     if query.status == "pending":
@@ -167,7 +167,7 @@ class TaskStore:
         self.database = database
 
     async def page(
-        self, *, user_id: uuid.UUID, query: ListQuery, after: Position | None
+        self, *, user_id: str, query: ListQuery, after: Position | None
     ) -> Page:
         descending = query.sort.startswith("-")
         sort_name = query.sort.lstrip("-")
@@ -218,7 +218,7 @@ class TaskStore:
             )
         return Page(rows=rows, total=total, last_position=last)
 
-    async def get(self, *, user_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
+    async def get(self, *, user_id: str, task_id: uuid.UUID) -> dict[str, Any]:
         async with self.database.connection() as connection:
             record = await connection.fetchrow(GET_SQL, task_id, user_id)
         if record is None:
@@ -228,7 +228,7 @@ class TaskStore:
     async def create(
         self,
         *,
-        user_id: uuid.UUID,
+        user_id: str,
         fields: dict[str, Any],
         idempotency_key: str | None = None,
         request_hash: str | None = None,
@@ -265,7 +265,7 @@ class TaskStore:
     async def update(
         self,
         *,
-        user_id: uuid.UUID,
+        user_id: str,
         task_id: uuid.UUID,
         changes: dict[str, Any],
         versions: list[int] | None,
@@ -305,7 +305,7 @@ class TaskStore:
         return dict(record)
 
     async def delete(
-        self, *, user_id: uuid.UUID, task_id: uuid.UUID, versions: list[int] | None
+        self, *, user_id: str, task_id: uuid.UUID, versions: list[int] | None
     ) -> None:
         async with self.database.connection() as connection:
             deleted = await connection.fetchval(
@@ -316,7 +316,7 @@ class TaskStore:
         if deleted is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
 
-    async def stats(self, *, user_id: uuid.UUID) -> dict[str, Any]:
+    async def stats(self, *, user_id: str) -> dict[str, Any]:
         async with self.database.connection() as connection:
             record = await connection.fetchrow(
                 "SELECT coalesce(c.total, 0) AS total, coalesce(c.completed, 0) AS completed, "
@@ -324,7 +324,7 @@ class TaskStore:
                 "coalesce(c.high, 0) AS high, "
                 "(SELECT count(*) FROM tasks WHERE user_id = $1 AND NOT completed "
                 "AND due_date < now()) AS overdue "
-                "FROM (SELECT $1::uuid AS user_id) AS caller "
+                "FROM (SELECT $1::text AS user_id) AS caller "
                 "LEFT JOIN task_counts AS c ON c.user_id = caller.user_id",
                 user_id,
             )
@@ -337,7 +337,7 @@ class TaskStore:
         }
 
     async def _diagnose(
-        self, *, user_id: uuid.UUID, task_id: uuid.UUID, versions: list[int] | None
+        self, *, user_id: str, task_id: uuid.UUID, versions: list[int] | None
     ) -> None:
         """Only on the failure path: tell missing, foreign and stale apart. Always raises."""
         async with self.database.connection() as connection:

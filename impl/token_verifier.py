@@ -1,8 +1,16 @@
-"""JWT verification: HS256 with a shared secret, or asymmetric keys from a JWKS URL.
+"""JWT verification: HS256 with a shared secret, asymmetric keys from a JWKS URL, or both.
 
-Algorithms are an allow-list per mode, and in JWKS mode also per key type, so `none` and
-HS/RS confusion never pass. JWKS documents are fetched off the event loop, cached, and fetched
-again when a token names an unknown `kid` (at most once per cooldown).
+The token's `alg` header picks the key source, never the other way round: HS256 is checked only
+against the shared secret, the asymmetric algorithms only against JWKS keys of their own type
+(Better Auth's jwt plugin: EdDSA, ES256, ES512, RS256, PS256). So `none`, HS-with-a-public-key
+and algorithm confusion never pass, and PyJWT is always called with exactly one algorithm.
+
+JWKS documents are fetched off the event loop and cached. A token naming a `kid` the cache does
+not hold triggers a refetch at once, so a key Better Auth has just rotated in is accepted on its
+first request; concurrent refetches are coalesced into one and spaced by a minimum interval, so
+random `kid`s cannot make the API hammer the auth server.
+
+Every refusal says why (TokenRefused.reason), never echoing the token.
 """
 
 from __future__ import annotations
@@ -10,28 +18,93 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
+import unicodedata
 import urllib.request
-import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-from impl.errors import Unauthorized
+from impl.errors import ServiceUnavailable, Unauthorized
 from impl.settings import Settings
 
 log = logging.getLogger("task_api.auth")
 
-HS_ALGORITHMS = ["HS256"]
-# Better Auth's jwt plugin: EdDSA by default, also ES256, RS256, PS256.
-ALGORITHMS_BY_KEY_TYPE = {"OKP": ["EdDSA"], "EC": ["ES256"], "RSA": ["RS256", "PS256"]}
+HS_ALGORITHM = "HS256"
+# What each key type of Better Auth's jwt plugin may sign with: (kty, crv) -> algorithms.
+ALGORITHMS_BY_KEY = {
+    ("OKP", "Ed25519"): frozenset({"EdDSA"}),
+    ("EC", "P-256"): frozenset({"ES256"}),
+    ("EC", "P-521"): frozenset({"ES512"}),
+    ("RSA", None): frozenset({"RS256", "PS256"}),
+}
+ASYMMETRIC_ALGORITHMS = frozenset().union(*ALGORITHMS_BY_KEY.values())
+# RFC 9864 names the Ed25519 algorithm "Ed25519"; JOSE libraries still sign with "EdDSA".
+ALGORITHM_ALIASES = {"Ed25519": "EdDSA"}
 MAX_TOKEN_BYTES = 8192
+MAX_SUBJECT_CHARACTERS = 255
 JWKS_TIMEOUT_SECONDS = 5.0
-FAILED_FETCH_RETRY_SECONDS = 1.0
-# Better Auth's user ids must be configured as UUIDs; accept only the canonical text form, so
-# one user cannot appear under several spellings (urn:uuid:, braces, no dashes).
-CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+# The reasons a token is refused: the 401 message and RFC 6750 error_description (the contract
+# lists them; keep both in step).
+EXPIRED = "Token expired"
+NOT_YET_VALID = "Token not yet valid"
+MALFORMED = "Invalid token: malformed"
+BAD_SIGNATURE = "Invalid token: bad signature"
+UNKNOWN_KEY = "Invalid token: unknown signing key"
+ALGORITHM_NOT_ALLOWED = "Invalid token: algorithm not allowed"
+WRONG_ISSUER = "Invalid token: wrong issuer"
+WRONG_AUDIENCE = "Invalid token: wrong audience"
+NO_ISSUER = "Invalid token: no issuer"
+NO_AUDIENCE = "Invalid token: no audience"
+NO_EXPIRY = "Invalid token: no expiry"
+NO_SUBJECT = "Invalid token: no subject"
+SUBJECT_NOT_TEXT = "Invalid token: subject is not a string"
+SUBJECT_TOO_LONG = "Invalid token: subject longer than 255 characters"
+SUBJECT_CONTROL = "Invalid token: subject contains control characters"
+INVALID = "Invalid token"
+
+_MISSING_CLAIM = {"sub": NO_SUBJECT, "exp": NO_EXPIRY, "iss": NO_ISSUER, "aud": NO_AUDIENCE}
+
+
+class TokenRefused(Unauthorized):
+    """A 401 for a token that was presented but not accepted; `reason` is its message."""
+
+    @property
+    def reason(self) -> str:
+        return self.message
+
+
+def user_id_problem(subject: object) -> str | None:
+    """Why `subject` is not a user id, or None. User ids are opaque: Better Auth's default
+    32-character ids, UUIDs, serial numbers, custom ids; only their shape is checked."""
+    if subject is None or subject == "":
+        return NO_SUBJECT
+    if not isinstance(subject, str):
+        return SUBJECT_NOT_TEXT
+    if len(subject) > MAX_SUBJECT_CHARACTERS:
+        return SUBJECT_TOO_LONG
+    # Cc: C0, DEL and C1 controls; Cs: lone surrogates, which are not text PostgreSQL can store.
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in subject):
+        return SUBJECT_CONTROL
+    return None
+
+
+def _allowed_algorithms(data: dict[str, Any]) -> frozenset[str]:
+    kty = data.get("kty")
+    crv = None if kty == "RSA" else data.get("crv")
+    allowed = ALGORITHMS_BY_KEY.get((kty, crv), frozenset())  # type: ignore[arg-type]
+    alg = data.get("alg")
+    if isinstance(alg, str):  # a key that names its algorithm is used with that one only
+        allowed = allowed & {ALGORITHM_ALIASES.get(alg, alg)}
+    return allowed
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    key: Any  # the public key object PyJWT verifies with
+    algorithms: frozenset[str]
 
 
 class TokenVerifier:
@@ -41,90 +114,132 @@ class TokenVerifier:
         self.issuer = settings.issuer
         self.audience = settings.audience
         self.leeway = settings.jwt_leeway_seconds
-        self.cooldown = settings.jwks_refetch_cooldown_seconds
+        self.min_refetch_interval = settings.jwks_refetch_cooldown_seconds
         self.max_age = settings.jwks_max_age_seconds
-        self._keys: dict[str, jwt.PyJWK] = {}
+        self._keys: dict[str, _Key] = {}
         self._fetched_at = float("-inf")  # last successful fetch
-        self._attempted_at = float("-inf")  # last attempt, successful or not
-        self._lock = asyncio.Lock()
-
-    @property
-    def mode(self) -> str:
-        return "jwks" if self.jwks_url else "hs256"
+        self._attempted_at = float("-inf")  # start of the last attempt, successful or not
+        self._refresh: asyncio.Task[None] | None = None
+        self._options: dict[str, Any] = {
+            "require": ["sub", "exp"],
+            # With no audience configured, an `aud` the token carries is not ours to judge (a
+            # Next.js route handler minting HS256 tokens usually sets one).
+            "verify_aud": self.audience is not None,
+        }
 
     async def start(self) -> None:
         """Fetch the JWKS once at start-up; a failure is logged and retried on first use."""
         if self.jwks_url:
-            try:
-                await self._refresh()
-            except Exception as exc:  # noqa: BLE001 - start anyway, keys are fetched lazily
-                log.warning("could not fetch JWKS from %s: %s", self.jwks_url, exc)
+            await self._shared_refresh()
 
-    async def verify(self, token: str) -> uuid.UUID:
+    async def verify(self, token: str) -> str:
+        """The user id (the token's `sub`) of a valid token; TokenRefused saying why if not."""
         if len(token) > MAX_TOKEN_BYTES:
-            raise Unauthorized()
-        key, algorithms = await self._key_for(token)
-        try:
-            claims = jwt.decode(
-                token,
-                key=key,
-                algorithms=algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self.leeway,
-                options={"require": ["sub", "exp"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("Token expired") from None
-        except jwt.PyJWTError:
-            raise Unauthorized() from None
-        subject = claims["sub"]
-        if not isinstance(subject, str) or not CANONICAL_UUID.fullmatch(subject.lower()):
-            raise Unauthorized()
-        return uuid.UUID(subject)
-
-    async def _key_for(self, token: str) -> tuple[Any, list[str]]:
-        if not self.jwks_url:
-            return self.secret, HS_ALGORITHMS
+            raise TokenRefused(MALFORMED)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise Unauthorized() from None
-        kid = header.get("kid")
-        if not isinstance(kid, str):
-            raise Unauthorized()
-        stale = time.monotonic() - self._fetched_at > self.max_age
-        if kid not in self._keys or stale:  # stale: keys removed upstream must stop working
-            await self._refresh_for_unknown_kid()
-        jwk = self._keys.get(kid)
-        if jwk is None:
-            raise Unauthorized()
-        return jwk.key, ALGORITHMS_BY_KEY_TYPE.get(jwk.key_type or "", [])
+            raise TokenRefused(MALFORMED) from None
+        algorithm = header.get("alg")
+        if algorithm == HS_ALGORITHM and self.secret:
+            key: Any = self.secret
+        elif algorithm in ASYMMETRIC_ALGORITHMS and self.jwks_url:
+            found = await self._key_for(header.get("kid"))
+            if algorithm not in found.algorithms:
+                raise TokenRefused(ALGORITHM_NOT_ALLOWED)
+            key = found.key
+        else:
+            raise TokenRefused(ALGORITHM_NOT_ALLOWED)
+        claims = self._decode(token, key, algorithm)
+        subject = claims.get("sub")
+        problem = user_id_problem(subject)
+        if problem:
+            raise TokenRefused(problem)
+        assert isinstance(subject, str)
+        return subject
 
-    async def _refresh_for_unknown_kid(self) -> None:
-        async with self._lock:
-            # A failed fetch (e.g. Better Auth still starting) is retried after a second, not
-            # after the full cooldown, which only protects the JWKS endpoint from a kid flood.
-            failed = self._attempted_at > self._fetched_at
-            wait = min(self.cooldown, FAILED_FETCH_RETRY_SECONDS) if failed else self.cooldown
-            if time.monotonic() - self._attempted_at < wait:
-                return
-            try:
-                await self._refresh()
-            except Exception as exc:  # noqa: BLE001 - the token is then simply not verifiable
-                log.warning("could not fetch JWKS from %s: %s", self.jwks_url, exc)
+    def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options=self._options,  # type: ignore[arg-type]
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenRefused(EXPIRED) from None
+        except jwt.ImmatureSignatureError:
+            raise TokenRefused(NOT_YET_VALID) from None
+        except jwt.InvalidSignatureError:
+            raise TokenRefused(BAD_SIGNATURE) from None
+        except jwt.InvalidAlgorithmError:
+            raise TokenRefused(ALGORITHM_NOT_ALLOWED) from None
+        except jwt.InvalidAudienceError:
+            raise TokenRefused(WRONG_AUDIENCE) from None
+        except jwt.InvalidIssuerError:
+            raise TokenRefused(WRONG_ISSUER) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRefused(_MISSING_CLAIM.get(exc.claim, INVALID)) from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise TokenRefused(SUBJECT_NOT_TEXT) from None
+        except (jwt.DecodeError, jwt.InvalidIssuedAtError):
+            raise TokenRefused(MALFORMED) from None
+        except jwt.PyJWTError:
+            raise TokenRefused(INVALID) from None
+        return claims
 
-    async def _refresh(self) -> None:
+    async def _key_for(self, kid: object) -> _Key:
+        if not isinstance(kid, str) or not kid:
+            raise TokenRefused(UNKNOWN_KEY)
+        arrived = time.monotonic()
+        if arrived - self._fetched_at > self.max_age:  # keys removed upstream stop working
+            await self._shared_refresh()
+        # An unknown kid: refetch, unless a fetch that started after this request arrived
+        # already came back without it. A fetch already under way when the request arrived may
+        # predate the key, so then one more (spaced) fetch is waited for: at most two.
+        while kid not in self._keys and self._attempted_at < arrived:
+            await self._shared_refresh()
+        found = self._keys.get(kid)
+        if found is None:
+            if self._fetched_at < self._attempted_at and not self._keys:
+                # The JWKS could not be fetched and no key is known: the auth server's problem,
+                # not the token's. A 401 would make a frontend sign its user out.
+                raise ServiceUnavailable("Token signing keys unavailable")
+            raise TokenRefused(UNKNOWN_KEY)
+        return found
+
+    async def _shared_refresh(self) -> None:
+        """Join the refetch under way, or start one no sooner than the minimum interval after
+        the last: one request to the auth server however many requests are waiting."""
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._spaced_refresh())
+        await asyncio.shield(self._refresh)
+
+    async def _spaced_refresh(self) -> None:
+        wait = self._attempted_at + self.min_refetch_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         self._attempted_at = time.monotonic()
-        document = await asyncio.to_thread(self._fetch_jwks)
-        keys: dict[str, jwt.PyJWK] = {}
+        try:
+            document = await asyncio.to_thread(self._fetch_jwks)
+        except Exception as exc:  # noqa: BLE001 - tokens are then refused or answered 503
+            log.warning("could not fetch JWKS from %s: %s", self.jwks_url, exc)
+            return
+        keys: dict[str, _Key] = {}
         for data in document.get("keys", []):
-            if data.get("kty") not in ALGORITHMS_BY_KEY_TYPE or not data.get("kid"):
-                continue
+            kid = data.get("kid") if isinstance(data, dict) else None
+            if not isinstance(kid, str) or not kid:
+                continue  # no kid to find it by
+            algorithms = _allowed_algorithms(data)
+            if not algorithms:
+                continue  # not a key type Better Auth signs with
             try:
-                keys[data["kid"]] = jwt.PyJWK(data)
-            except jwt.PyJWTError as exc:
-                log.warning("skipping JWKS key %s: %s", data.get("kid"), exc)
+                keys[kid] = _Key(jwt.PyJWK(data, min(algorithms)).key, algorithms)
+            except (jwt.PyJWTError, ValueError, TypeError) as exc:
+                log.warning("skipping JWKS key %s: %s", kid, exc)
         self._keys = keys
         self._fetched_at = time.monotonic()
         log.info("loaded %d signing keys from %s", len(keys), self.jwks_url)
@@ -139,8 +254,9 @@ class TokenVerifier:
         return document
 
 
-def mint_hs256(secret: str, user_id: uuid.UUID | str, ttl_seconds: int = 3600) -> str:
-    """A token like the ones the seed's frontend sends, for local use and tests."""
+def mint_hs256(secret: str, user_id: str, ttl_seconds: int = 3600) -> str:
+    """A token like the ones a Next.js route handler signs with the shared secret, for local use
+    and tests."""
     now = int(time.time())
     claims = {"sub": str(user_id), "iat": now, "exp": now + ttl_seconds}
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode(claims, secret, algorithm=HS_ALGORITHM)

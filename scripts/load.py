@@ -27,9 +27,9 @@ import json
 import math
 import os
 import random
+import secrets
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +54,7 @@ class Known:
 
 @dataclass
 class User:
-    id: uuid.UUID
+    id: str  # opaque, as Better Auth makes them
     token: str
     tasks: dict[str, Known] = field(default_factory=dict)
     # A write whose outcome is unknown (transport error, unexpected status): its row may or may
@@ -123,7 +123,7 @@ def _remember(user: User, task: dict[str, Any]) -> None:
 
 
 async def create(http: httpx.AsyncClient, results: Results, user: User, rng: random.Random,
-                 owners: dict[str, uuid.UUID]) -> None:
+                 owners: dict[str, str]) -> None:
     user.created += 1
     body = {"title": f"load {str(user.id)[:8]} #{user.created}",
             "priority": rng.choice(("low", "medium", "high"))}
@@ -141,7 +141,7 @@ async def create(http: httpx.AsyncClient, results: Results, user: User, rng: ran
 
 
 async def list_own(http: httpx.AsyncClient, results: Results, user: User,
-                   owners: dict[str, uuid.UUID]) -> None:
+                   owners: dict[str, str]) -> None:
     response = await _call(http, results, user, "list", "GET", "/api/tasks",
                            params={"limit": 100, "sort": "-created_at"})
     if response is None:
@@ -217,7 +217,7 @@ class Clock:
 
 
 async def user_loop(base_url: str, results: Results, user: User, clock: Clock, seed: int,
-                    owners: dict[str, uuid.UUID], start: asyncio.Event,
+                    owners: dict[str, str], start: asyncio.Event,
                     ready: asyncio.Semaphore) -> None:
     rng = random.Random(seed)
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -264,9 +264,9 @@ def summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
 async def run(base_url: str, secret: str, users: int, seconds: float, seed: int
               ) -> tuple[dict[str, Any], list[User]]:
     people = [User(user_id, mint_hs256(secret, user_id, int(seconds) + 3600))
-              for user_id in (uuid.uuid4() for _ in range(users))]
+              for user_id in (secrets.token_urlsafe(24) for _ in range(users))]
     results = Results()
-    owners: dict[str, uuid.UUID] = {}
+    owners: dict[str, str] = {}
     clock = Clock()
     start = asyncio.Event()
     ready = asyncio.Semaphore(0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.servers import (
     SECRET,
     StoppablePostgres,
     direct_connection,
+    random_user_id,
     running_server,
     settings,
 )
@@ -121,7 +121,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @dataclass
 class User:
-    id: uuid.UUID
+    id: str  # opaque, as Better Auth makes them
     token: str
 
     @property
@@ -130,7 +130,7 @@ class User:
 
 
 def new_user() -> User:
-    user_id = uuid.uuid4()
+    user_id = random_user_id()
     return User(user_id, mint_hs256(SECRET, user_id))
 
 

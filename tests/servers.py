@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
+import string
 import subprocess
 import sys
 import threading
@@ -20,6 +22,12 @@ from impl.db import connect_options
 from impl.settings import Settings
 
 SECRET = "test-secret-" + "x" * 40
+ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def random_user_id() -> str:
+    """A user id as Better Auth makes them by default: 32 random letters and digits."""
+    return "".join(secrets.choice(ALPHANUMERIC) for _ in range(32))
 # The console script of this environment, to run the server exactly as users do.
 TASK_API = str(Path(sys.executable).parent / "task-api")
 

@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.servers import SECRET, TASK_API, free_port
+from tests.servers import SECRET, TASK_API, free_port, random_user_id
 
 
 def bare_env(**extra: str) -> dict[str, str]:
@@ -83,8 +83,8 @@ def test_serve_with_no_environment_serves_the_seeded_tasks_to_its_token(tmp_path
 
 async def test_seed_is_idempotent_and_reset_reloads(database_url: str, db) -> None:  # type: ignore[no-untyped-def]
     env = bare_env(DATABASE_URL=database_url, BETTER_AUTH_SECRET=SECRET)
-    demo = [uuid.UUID("a11ce000-0000-4000-8000-000000000001"), uuid.UUID("b0b00000-0000-4000-8000-000000000002")]
-    count = "SELECT count(*) FROM tasks WHERE user_id = ANY($1::uuid[])"
+    demo = ["a11ce000-0000-4000-8000-000000000001", "b0b00000-0000-4000-8000-000000000002"]
+    count = "SELECT count(*) FROM tasks WHERE user_id = ANY($1::text[])"
     first = run("seed", env=env)
     assert first.returncode == 0, first.stderr
     assert await db.fetchval(count, demo) == 10
@@ -106,12 +106,21 @@ async def test_seed_is_idempotent_and_reset_reloads(database_url: str, db) -> No
     assert script.returncode == 0 and "seeded 0 tasks" in script.stdout
 
 
-def test_token_mints_a_verifiable_hs256_token() -> None:
-    user_id = uuid.uuid4()
-    result = run("token", str(user_id), "--ttl", "120", env=bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db"))
+@pytest.mark.parametrize("user_id", [random_user_id(), str(uuid.uuid4()), "42"])
+def test_token_mints_a_verifiable_hs256_token(user_id: str) -> None:
+    env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
+    result = run("token", user_id, "--ttl", "120", env=env)
     assert result.returncode == 0, result.stderr
     claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
-    assert claims["sub"] == str(user_id)
+    assert claims["sub"] == user_id
     assert 100 <= claims["exp"] - time.time() <= 121
-    bad = run("token", "not-a-uuid", env=bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db"))
-    assert bad.returncode == 2 and "UUID" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("user_id", "reason"),
+    [("", "no subject"), ("x" * 256, "longer than 255"), ("a\tb", "control characters")],
+)
+def test_token_refuses_what_is_not_a_user_id(user_id: str, reason: str) -> None:
+    env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
+    bad = run("token", user_id, env=env)
+    assert bad.returncode == 2 and reason in bad.stderr, bad.stderr

@@ -44,7 +44,7 @@ import pytest
 from impl.db import connect_options
 from impl.token_verifier import mint_hs256
 from tests.reporting import show
-from tests.servers import SECRET, TASK_API, free_port, server_environment
+from tests.servers import SECRET, TASK_API, free_port, random_user_id, server_environment
 
 WRITERS = 32
 BLOCKED = 8  # PATCHes held on row locks across SIGTERM (the pool has 16 connections)
@@ -129,7 +129,7 @@ async def start_server(database_url: str, directory: Path) -> Server:
 
 @dataclass
 class Outcome:
-    user_id: uuid.UUID
+    user_id: str
     started: float
     ended: float
     status: int | None = None
@@ -138,7 +138,7 @@ class Outcome:
 
 
 async def post_as_new_user(http: httpx.AsyncClient, outcomes: list[Outcome]) -> Outcome:
-    user_id = uuid.uuid4()
+    user_id = random_user_id()
     headers = {"Authorization": f"Bearer {mint_hs256(SECRET, user_id)}", "Connection": "close"}
     outcome = Outcome(user_id, time.monotonic(), 0.0)
     outcomes.append(outcome)
@@ -178,7 +178,7 @@ async def test_sigterm_under_load_finishes_in_flight_refuses_new_and_exits_0(
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as setup:
             # The slow requests: a task per blocked user, locked, then PATCHed through the API.
-            blocked_users = [uuid.uuid4() for _ in range(BLOCKED)]
+            blocked_users = [random_user_id() for _ in range(BLOCKED)]
             blocked_tasks = []
             for user_id in blocked_users:
                 created = await setup.post(
@@ -196,7 +196,7 @@ async def test_sigterm_under_load_finishes_in_flight_refuses_new_and_exits_0(
 
         async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=fresh) as http:
 
-            async def patch_blocked(user_id: uuid.UUID, task_id: str) -> Outcome:
+            async def patch_blocked(user_id: str, task_id: str) -> Outcome:
                 headers = {"Authorization": f"Bearer {mint_hs256(SECRET, user_id)}"}
                 outcome = Outcome(user_id, time.monotonic(), 0.0)
                 try:
@@ -284,7 +284,7 @@ async def test_sigterm_under_load_finishes_in_flight_refuses_new_and_exits_0(
     assert not [line for line in anonymous if line["path"] == "/api/tasks"], anonymous
     stored = {
         str(r["user_id"]): str(r["id"])
-        for r in await db.fetch("SELECT id, user_id FROM tasks WHERE user_id = ANY($1::uuid[])",
+        for r in await db.fetch("SELECT id, user_id FROM tasks WHERE user_id = ANY($1::text[])",
                                 [o.user_id for o in outcomes])
     }
     kinds: Counter[str] = Counter()
@@ -334,7 +334,7 @@ class SentRequestDropped(AssertionError):
     """A request the client had fully sent before SIGTERM got no response."""
 
 
-def raw_post(port: int, user_id: uuid.UUID) -> bytes:
+def raw_post(port: int, user_id: str) -> bytes:
     body = json.dumps({"title": f"queued {user_id}"}).encode()
     return (
         f"POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -357,8 +357,8 @@ async def test_requests_sent_before_sigterm_are_served_not_reset(
 ) -> None:
     server = await start_server(database_url, tmp_path)
     port = server.port
-    sent: list[tuple[str, uuid.UUID, asyncio.StreamReader, asyncio.StreamWriter]] = []
-    outcomes: list[tuple[str, uuid.UUID, int | str]] = []
+    sent: list[tuple[str, str, asyncio.StreamReader, asyncio.StreamWriter]] = []
+    outcomes: list[tuple[str, str, int | str]] = []
     try:
         idle = []
         for _ in range(8):  # keep-alive connections, idle after one answered request
@@ -370,13 +370,13 @@ async def test_requests_sent_before_sigterm_are_served_not_reset(
         # accept queue (the kernel completes the handshakes), as it does when its loop is busy.
         server.process.send_signal(signal.SIGSTOP)
         for reader, writer in idle:
-            user_id = uuid.uuid4()
+            user_id = random_user_id()
             writer.write(raw_post(port, user_id))
             await writer.drain()
             sent.append(("keep-alive connection", user_id, reader, writer))
         for _ in range(8):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            user_id = uuid.uuid4()
+            user_id = random_user_id()
             writer.write(raw_post(port, user_id))
             await writer.drain()
             sent.append(("new connection", user_id, reader, writer))
@@ -399,7 +399,7 @@ async def test_requests_sent_before_sigterm_are_served_not_reset(
     stored = {
         r["user_id"]: r["n"]
         for r in await db.fetch(
-            "SELECT user_id, count(*) AS n FROM tasks WHERE user_id = ANY($1::uuid[]) "
+            "SELECT user_id, count(*) AS n FROM tasks WHERE user_id = ANY($1::text[]) "
             "GROUP BY user_id", [user_id for _, user_id, _ in outcomes]
         )
     }

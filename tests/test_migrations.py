@@ -52,5 +52,5 @@ async def test_database_refuses_what_the_contract_refuses(
     with pytest.raises(asyncpg.CheckViolationError):
         await db.execute(
             f"INSERT INTO tasks (id, user_id, {columns}) VALUES ($1, $2, {placeholders})",
-            uuid.uuid4(), uuid.uuid4(), *values,
+            uuid.uuid4(), "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY", *values,
         )
