@@ -8,7 +8,7 @@ Better Auth servers and API servers are started lazily and kept for the module (
 per configuration, so the file needs few starts. The key-rotation test has servers of its own,
 since it depends on when Better Auth creates its keys.
 
-Assertions on refusals stay on the status and `error.code`, not on the message.
+A refusal is checked down to its reason, in the body and in `WWW-Authenticate`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tests.better_auth import (
     jwt_parts,
     running_better_auth,
 )
+from impl.token_verifier import WRONG_AUDIENCE
 from tests.conftest import THROUGH_PGBOUNCER
 from tests.servers import TASK_API, free_port, server_environment, stop
 
@@ -122,11 +123,13 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def assert_unauthorized(response: httpx.Response) -> None:
+def assert_unauthorized(response: httpx.Response, reason: str) -> None:
+    """401 with the reason in the body and in the RFC 6750 challenge."""
     assert response.status_code == 401, response.text
     body = response.json()
-    assert body["error"]["code"] == "UNAUTHORIZED", body
+    assert body["error"] == {"code": "UNAUTHORIZED", "message": reason}, body
     assert "request_id" in body["meta"], body
+    assert f'error_description="{reason}"' in response.headers["www-authenticate"]
 
 
 def create_and_get(api: str, user: BetterAuthUser, token: str) -> dict[str, Any]:
@@ -400,9 +403,10 @@ def test_hs256_with_a_wrong_aud_is_refused_when_the_url_is_set_too(stacks: Stack
     )
     user = better_auth.user("hs-wrong-aud")
     token = user.hs256_token(iss=better_auth.base_url, aud=ELSEWHERE)
-    assert_unauthorized(httpx.post(
-        f"{api}/api/tasks", json={"title": "x"}, headers=bearer(token)
-    ))
+    assert_unauthorized(
+        httpx.post(f"{api}/api/tasks", json={"title": "x"}, headers=bearer(token)),
+        WRONG_AUDIENCE,
+    )
 
 
 # -- refused: a real Better Auth token for another audience --------------------------------------
@@ -414,6 +418,6 @@ def test_better_auth_token_refused_by_an_api_expecting_another_audience(stacks: 
     token = user.token()
     accepting = stacks.api(BETTER_AUTH_URL=better_auth.base_url)
     refusing = stacks.api(BETTER_AUTH_URL=better_auth.base_url, JWT_AUDIENCE=ELSEWHERE)
-    assert_unauthorized(httpx.get(f"{refusing}/api/tasks", headers=bearer(token)))
+    assert_unauthorized(httpx.get(f"{refusing}/api/tasks", headers=bearer(token)), WRONG_AUDIENCE)
     # The same token is fine where the audience is Better Auth's URL: only aud made the difference.
     assert httpx.get(f"{accepting}/api/tasks", headers=bearer(token)).status_code == 200

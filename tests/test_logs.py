@@ -182,6 +182,15 @@ async def test_one_json_access_line_per_request_and_no_secret_in_the_logs(
         ), (made, line)
         assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0, line
 
+    # One WARN line per refused token, with the request id and the reason (never the token).
+    refused = {"garbage token": "Invalid token: malformed", "expired token": "Token expired",
+               "foreign-signed token": "Invalid token: bad signature"}
+    warnings = [e for e in entries if e["logger"] == "task_api.auth" and e["level"] == "WARNING"]
+    assert sorted((e["request_id"], e["reason"]) for e in warnings) == sorted(
+        (made.request_id, refused[made.what]) for made in sent if made.what in refused
+    ), warnings
+    assert all(e["message"] == "token refused" for e in warnings), warnings
+
     # Nothing secret, anywhere in the output (raw text, so escaped copies would show too).
     secrets = {
         "BETTER_AUTH_SECRET": SERVER_SECRET,

@@ -86,7 +86,7 @@ def test_typescript_client_against_live_server(node: str, base_url: str, alice: 
     build = typecheck(CLIENT)
     assert build.returncode == 0, "tsc rejects the client for this contract\n" + output(build)
 
-    env = {**os.environ, "API_URL": base_url, "API_TOKEN": alice.token}
+    env = {**os.environ, "API_URL": base_url, "API_TOKEN": alice.token, "API_USER_ID": alice.id}
     demo = run([node, CLIENT / "build" / "demo.js"], env=env)
     print(demo.stdout)
     assert demo.returncode == 0, output(demo)
