@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from impl.token_verifier import WRONG_AUDIENCE
 from tests.better_auth import (
     KEY_ALGORITHMS,
     BetterAuthServer,
@@ -33,7 +34,6 @@ from tests.better_auth import (
     jwt_parts,
     running_better_auth,
 )
-from impl.token_verifier import WRONG_AUDIENCE
 from tests.conftest import THROUGH_PGBOUNCER
 from tests.servers import TASK_API, free_port, server_environment, stop
 
