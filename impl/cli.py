@@ -108,14 +108,14 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from impl import user_ids
     from impl.embedded import local_secret
-    from impl.token_verifier import mint_hs256, user_id_problem
+    from impl.token_verifier import mint_hs256
 
     user_id = args.user_id
-    problem = user_id_problem(user_id)
+    problem = user_ids.problem(user_id)
     if problem:
-        reason = problem.removeprefix("Invalid token: ")
-        print(f"task-api token: USER_ID is not a user id: {reason}", file=sys.stderr)
+        print(f"task-api token: USER_ID is not a user id: {problem}", file=sys.stderr)
         return 2
     secret = settings.better_auth_secret or (
         local_secret(settings.data_dir) if settings.embedded else None

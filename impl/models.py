@@ -13,23 +13,21 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
+from impl import user_ids
+
 PRIORITIES = ("low", "medium", "high")
-# User ids are the token's `sub`, opaque (Better Auth's default ids are 32 random alphanumerics;
-# UUIDs, serial numbers and custom ids occur too). Stored as text in the "C" collation: compared
-# byte for byte, as an identifier must be, and cheaper to compare and index than a locale's rules.
-USER_ID_MAX_LENGTH = 255
-USER_ID_CHECK = (
-    f"char_length(user_id) BETWEEN 1 AND {USER_ID_MAX_LENGTH} "
-    r"AND user_id !~ '[\x01-\x1f\x7f-\x9f]'"
-)
 
 
+# User ids (impl/user_ids.py) are stored as text in the "C" collation: compared byte for byte, as
+# an identifier must be, and cheaper to compare and index than a locale's rules.
 def user_id_column(*, primary_key: bool = False) -> sa.Column[str]:
     return sa.Column("user_id", sa.Text(collation="C"), primary_key=primary_key, nullable=False)
 
 
 def user_id_check() -> sa.CheckConstraint:
-    return sa.CheckConstraint(USER_ID_CHECK, name="user_id_valid")
+    return sa.CheckConstraint(user_ids.SQL_CHECK, name="user_id_valid")
+
+
 # A PostgreSQL enum sorts in declaration order: ORDER BY priority ranks low < medium < high.
 priority_type = postgresql.ENUM(*PRIORITIES, name="task_priority", create_type=False)
 

@@ -118,7 +118,7 @@ def test_token_mints_a_verifiable_hs256_token(user_id: str) -> None:
 
 @pytest.mark.parametrize(
     ("user_id", "reason"),
-    [("", "no subject"), ("x" * 256, "longer than 255"), ("a\tb", "control characters")],
+    [("", "empty"), ("x" * 256, "longer than 255"), ("a\tb", "control characters")],
 )
 def test_token_refuses_what_is_not_a_user_id(user_id: str, reason: str) -> None:
     env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")

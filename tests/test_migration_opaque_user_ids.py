@@ -6,6 +6,7 @@ Then the converted database keeps working (triggers, counters, idempotency) for 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import asyncpg
 import pytest
 from alembic import command
 
+from impl import user_ids
 from impl.db import connect_options
 from impl.migrate import alembic_config, upgrade
 
@@ -84,6 +86,12 @@ async def _load_0002_data(connection: asyncpg.Connection) -> None:
     await connection.execute("UPDATE tasks SET completed = true, completed_at = now() "
                              "WHERE title LIKE '%-1'")
     await connection.execute("DELETE FROM tasks WHERE title = 'task 1-5'")
+
+
+def test_the_migration_checks_what_the_api_checks() -> None:
+    """0003 keeps a frozen copy of the rule (a migration is a snapshot): the same as today's."""
+    migration = importlib.import_module("impl.migrations.versions.0003_opaque_user_ids")
+    assert migration.USER_ID_CHECK == user_ids.SQL_CHECK
 
 
 async def test_upgrade_from_0002_keeps_every_row_and_the_database_keeps_working(
