@@ -15,10 +15,12 @@ from starlette.middleware.cors import CORSMiddleware
 
 from generated.routes import router
 from impl import runtime
+from impl.auth import RateLimits
 from impl.contract import install_contract_routes
 from impl.cursor import CursorCodec
 from impl.db import Database
 from impl.errors import install_error_handlers
+from impl.rate_limit import RateLimiter
 from impl.request_context_middleware import RequestContextMiddleware
 from impl.request_guard import RequestGuardMiddleware
 from impl.settings import Settings
@@ -34,6 +36,16 @@ def _cursor_secret(settings: Settings) -> bytes:
         return hashlib.sha256(b"task-api cursor\0" + settings.better_auth_secret.encode()).digest()
     log.warning("no CURSOR_SECRET: list cursors will not survive a restart or span replicas")
     return secrets.token_bytes(32)
+
+
+def _rate_limits(settings: Settings) -> RateLimits | None:
+    if not settings.rate_limit_per_second:
+        return None
+    rate, burst = settings.rate_limit_per_second, settings.rate_limit_burst
+    return RateLimits(
+        per_user=RateLimiter("per-user", rate, burst),
+        per_address=RateLimiter("per-address", rate, burst),
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -71,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.verifier = verifier
+    app.state.rate_limits = _rate_limits(settings)
     app.state.runtime = None
     # The generated routes go straight into the app's router: include_router() would wrap them
     # in a router include that FastAPI walks on every request.
@@ -84,7 +97,9 @@ def create_app(settings: Settings) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
-            expose_headers=["ETag", "Location", "X-Request-ID"],
+            expose_headers=[
+                "ETag", "Location", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"
+            ],
         )
     # Added last, so it runs first: every response, even CORS and guard ones, gets an id.
     app.add_middleware(RequestContextMiddleware)

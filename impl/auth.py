@@ -1,4 +1,8 @@
-"""Bearer JWT -> Principal. The dependency that the generated stubs put on secured operations."""
+"""Bearer JWT -> Principal. The dependency that the generated stubs put on secured operations.
+
+It also applies the rate limits (impl/rate_limit.py): per user once the token is accepted, per
+client address while it is not (so guessing tokens is throttled too).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from impl.errors import Unauthorized
+from impl.errors import TooManyRequests, Unauthorized
+from impl.rate_limit import RateLimiter
 from impl.token_verifier import TokenRefused, TokenVerifier
 
 log = logging.getLogger("task_api.auth")
@@ -19,7 +24,34 @@ class Principal:
     user_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    per_user: RateLimiter
+    per_address: RateLimiter
+
+
+def _limit(request: Request, limiter: RateLimiter, key: str) -> None:
+    decision = limiter.take(key)
+    if not decision.allowed:
+        raise TooManyRequests(decision.retry_after, decision.headers)
+    request.state.rate_limit = decision.headers  # the request-context middleware sends them
+
+
 async def authenticate(request: Request) -> Principal:
+    limits: RateLimits | None = request.app.state.rate_limits
+    try:
+        user_id = await _verified_user(request)
+    except Unauthorized:
+        if limits is not None:
+            _limit(request, limits.per_address, request.client.host if request.client else "")
+        raise
+    if limits is not None:
+        _limit(request, limits.per_user, user_id)
+    request.state.user_id = user_id  # for the access log
+    return Principal(user_id=user_id)
+
+
+async def _verified_user(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("Authorization header required")
@@ -28,10 +60,8 @@ async def authenticate(request: Request) -> Principal:
         raise Unauthorized("Authorization header required")
     verifier: TokenVerifier = request.app.state.verifier
     try:
-        user_id = await verifier.verify(token.strip())
+        return await verifier.verify(token.strip())
     except TokenRefused as refused:
         # The reason only: never the token, its claims or a key (the request id comes with it).
         log.warning("token refused", extra={"reason": refused.reason})
         raise
-    request.state.user_id = user_id  # for the access log
-    return Principal(user_id=user_id)

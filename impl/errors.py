@@ -98,6 +98,25 @@ class ValidationFailed(ApiError):
         return cls(details=[{"field": field, "message": message, "type": type_}])
 
 
+class TooManyRequests(ApiError):
+    status_code, code = 429, "TOO_MANY_REQUESTS"
+
+    def __init__(self, retry_after: int, rate_headers: dict[str, str]) -> None:
+        super().__init__(
+            f"Too many requests: retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after), **rate_headers},
+        )
+
+
+class QuotaExceeded(ApiError):
+    status_code, code = 409, "QUOTA_EXCEEDED"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Task quota reached: at most {limit} tasks per user; delete some to create more"
+        )
+
+
 class ServiceUnavailable(ApiError):
     status_code, code, message = 503, "SERVICE_UNAVAILABLE", "Database unavailable"
 

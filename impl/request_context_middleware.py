@@ -40,7 +40,11 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                headers = [*message.get("headers", []), header]
+                rate_limit = state.get("rate_limit")  # set by auth for a counted caller
+                if rate_limit:
+                    headers.extend((k.lower().encode(), v.encode()) for k, v in rate_limit.items())
+                message["headers"] = headers
             await send(message)
 
         try:

@@ -26,7 +26,7 @@ class Runtime:
 
     @property
     def tasks(self) -> TaskStore:
-        return TaskStore(self.database)
+        return TaskStore(self.database, self.settings.max_tasks_per_user)
 
 
 _current: ContextVar[Runtime | None] = ContextVar("runtime", default=None)

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     db_statement_cache: bool | None = None
 
     max_body_bytes: int = Field(default=65536, ge=1024)
+    # Per user (per client address before a token is accepted), per process: `burst` requests at
+    # once, then this many per second. 0 turns the limit off.
+    rate_limit_per_second: float = Field(default=20.0, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+    # Tasks one user may store; 0: no limit.
+    max_tasks_per_user: int = Field(default=100_000, ge=0)
     cursor_secret: str | None = None
 
     @field_validator("cors_origins", mode="before")

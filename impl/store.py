@@ -38,6 +38,18 @@ INSERT_SQL = (
     "CASE WHEN $5 THEN now() END, $6::task_priority, $7::text::timestamptz, $8) "
     f"RETURNING {COLUMNS}"
 )
+# The same insert under a per-user quota ($9 tasks at most). The upsert takes the user's counter
+# row lock first, so concurrent creates of one user queue there and each sees the count the
+# previous one left (kept by the tasks trigger, migration 0002): no race can exceed the quota.
+# No row comes back when the user is at the quota.
+QUOTA_INSERT_SQL = (
+    "WITH quota AS (INSERT INTO task_counts AS c (user_id) VALUES ($2) "
+    "ON CONFLICT (user_id) DO UPDATE SET total = c.total RETURNING total) "
+    "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
+    "priority, due_date, tags) SELECT $1::uuid, $2::text, $3::text, $4::text, $5::boolean, "
+    "CASE WHEN $5 THEN now() END, $6::task_priority, $7::text::timestamptz, $8::text[] "
+    f"FROM quota WHERE quota.total < $9 RETURNING {COLUMNS}"
+)
 # Only on a failure path: tell a missing task from another user's or a stale one.
 DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
 
@@ -82,6 +94,10 @@ class Foreign(Exception):
 
 class Stale(Exception):
     """The task exists but its version is not one the caller named in If-Match."""
+
+
+class OverQuota(Exception):
+    """The user already stores as many tasks as the quota allows."""
 
 
 class KeyReused(Exception):
@@ -163,8 +179,9 @@ def _filters(user_id: str, query: ListQuery) -> _Where:
 
 
 class TaskStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, max_tasks_per_user: int = 0) -> None:
         self.database = database
+        self.max_tasks = max_tasks_per_user  # 0: no quota
 
     async def page(
         self, *, user_id: str, query: ListQuery, after: Position | None
@@ -240,7 +257,7 @@ class TaskStore:
         )
         if idempotency_key is None:
             async with self.database.connection() as connection:
-                return dict(await connection.fetchrow(INSERT_SQL, *args))
+                return await self._insert(connection, args)
         async with self.database.connection() as connection, connection.transaction():
             # A concurrent request with the same key waits here on the primary key until the
             # first commits, then finds its row: no duplicate task under concurrent retries.
@@ -249,8 +266,8 @@ class TaskStore:
                 "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING RETURNING task_id",
                 user_id, idempotency_key, request_hash, task_id,
             )
-            if claimed is not None:
-                return dict(await connection.fetchrow(INSERT_SQL, *args))
+            if claimed is not None:  # over the quota: raises, and the claim is rolled back
+                return await self._insert(connection, args)
             earlier = await connection.fetchrow(
                 "SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = $1 AND key = $2",
                 user_id, idempotency_key,
@@ -261,6 +278,14 @@ class TaskStore:
             if record is None:
                 raise KeyReused("Idempotency-Key was used for a task that has since been deleted")
             return dict(record)
+
+    async def _insert(self, connection: Any, args: tuple[Any, ...]) -> dict[str, Any]:
+        if not self.max_tasks:
+            return dict(await connection.fetchrow(INSERT_SQL, *args))
+        record = await connection.fetchrow(QUOTA_INSERT_SQL, *args, self.max_tasks)
+        if record is None:
+            raise OverQuota()
+        return dict(record)
 
     async def update(
         self,

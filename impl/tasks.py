@@ -13,8 +13,8 @@ from generated.models import Priority, SortOrder, StatusFilter, TaskPatch, TaskW
 from impl import runtime
 from impl.auth import Principal
 from impl.envelope import success
-from impl.errors import Conflict, Forbidden, NotFound, PreconditionFailed
-from impl.store import Foreign, KeyReused, ListQuery, Missing, Stale
+from impl.errors import Conflict, Forbidden, NotFound, PreconditionFailed, QuotaExceeded
+from impl.store import Foreign, KeyReused, ListQuery, Missing, OverQuota, Stale
 from impl.task_fields import etag, instant, parse_if_match, patch_changes, write_fields
 
 
@@ -70,6 +70,8 @@ async def create_task(
         )
     except KeyReused as error:
         raise Conflict(error.message) from None
+    except OverQuota:
+        raise QuotaExceeded(runtime.current().settings.max_tasks_per_user) from None
     return _task_response(task, 201, Location=f"/api/tasks/{task['id']}")
 
 

@@ -50,6 +50,10 @@ def settings(database_url: str, **overrides: Any) -> Settings:
         "better_auth_secret": SECRET,
         "db_pool_min_size": 1,
         "log_level": "WARNING",
+        # The limiter runs (its headers are on every answer) but never limits the suite's own
+        # bursts; tests/test_rate_limit_and_quota.py sets real limits.
+        "rate_limit_per_second": 1_000_000,
+        "rate_limit_burst": 1_000_000,
     }
     if database_url in POOLED:
         values.update(database_url=POOLED[database_url], db_statement_cache=False)
