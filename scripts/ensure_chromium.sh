@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's Chromium when it is missing (the docs test drives it headless).
+# Installs Debian's Chromium when it is missing (the browser tests drive it headless).
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then
   exit 0

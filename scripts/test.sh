@@ -21,7 +21,7 @@ if [[ "$(cat node_modules/.lock-sha256 2>/dev/null)" != "$lock_hash" ]]; then
 fi
 node_modules/.bin/redocly lint openapi.yaml
 
-step "headless Chromium for the docs test (Debian package)"
+step "headless Chromium for the browser tests (Debian package)"
 scripts/ensure_chromium.sh
 
 step "PgBouncer for the pooler tests (Debian package)"

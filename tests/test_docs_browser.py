@@ -3,59 +3,35 @@ with the network cut off except for loopback, Swagger UI renders every operation
 contract, and a screenshot is kept at artifacts/docs.png for CI to publish.
 
 No npm packages and no Python browser driver: Chromium's own --dump-dom, --screenshot and
---log-net-log are enough. If Chromium is missing, run scripts/ensure_chromium.sh."""
+--log-net-log are enough (tests/chromium.py). If Chromium is missing, run
+scripts/ensure_chromium.sh."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import struct
-import subprocess
-import tempfile
-import threading
-import time
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from html.parser import HTMLParser
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from tests.chromium import (
+    PNG_SIGNATURE,
+    Run,
+    decode_png,
+    find_chromium,
+    run_chromium,
+    static_server,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 CONTRACT = REPO / "openapi.yaml"
 SCREENSHOT = REPO / "artifacts" / "docs.png"
 WINDOW = (1280, 3000)
-TIMEOUT = 90  # seconds for one Chromium run
-VIRTUAL_TIME_BUDGET = "15000"  # ms of page time before the DOM is dumped or the shot taken
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 CDN_SCRIPT = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
-
-BASE_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-)
-# Nothing but 127.0.0.1: every other name fails to resolve, and anything that would still go
-# out is sent to a proxy on the discard port, which refuses it.
-NO_NETWORK_FLAGS = (
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    "--proxy-server=127.0.0.1:9",
-    "--proxy-bypass-list=127.0.0.1",
-)
 
 
 def _contract_operations() -> list[tuple[str, str, dict[str, object]]]:
@@ -71,81 +47,9 @@ def _contract_operations() -> list[tuple[str, str, dict[str, object]]]:
 OPERATIONS = _contract_operations()
 
 
-# --- Chromium --------------------------------------------------------------------------------
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    found = shutil.which("chromium") or (
-        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-    )
-    if found is None:
-        pytest.fail(
-            "Chromium is not installed: the docs browser test needs Debian's headless "
-            "Chromium. Run scripts/ensure_chromium.sh (scripts/test.sh does) and retry.",
-            pytrace=False,
-        )
-    return found
-
-
-@dataclass
-class Run:
-    stdout: str
-    seconds: float
-    net_log: Path | None = None
-    page_requests: list[str] = field(default_factory=list)
-
-
-def run_chromium(
-    chromium: str, url: str, *args: str, cut_network: bool = True, net_log: Path | None = None
-) -> Run:
-    """One headless Chromium run with a fresh profile. Its stderr is noise (D-Bus, GPU) and is
-    only shown when the run fails."""
-    with tempfile.TemporaryDirectory(prefix="docs-chromium-") as profile:
-        command = [
-            chromium, *BASE_FLAGS, f"--user-data-dir={profile}",
-            *(NO_NETWORK_FLAGS if cut_network else ()),
-            *((f"--log-net-log={net_log}",) if net_log else ()),
-            f"--virtual-time-budget={VIRTUAL_TIME_BUDGET}", *args, url,
-        ]
-        started = time.monotonic()
-        # Its own process group, so that a hung run takes its renderer and GPU children along.
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-        )
-        try:
-            stdout, stderr = process.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            pytest.fail(f"Chromium took more than {TIMEOUT}s on {url}: {command}")
-        seconds = time.monotonic() - started
-    if process.returncode != 0:
-        tail = stderr.decode(errors="replace")[-3000:]
-        pytest.fail(f"Chromium exited {process.returncode} on {url}: {command}\n{tail}")
-    run = Run(stdout.decode(errors="replace"), seconds, net_log)
-    if net_log is not None:
-        run.page_requests = _page_requests(net_log, url)
-    return run
-
-
-def _page_requests(net_log: Path, page_url: str) -> list[str]:
-    """The URLs the page itself asked for (main frame, scripts, styles, XHR, images), from
-    Chromium's net log. The browser's own background requests (update checks, account lookups)
-    are left out: they are not made on behalf of the page's site."""
-    log = json.loads(net_log.read_text())
-    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
-    parts = urlsplit(page_url)
-    site = f"{parts.scheme}://{parts.hostname}"
-    urls = []
-    for event in log["events"]:
-        params = event.get("params") or {}
-        if event["type"] != start_job or "url" not in params:
-            continue
-        key = params.get("network_isolation_key", "")
-        if key.split(" ")[0] == site:
-            urls.append(params["url"])
-    return urls
+    return find_chromium()
 
 
 # --- the control: these flags really do cut the network --------------------------------------
@@ -164,29 +68,17 @@ CONTROL_PAGE = """<!doctype html>
 """
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def control_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A page on a loopback server that loads one script from 127.0.0.1, the same script from
     "localhost" (reachable on any machine, unless the flags cut it) and one from a CDN."""
     root = tmp_path_factory.mktemp("control")
     (root / "marker.js").write_text("window.markerLoaded = true;\n")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    port = server.server_address[1]
-    page = CONTROL_PAGE.replace("PORT", str(port)).replace("CDN", CDN_SCRIPT)
-    (root / "control.html").write_text(page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/control.html"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with static_server(root) as origin:
+        port = urlsplit(origin).port
+        page = CONTROL_PAGE.replace("PORT", str(port)).replace("CDN", CDN_SCRIPT)
+        (root / "control.html").write_text(page)
+        yield f"{origin}/control.html"
 
 
 def _marks(dom: str) -> dict[str, str]:
@@ -370,7 +262,6 @@ def test_docs_asks_nothing_of_the_internet(docs: Run, base_url: str) -> None:
 
 # --- the screenshot ---------------------------------------------------------------------------
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Each method's badge colour in swagger-ui.css (light theme, dark theme).
 METHOD_COLOURS = {
     "GET": ("61affe", "55a1ff"),
@@ -379,81 +270,6 @@ METHOD_COLOURS = {
     "DELETE": ("f93e3e", "eb6156"),
     "PATCH": ("50e3c2", "03b7bf"),
 }
-
-
-@dataclass
-class Image:
-    width: int
-    height: int
-    channels: int
-    rows: list[bytes]
-
-    def has_colour(self, rgb: bytes) -> bool:
-        for row in self.rows:
-            at = row.find(rgb)
-            while at != -1:
-                if at % self.channels == 0:
-                    return True
-                at = row.find(rgb, at + 1)
-        return False
-
-    def sample_colours(self, step: int = 7) -> set[bytes]:
-        colours = set()
-        for row in self.rows[::step]:
-            for x in range(0, len(row), self.channels * step):
-                colours.add(row[x : x + 3])
-        return colours
-
-
-def decode_png(data: bytes) -> Image:
-    """Just enough PNG to read Chromium's screenshots: 8-bit RGB or RGBA, not interlaced."""
-    assert data.startswith(PNG_SIGNATURE)
-    position, chunks, header = 8, [], b""
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position : position + 4])
-        kind = data[position + 4 : position + 8]
-        body = data[position + 8 : position + 8 + length]
-        position += 12 + length
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
-            chunks.append(body)
-        elif kind == b"IEND":
-            break
-    width, height, depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    assert depth == 8 and colour_type in (2, 6) and interlace == 0, (depth, colour_type)
-    channels = 3 if colour_type == 2 else 4
-    stride = width * channels
-    raw = zlib.decompress(b"".join(chunks))
-    assert len(raw) == height * (stride + 1), "truncated image data"
-    rows: list[bytes] = []
-    previous = bytearray(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        if kind == 1:  # Sub
-            for i in range(channels, stride):
-                line[i] = (line[i] + line[i - channels]) & 0xFF
-        elif kind == 2:  # Up
-            line = bytearray((a + b) & 0xFF for a, b in zip(line, previous))
-        elif kind == 3:  # Average
-            for i in range(stride):
-                left = line[i - channels] if i >= channels else 0
-                line[i] = (line[i] + ((left + previous[i]) >> 1)) & 0xFF
-        elif kind == 4:  # Paeth
-            for i in range(stride):
-                a = line[i - channels] if i >= channels else 0
-                b = previous[i]
-                c = previous[i - channels] if i >= channels else 0
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                predictor = a if pa <= pb and pa <= pc else b if pb <= pc else c
-                line[i] = (line[i] + predictor) & 0xFF
-        else:
-            assert kind == 0, f"unknown PNG filter {kind}"
-        rows.append(bytes(line))
-        previous = line
-    return Image(width, height, channels, rows)
 
 
 def test_screenshot_of_the_docs_is_saved(
