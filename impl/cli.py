@@ -1,9 +1,10 @@
-"""`task-api`: serve, migrate, seed, token."""
+"""`task-api`: serve, migrate, seed, token, config."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging.config
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 from typing import Any
 
 from impl.logs import logging_config
-from impl.settings import Settings
+from impl.settings import ConfigurationError, Settings, describe_value, load_settings
 
 log = logging.getLogger("task_api.cli")
 
@@ -127,6 +128,15 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    """Every setting as the commands see it, after the environment and .env: one NAME=value line
+    each, the value in JSON (null: unset), secrets masked."""
+    for field in Settings.model_fields:
+        value = describe_value(field, getattr(settings, field))
+        print(f"{field.upper()}={json.dumps(value)}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="task-api", description="Contract-first task API")
     commands = root.add_subparsers(dest="command", required=True)
@@ -144,12 +154,20 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("user_id", metavar="USER_ID")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(handler=cmd_token)
+    config = commands.add_parser(
+        "config", help="print the settings read from the environment and .env (secrets masked)"
+    )
+    config.set_defaults(handler=cmd_config)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"task-api: {exc}", file=sys.stderr)
+        return 2
     logging.config.dictConfig(logging_config(settings.log_level))
     result: int = args.handler(args, settings)
     return result
