@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=logging_config(settings.log_level),
+        log_config=logging_config(settings.log_level, settings.log_format),
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"task-api: {exc}", file=sys.stderr)
         return 2
-    logging.config.dictConfig(logging_config(settings.log_level))
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    logging.captureWarnings(True)  # Python warnings in the same format, not bare text
     result: int = args.handler(args, settings)
     return result
 
