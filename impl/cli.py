@@ -1,9 +1,10 @@
-"""`task-api`: serve, migrate, seed, token."""
+"""`task-api`: serve, migrate, seed, token, config."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging.config
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 from typing import Any
 
 from impl.logs import logging_config
-from impl.settings import Settings
+from impl.settings import ConfigurationError, Settings, describe_value, load_settings
 
 log = logging.getLogger("task_api.cli")
 
@@ -74,7 +75,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=logging_config(settings.log_level),
+        log_config=logging_config(settings.log_level, settings.log_format),
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
@@ -127,6 +128,15 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    """Every setting as the commands see it, after the environment and .env: one NAME=value line
+    each, the value in JSON (null: unset), secrets masked."""
+    for field in Settings.model_fields:
+        value = describe_value(field, getattr(settings, field))
+        print(f"{field.upper()}={json.dumps(value)}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="task-api", description="Contract-first task API")
     commands = root.add_subparsers(dest="command", required=True)
@@ -144,13 +154,22 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("user_id", metavar="USER_ID")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(handler=cmd_token)
+    config = commands.add_parser(
+        "config", help="print the settings read from the environment and .env (secrets masked)"
+    )
+    config.set_defaults(handler=cmd_config)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
-    logging.config.dictConfig(logging_config(settings.log_level))
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"task-api: {exc}", file=sys.stderr)
+        return 2
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    logging.captureWarnings(True)  # Python warnings in the same format, not bare text
     result: int = args.handler(args, settings)
     return result
 

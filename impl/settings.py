@@ -1,62 +1,179 @@
-"""Configuration: read once from the environment (and .env), validated, then passed in."""
+"""Configuration: read once from the environment (and .env), validated, then passed in.
+
+Every field is one environment variable (its name in upper case), documented in README's
+Configuration table. A field's `description` says what the variable expects: a bad value stops
+the command with that, on one line (`load_settings`), never a traceback.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 MIN_HS_SECRET_BYTES = 32
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Never echoed back in an error message, and masked by `task-api config`.
+SECRET_FIELDS = frozenset({"database_url", "better_auth_secret", "cursor_secret"})
+
+_ORIGINS = (
+    "browser origins such as http://localhost:3000 (scheme://host[:port], no path): one, "
+    'comma-separated, or a JSON list of strings; "*" for any'
+)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty value counts as unset (`CORS_ORIGINS=` in a .env template: none), and the
+    # environment wins over .env. Unknown variables are none of our business.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # None: start the embedded PostgreSQL under data_dir (development default).
-    database_url: str | None = None
-    data_dir: Path = Path(".data")
+    database_url: str | None = Field(
+        default=None, description="a postgresql:// URL (postgres:// and postgresql+asyncpg:// too)"
+    )
+    data_dir: Path = Field(
+        default=Path(".data"), description="a directory for the embedded PostgreSQL"
+    )
 
-    better_auth_secret: str | None = None
-    better_auth_url: str | None = None
-    jwt_jwks_url: str | None = None
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    better_auth_secret: str | None = Field(
+        default=None, description=f"the shared HS256 secret, at least {MIN_HS_SECRET_BYTES} bytes"
+    )
+    better_auth_url: str | None = Field(
+        default=None, description="Better Auth's base URL, http(s)://..."
+    )
+    jwt_jwks_url: str | None = Field(default=None, description="an http(s):// URL of a JWKS")
+    jwt_issuer: str | None = Field(default=None, description="the `iss` tokens must carry")
+    jwt_audience: str | None = Field(default=None, description="the `aud` tokens must carry")
+    jwt_leeway_seconds: int = Field(
+        default=30, ge=0, le=300, description="a whole number of seconds from 0 to 300"
+    )
     # A token with an unknown `kid` refetches the JWKS at once (a key just rotated in), but two
     # refetches are at least this far apart, so random kids cannot flood the auth server.
-    jwks_refetch_cooldown_seconds: float = Field(default=3.0, ge=0, le=60)
+    jwks_refetch_cooldown_seconds: float = Field(
+        default=3.0, ge=0, le=60, allow_inf_nan=False, description="seconds from 0 to 60"
+    )
     # Keys are fetched again after this long, so a key removed upstream stops being trusted.
-    jwks_max_age_seconds: float = Field(default=600.0, gt=0)
+    jwks_max_age_seconds: float = Field(
+        default=600.0, gt=0, allow_inf_nan=False, description="a number of seconds above 0"
+    )
 
-    cors_origins: list[str] = []
-    log_level: str = "INFO"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default=[], description=_ORIGINS)
+    log_level: str = Field(default="INFO", description="one of " + ", ".join(LOG_LEVELS))
+    # auto: human-readable lines when stderr is a terminal, JSON lines otherwise.
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="json, text or auto"
+    )
 
-    db_pool_min_size: int = Field(default=2, ge=0)
-    db_pool_max_size: int = Field(default=16, ge=1)
-    db_command_timeout_seconds: float = Field(default=10.0, gt=0)
-    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_pool_min_size: int = Field(default=2, ge=0, description="a whole number, 0 or more")
+    db_pool_max_size: int = Field(default=16, ge=1, description="a whole number, 1 or more")
+    db_command_timeout_seconds: float = Field(
+        default=10.0, gt=0, allow_inf_nan=False, description="a number of seconds above 0"
+    )
+    db_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, allow_inf_nan=False, description="a number of seconds above 0"
+    )
     # Waiting for a free pooled connection (or a new one) is bounded too: 503, never a hang.
-    db_acquire_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_acquire_timeout_seconds: float = Field(
+        default=5.0, gt=0, allow_inf_nan=False, description="a number of seconds above 0"
+    )
     # Neon's "-pooler" endpoints and PgBouncer in transaction mode cannot keep prepared
     # statements across transactions. None: detected from the host name.
-    db_statement_cache: bool | None = None
+    db_statement_cache: bool | None = Field(default=None, description="true, false or auto")
 
-    max_body_bytes: int = Field(default=65536, ge=1024)
+    max_body_bytes: int = Field(
+        default=65536, ge=1024, description="a whole number of bytes, at least 1024"
+    )
     # Per user (per client address before a token is accepted), per process: `burst` requests at
     # once, then this many per second. 0 turns the limit off.
-    rate_limit_per_second: float = Field(default=20.0, ge=0)
-    rate_limit_burst: int = Field(default=200, ge=1)
+    rate_limit_per_second: float = Field(
+        default=20.0, ge=0, allow_inf_nan=False, description="requests per second, 0 or more"
+    )
+    rate_limit_burst: int = Field(default=200, ge=1, description="a whole number, 1 or more")
     # Tasks one user may store; 0: no limit.
-    max_tasks_per_user: int = Field(default=100_000, ge=0)
-    cursor_secret: str | None = None
+    max_tasks_per_user: int = Field(default=100_000, ge=0, description="a whole number, 0 or more")
+    cursor_secret: str | None = Field(default=None, description="any string")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            scheme = urlsplit(value).scheme
+            if scheme.split("+", 1)[0] not in ("postgres", "postgresql"):
+                raise ValueError(f"got {scheme or 'no scheme'}://" if scheme else "no scheme")
+        return value
+
+    @field_validator("better_auth_url", "jwt_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("not an http(s) URL")
+            value = value.strip()
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
-    def split_origins(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+    def _origins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc.msg} at character {exc.pos}") from None
+            if not isinstance(parsed, list) or not all(isinstance(o, str) for o in parsed):
+                raise ValueError("not a JSON list of strings")
+            origins = [origin.strip() for origin in parsed]
+        else:
+            origins = [origin.strip() for origin in text.split(",")]
+        origins = [origin for origin in origins if origin]
+        for origin in origins:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+                # A browser sends `Origin: http://localhost:3000`, never a path or a trailing
+                # slash: such an entry would never match, silently.
+                raise ValueError(f"{origin!r} is not an origin")
+        return origins
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if value not in LOG_LEVELS:
+                raise ValueError("unknown level")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("db_statement_cache", mode="before")
+    @classmethod
+    def _auto(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError(
+                f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) is larger than DB_POOL_MAX_SIZE "
+                f"({self.db_pool_max_size})"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:
@@ -95,3 +212,64 @@ class Settings(BaseSettings):
                 f"HS256 needs at least {MIN_HS_SECRET_BYTES}"
             )
         return None
+
+
+class ConfigurationError(Exception):
+    """A setting has a value it cannot take; str() is one line for the user."""
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and .env, or ConfigurationError naming each bad variable
+    (as its environment name), what it expects and where it came from."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
+    except SettingsError as exc:  # a source could not parse a value at all
+        raise ConfigurationError(f"invalid configuration: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        if not error["loc"]:  # a rule between fields: its message names them
+            problems.append(str(error["ctx"]["error"]) if "ctx" in error else error["msg"])
+            continue
+        field = str(error["loc"][0])
+        name = field.upper()
+        info = Settings.model_fields.get(field)
+        expects = info.description if info and info.description else error["msg"]
+        where = "" if _in_environment(name) else " (in .env)"
+        shown = "" if field in SECRET_FIELDS else f"={_shorten(error.get('input'))}"
+        reason = ""
+        if error["type"] == "value_error":  # our validators say what was wrong
+            reason = f" ({error['ctx']['error']})"
+        problems.append(f"{name}{shown}{where} is not valid{reason}: expected {expects}")
+    return "; ".join(problems)
+
+
+def _in_environment(name: str) -> bool:
+    return any(key.upper() == name for key in os.environ)
+
+
+def _shorten(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return json.dumps(text)
+
+
+def describe_value(field: str, value: Any) -> Any:
+    """A setting's value as `task-api config` shows it: secrets masked."""
+    if value is None:
+        return None
+    if field == "database_url":
+        parts = urlsplit(value)
+        if parts.password:
+            netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
+            return parts._replace(netloc=netloc).geturl()
+        return value
+    if field in SECRET_FIELDS:
+        return f"*** ({len(str(value).encode())} bytes)"
+    if isinstance(value, Path):
+        return str(value)
+    return value

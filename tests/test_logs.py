@@ -1,4 +1,5 @@
-"""Structured logs of a real `task-api serve`: every line of its output is a JSON object, every
+"""Structured logs of a real `task-api serve` writing to a file (no terminal, no LOG_FORMAT: the
+automatic choice is JSON): every line of its output is a JSON object without colour codes, every
 request leaves exactly one access line (request_id, method, path, status, duration_ms, user_id),
 and no token, secret or password ever reaches the logs, whatever the requests carry.
 
@@ -156,7 +157,9 @@ async def test_one_json_access_line_per_request_and_no_secret_in_the_logs(
     text = log_path.read_text()
     assert exit_code == 0, text[-3000:]
 
-    # Every line of output is one JSON object.
+    # Every line of output is one JSON object, with no terminal colour codes in it (uvicorn
+    # adds a `color_message` field to its records: dropped).
+    assert "\x1b" not in text and "\\u001b" not in text, "ANSI colour codes in the JSON logs"
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         try:
@@ -164,7 +167,9 @@ async def test_one_json_access_line_per_request_and_no_secret_in_the_logs(
         except ValueError:
             raise AssertionError(f"log line {number} is not JSON: {line!r}") from None
         assert isinstance(entry, dict) and {"time", "level", "logger", "message"} <= set(entry), line
+        assert "color_message" not in entry, line
         entries.append(entry)
+    assert any(e["message"].startswith("Uvicorn running on") for e in entries)
 
     # Exactly one access line per request, saying what happened and for whom.
     access = [e for e in entries if e["logger"] == "task_api.access"]
