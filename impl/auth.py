@@ -34,7 +34,7 @@ def _limit(request: Request, limiter: RateLimiter, key: str) -> None:
     decision = limiter.take(key)
     if not decision.allowed:
         raise TooManyRequests(decision.retry_after, decision.headers)
-    request.state.rate_limit = decision.headers  # the request-context middleware sends them
+    request.state.rate_limit = decision  # the request-context middleware sends its headers
 
 
 async def authenticate(request: Request) -> Principal:

@@ -24,8 +24,18 @@ PRUNE_ABOVE = 100_000  # buckets kept before idle (full) ones are dropped
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
-    headers: dict[str, str]
+    policy: str  # the RateLimit-Policy value
+    state: str  # the RateLimit value
     retry_after: int  # seconds until one request is allowed again (0 when allowed)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"RateLimit-Policy": self.policy, "RateLimit": self.state}
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """As an ASGI response carries them (the request-context middleware adds them)."""
+        return [(b"ratelimit-policy", self.policy.encode()), (b"ratelimit", self.state.encode())]
 
 
 class RateLimiter:
@@ -51,12 +61,9 @@ class RateLimiter:
             self._prune(now)
         self._buckets[key] = (tokens, now)
         until_full = math.ceil((self.burst - tokens) / self.rate)
-        headers = {
-            "RateLimit-Policy": self.policy,
-            "RateLimit": f'"{self.name}";r={int(tokens)};t={until_full}',
-        }
+        state = f'"{self.name}";r={int(tokens)};t={until_full}'
         retry_after = 0 if allowed else max(1, math.ceil((1.0 - tokens) / self.rate))
-        return Decision(allowed, headers, retry_after)
+        return Decision(allowed, self.policy, state, retry_after)
 
     def _prune(self, now: float) -> None:
         self._buckets = {

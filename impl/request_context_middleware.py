@@ -41,9 +41,9 @@ class RequestContextMiddleware:
                 response_started = True
                 status = message["status"]
                 headers = [*message.get("headers", []), header]
-                rate_limit = state.get("rate_limit")  # set by auth for a counted caller
-                if rate_limit:
-                    headers.extend((k.lower().encode(), v.encode()) for k, v in rate_limit.items())
+                rate_limit = state.get("rate_limit")  # a Decision, set by auth for a caller
+                if rate_limit is not None:
+                    headers.extend(rate_limit.raw_headers)
                 message["headers"] = headers
             await send(message)
 
