@@ -105,7 +105,7 @@ def rename_task_write_title(spec: dict[str, Any]) -> None:
 
 
 def drop_not_found_code(spec: dict[str, Any]) -> None:
-    code = spec["components"]["schemas"]["Error"]["properties"]["code"]
+    code = spec["components"]["schemas"]["ErrorCode"]
     code["enum"] = [value for value in code["enum"] if value != "NOT_FOUND"]
 
 
@@ -142,7 +142,7 @@ def pristine_copy(node: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         (drop_not_found_code, '"NOT_FOUND"'),
         (rename_next_cursor, "next_cursor"),
     ],
-    ids=["TaskWrite.title renamed to name", "NOT_FOUND dropped from Error.code",
+    ids=["TaskWrite.title renamed to name", "NOT_FOUND dropped from ErrorCode",
          "ListMeta.next_cursor renamed to cursor"],
 )
 def test_breaking_contract_change_fails_typecheck(

@@ -13,7 +13,7 @@ import type { components, paths } from "./api.js";
 type Task = components["schemas"]["Task"];
 type TaskWrite = components["schemas"]["TaskWrite"];
 type ErrorEnvelope = components["schemas"]["ErrorEnvelope"];
-type ErrorCode = components["schemas"]["Error"]["code"];
+type ErrorCode = components["schemas"]["ErrorCode"];
 
 function env(name: string): string {
   const value = process.env[name];
