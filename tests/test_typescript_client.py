@@ -81,12 +81,15 @@ def typecheck(client_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]
     return run([BIN / "tsc", "-p", client_dir, *flags])
 
 
-def test_typescript_client_against_live_server(node: str, base_url: str, alice: User) -> None:
+def test_typescript_client_against_live_server(
+    node: str, base_url: str, alice: User, bob: User
+) -> None:
     generate(CONTRACT, CLIENT)
     build = typecheck(CLIENT)
     assert build.returncode == 0, "tsc rejects the client for this contract\n" + output(build)
 
-    env = {**os.environ, "API_URL": base_url, "API_TOKEN": alice.token, "API_USER_ID": alice.id}
+    env = {**os.environ, "API_URL": base_url, "API_TOKEN": alice.token, "API_USER_ID": alice.id,
+           "API_OTHER_TOKEN": bob.token}
     demo = run([node, CLIENT / "build" / "demo.js"], env=env)
     print(demo.stdout)
     assert demo.returncode == 0, output(demo)
