@@ -40,9 +40,10 @@ CLIENTS = ROOT / "clients"
 VENV_BIN = ROOT / ".venv-clients" / "bin"
 ARTIFACT = ROOT / "artifacts" / "client-generators.json"
 
-# What openapi-generator 7.26 always says about this contract: 3.1 support is in beta, and one
-# internal lookup of a schema by a null name (it also appears with no schema of ours involved:
-# components/headers alone trigger it). Any other warning, such as a renamed model, fails.
+# What openapi-generator 7.26 says about this contract: 3.1 support is in beta, and one internal
+# lookup of a schema by a null name (it appears only with both components/headers and
+# components/schemas present, and names no model). Any other warning, such as a renamed model
+# (`Error` -> `ModelError`), fails.
 OPENAPI_GENERATOR_KNOWN_WARNINGS = (
     "OpenAPI 3.1 support is still in beta",
     "Failed to get the schema name: null",
