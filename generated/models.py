@@ -23,16 +23,16 @@ class StatusFilter(Enum):
 
 
 class SortOrder(Enum):
-    created_at = 'created_at'
-    field_created_at = '-created_at'
-    updated_at = 'updated_at'
-    field_updated_at = '-updated_at'
-    due_date = 'due_date'
-    field_due_date = '-due_date'
-    priority = 'priority'
-    field_priority = '-priority'
-    title = 'title'
-    field_title = '-title'
+    CREATED_AT = 'created_at'
+    CREATED_AT_DESC = '-created_at'
+    UPDATED_AT = 'updated_at'
+    UPDATED_AT_DESC = '-updated_at'
+    DUE_DATE = 'due_date'
+    DUE_DATE_DESC = '-due_date'
+    PRIORITY = 'priority'
+    PRIORITY_DESC = '-priority'
+    TITLE = 'title'
+    TITLE_DESC = '-title'
 
 
 class Tag(RootModel[str]):
@@ -144,7 +144,7 @@ class Task(BaseModel):
     version: Annotated[int, Field(ge=1)]
 
 
-class ByPriority(BaseModel):
+class PriorityCounts(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
@@ -161,7 +161,7 @@ class TaskStats(BaseModel):
     completed: Annotated[int, Field(ge=0)]
     pending: Annotated[int, Field(ge=0)]
     overdue: Annotated[int, Field(description='Pending tasks whose due date has passed.', ge=0)]
-    by_priority: ByPriority
+    by_priority: PriorityCounts
 
 
 class Meta(BaseModel):
@@ -175,21 +175,17 @@ class ListMeta(Meta):
     next_cursor: Optional[str]
 
 
-class Status(Enum):
+class ProbeStatus(Enum):
     ok = 'ok'
 
 
 class Health(BaseModel):
-    status: Status
-
-
-class Database(Enum):
-    ok = 'ok'
+    status: ProbeStatus
 
 
 class Readiness(BaseModel):
-    status: Status
-    database: Database
+    status: ProbeStatus
+    database: ProbeStatus
 
 
 class HealthEnvelope(BaseModel):
@@ -229,7 +225,7 @@ class ErrorDetail(BaseModel):
     ] = None
 
 
-class Code(Enum):
+class ErrorCode(Enum):
     UNAUTHORIZED = 'UNAUTHORIZED'
     FORBIDDEN = 'FORBIDDEN'
     NOT_FOUND = 'NOT_FOUND'
@@ -246,12 +242,12 @@ class Code(Enum):
     SERVICE_UNAVAILABLE = 'SERVICE_UNAVAILABLE'
 
 
-class Error(BaseModel):
-    code: Code
+class ApiError(BaseModel):
+    code: ErrorCode
     message: str
     details: Optional[List[ErrorDetail]] = None
 
 
 class ErrorEnvelope(BaseModel):
-    error: Error
+    error: ApiError
     meta: Meta

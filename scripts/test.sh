@@ -9,17 +9,14 @@ scripts/regen.sh --check
 
 step "contract lint: openapi-spec-validator and @redocly/cli"
 "$UV" run --locked openapi-spec-validator openapi.yaml
-if ! command -v npm >/dev/null 2>&1; then
-  echo "npm not found: installing Node.js from Debian" >&2
-  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
-fi
-# Reinstall only when package-lock.json changed since the last `npm ci` (stamped by its hash).
-lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [[ "$(cat node_modules/.lock-sha256 2>/dev/null)" != "$lock_hash" ]]; then
-  npm ci --no-audit --no-fund --silent
-  echo "$lock_hash" > node_modules/.lock-sha256
-fi
+# Node.js from Debian when missing; `npm ci` only where a package-lock.json changed since the
+# last install (stamped by its hash): the root tools and the hey-api client proof's own folder.
+scripts/ensure_npm.sh . clients/hey-api
 node_modules/.bin/redocly lint openapi.yaml
+
+step "client generators: Java (Debian) and the Python generators' locked environment"
+scripts/ensure_java.sh
+scripts/ensure_clients_env.sh >/dev/null
 
 step "headless Chromium for the browser tests (Debian package)"
 scripts/ensure_chromium.sh

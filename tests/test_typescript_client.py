@@ -81,12 +81,15 @@ def typecheck(client_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]
     return run([BIN / "tsc", "-p", client_dir, *flags])
 
 
-def test_typescript_client_against_live_server(node: str, base_url: str, alice: User) -> None:
+def test_typescript_client_against_live_server(
+    node: str, base_url: str, alice: User, bob: User
+) -> None:
     generate(CONTRACT, CLIENT)
     build = typecheck(CLIENT)
     assert build.returncode == 0, "tsc rejects the client for this contract\n" + output(build)
 
-    env = {**os.environ, "API_URL": base_url, "API_TOKEN": alice.token, "API_USER_ID": alice.id}
+    env = {**os.environ, "API_URL": base_url, "API_TOKEN": alice.token, "API_USER_ID": alice.id,
+           "API_OTHER_TOKEN": bob.token}
     demo = run([node, CLIENT / "build" / "demo.js"], env=env)
     print(demo.stdout)
     assert demo.returncode == 0, output(demo)
@@ -105,7 +108,7 @@ def rename_task_write_title(spec: dict[str, Any]) -> None:
 
 
 def drop_not_found_code(spec: dict[str, Any]) -> None:
-    code = spec["components"]["schemas"]["Error"]["properties"]["code"]
+    code = spec["components"]["schemas"]["ErrorCode"]
     code["enum"] = [value for value in code["enum"] if value != "NOT_FOUND"]
 
 
@@ -142,7 +145,7 @@ def pristine_copy(node: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         (drop_not_found_code, '"NOT_FOUND"'),
         (rename_next_cursor, "next_cursor"),
     ],
-    ids=["TaskWrite.title renamed to name", "NOT_FOUND dropped from Error.code",
+    ids=["TaskWrite.title renamed to name", "NOT_FOUND dropped from ErrorCode",
          "ListMeta.next_cursor renamed to cursor"],
 )
 def test_breaking_contract_change_fails_typecheck(

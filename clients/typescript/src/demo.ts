@@ -2,18 +2,21 @@
 // openapi-typescript from ../../openapi.yaml (src/api.d.ts, generated, never committed), so a
 // contract change that breaks a client breaks `tsc` here; the run then checks the live server.
 //
-//   API_URL=http://127.0.0.1:8000 API_TOKEN=... API_USER_ID=<the token's sub> node build/demo.js
+//   API_URL=http://127.0.0.1:8000 API_TOKEN=... API_USER_ID=<the token's sub> \
+//     API_OTHER_TOKEN=<another user's token> node build/demo.js
 //
-// Exits 0 when every check passes, 1 on the first mismatch (printed to stderr).
+// The flow of every client proof (clients/README.md), and more. Exits 0 when every check passes,
+// 1 on the first mismatch (printed to stderr).
 
 import createClient from "openapi-fetch";
 
 import type { components, paths } from "./api.js";
 
 type Task = components["schemas"]["Task"];
+type SortOrder = components["schemas"]["SortOrder"];
 type TaskWrite = components["schemas"]["TaskWrite"];
 type ErrorEnvelope = components["schemas"]["ErrorEnvelope"];
-type ErrorCode = components["schemas"]["Error"]["code"];
+type ErrorCode = components["schemas"]["ErrorCode"];
 
 function env(name: string): string {
   const value = process.env[name];
@@ -55,6 +58,10 @@ const client = createClient<paths>({
   baseUrl: env("API_URL"),
   headers: { Authorization: `Bearer ${env("API_TOKEN")}` },
 });
+const otherUser = createClient<paths>({
+  baseUrl: env("API_URL"),
+  headers: { Authorization: `Bearer ${env("API_OTHER_TOKEN")}` },
+});
 
 function log(message: string): void {
   console.log(`ok   ${message}`);
@@ -78,14 +85,21 @@ async function createTask(body: TaskWrite, idempotencyKey?: string): Promise<Tas
 }
 
 async function main(): Promise<void> {
-  // -- create: every writable field, typed by TaskWrite ------------------------------------------
+  // -- list: a new user has no task ---------------------------------------------------------------
+  const empty = await client.GET("/api/tasks");
+  check(empty.data !== undefined, `GET /api/tasks: ${empty.response.status}`);
+  equal([empty.data.data, empty.data.meta.total, empty.data.meta.next_cursor], [[], 0, null], "empty list");
+  log("GET /api/tasks -> 200, no task");
+
+  // -- create: every writable field (TaskWrite), with an Idempotency-Key ---------------------------
   const full = await createTask({
     title: "Ship the client proof",
     description: "Generated types, typed calls, live server",
+    completed: false,
     priority: "high",
     due_date: "2030-01-02T03:04:05+00:00",
     tags: ["frontend", "contract"],
-  });
+  }, `client-proof-full-${Date.now()}`);
   equal(full.title, "Ship the client proof", "title");
   equal(full.description, "Generated types, typed calls, live server", "description");
   equal(full.priority, "high", "priority");
@@ -98,7 +112,7 @@ async function main(): Promise<void> {
   equal(full.user_id, env("API_USER_ID"), "user_id is the token's sub (opaque)");
   checkTimestamp(full.created_at, "created_at");
   equal(full.updated_at, full.created_at, "updated_at = created_at on create");
-  log(`POST /api/tasks -> 201 ${full.id} (every field)`);
+  log(`POST /api/tasks -> 201 ${full.id} (every field, Idempotency-Key)`);
 
   // -- create: only the required field; the others take their documented defaults ---------------
   const minimal = await createTask({ title: "Minimal task" });
@@ -125,13 +139,15 @@ async function main(): Promise<void> {
   const created = [full, minimal, first, ...more];
   log(`created ${created.length} tasks`);
 
-  // -- list: limit=2, follow meta.next_cursor to the end ------------------------------------------
+  // -- list: a filter, limit=2, follow meta.next_cursor to the end --------------------------------
   const seen: Task[] = [];
+  const sort: SortOrder = "-created_at";
   let cursor: string | undefined;
+  let firstCursor: string | undefined;
   let pages = 0;
   for (;;) {
     const { data, error, response } = await client.GET("/api/tasks", {
-      params: { query: { limit: 2, sort: "-created_at", ...(cursor ? { cursor } : {}) } },
+      params: { query: { status: "pending", limit: 2, sort, ...(cursor ? { cursor } : {}) } },
     });
     check(!error, `GET /api/tasks: ${response.status} ${JSON.stringify(error)}`);
     check(data !== undefined, "GET /api/tasks: body expected");
@@ -143,6 +159,7 @@ async function main(): Promise<void> {
     seen.push(...data.data);
     if (data.meta.next_cursor === null) break;
     cursor = data.meta.next_cursor;
+    firstCursor ??= cursor;
   }
   const seenIds = seen.map((task) => task.id);
   equal(new Set(seenIds).size, seenIds.length, "no task on two pages");
@@ -153,12 +170,20 @@ async function main(): Promise<void> {
     check(previous !== undefined && current !== undefined, "page entries");
     check(Date.parse(previous.created_at) >= Date.parse(current.created_at), "sorted by -created_at");
   }
-  log(`GET /api/tasks?limit=2 -> ${pages} pages, ${seen.length} distinct tasks, total ${created.length}`);
+  log(`GET /api/tasks?status=pending&limit=2 -> ${pages} pages, ${seen.length} distinct tasks, total ${created.length}`);
+
+  // -- get: read the ETag, the If-Match of the next write -----------------------------------------
+  const current = await client.GET("/api/tasks/{task_id}", { params: { path: { task_id: full.id } } });
+  check(current.data !== undefined, `GET /api/tasks/{id}: ${current.response.status}`);
+  equal(current.data.data, full, "GET returns the created task");
+  const etag = current.response.headers.get("ETag");
+  check(etag !== null, "ETag on GET");
+  log(`GET /api/tasks/{id} -> 200, ETag ${etag}`);
 
   // -- patch: complete one task, with If-Match; the ETag moves on ---------------------------------
   const target = { params: { path: { task_id: full.id } } };
   const patched = await client.PATCH("/api/tasks/{task_id}", {
-    params: { ...target.params, header: { "If-Match": `"${full.version}"` } },
+    params: { ...target.params, header: { "If-Match": etag } },
     body: { completed: true },
   });
   check(!patched.error, `PATCH: ${patched.response.status} ${JSON.stringify(patched.error)}`);
@@ -175,7 +200,7 @@ async function main(): Promise<void> {
   log(`PATCH /api/tasks/{id} {completed: true} -> 200, ETag ${patched.response.headers.get("ETag")}`);
 
   const stale = await client.PATCH("/api/tasks/{task_id}", {
-    params: { ...target.params, header: { "If-Match": `"${full.version}"` } },
+    params: { ...target.params, header: { "If-Match": etag } },
     body: { title: "Lost update" },
   });
   expectError(stale, 412, "PRECONDITION_FAILED", "PATCH with a stale If-Match");
@@ -186,12 +211,23 @@ async function main(): Promise<void> {
   equal(fetched.data.data, done, "GET returns the patched task");
   equal(fetched.response.headers.get("ETag"), `"${done.version}"`, "ETag on GET");
 
+  // -- stats ----------------------------------------------------------------------------------------
+  const stats = await client.GET("/api/tasks/stats");
+  check(stats.data !== undefined, `GET /api/tasks/stats: ${stats.response.status}`);
+  equal(stats.data.data, {
+    total: created.length, completed: 1, pending: created.length - 1, overdue: 0,
+    by_priority: { low: 0, medium: created.length - 1, high: 1 },
+  }, "stats");
+  log(`GET /api/tasks/stats -> total ${created.length}, completed 1, by priority 0/${created.length - 1}/1`);
+
   // -- delete, then the task is gone --------------------------------------------------------------
-  const deleted = await client.DELETE("/api/tasks/{task_id}", target);
+  const deleted = await client.DELETE("/api/tasks/{task_id}", {
+    params: { ...target.params, header: { "If-Match": `"${done.version}"` } },
+  });
   check(!deleted.error, `DELETE: ${deleted.response.status} ${JSON.stringify(deleted.error)}`);
   equal(deleted.response.status, 204, "DELETE status");
   equal(deleted.data, undefined, "DELETE has no body");
-  log("DELETE /api/tasks/{id} -> 204");
+  log("DELETE /api/tasks/{id} with If-Match -> 204");
 
   const gone = await client.GET("/api/tasks/{task_id}", target);
   check(gone.data === undefined, "GET after DELETE returned a task");
@@ -204,6 +240,15 @@ async function main(): Promise<void> {
   equal(after.data.meta.total, created.length - 1, "meta.total after DELETE");
   check(!after.data.data.some((task) => task.id === full.id), "deleted task still listed");
   log(`GET /api/tasks -> total ${after.data.meta.total} after DELETE`);
+
+  // -- 422 through the typed error: a cursor is only good for the user it was issued to ----------
+  check(firstCursor !== undefined, "a cursor from the first page");
+  const foreign = await otherUser.GET("/api/tasks", {
+    params: { query: { status: "pending", limit: 2, sort, cursor: firstCursor } },
+  });
+  expectError(foreign, 422, "VALIDATION_ERROR", "another user's cursor");
+  equal(foreign.error?.error.details?.map((detail) => detail.field), ["query.cursor"], "422 details");
+  log("GET /api/tasks with another user's cursor -> 422 VALIDATION_ERROR at query.cursor");
 
   console.log("client proof passed");
 }
