@@ -66,6 +66,7 @@ class TaskPatch(BaseModel):
         Optional[str],
         Field(
             description='RFC 3339 with offset.',
+            max_length=64,
             pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
         ),
     ] = None
@@ -100,6 +101,7 @@ class TaskWrite(BaseModel):
         Optional[str],
         Field(
             description='RFC 3339 with offset.',
+            max_length=64,
             pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
         ),
     ] = None
@@ -132,35 +134,47 @@ class Task(BaseModel):
     )
     id: UUID
     user_id: UserId
-    title: Annotated[str, Field(max_length=255, min_length=1)]
-    description: Annotated[Optional[str], Field(max_length=2000)]
+    title: Annotated[
+        str, Field(max_length=255, min_length=1, pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$')
+    ]
+    description: Annotated[Optional[str], Field(max_length=2000, pattern='^[^\\u0000]*$')]
     completed: bool
     completed_at: Optional[AwareDatetime]
     priority: Priority
     due_date: Optional[AwareDatetime]
-    tags: Annotated[List[str], Field(max_length=10)]
+    tags: Annotated[List[Tag], Field(max_length=10)]
     created_at: AwareDatetime
     updated_at: AwareDatetime
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[
+        int,
+        Field(
+            description='Bumped on every write (the column is a 32-bit integer).',
+            ge=1,
+            le=2147483647,
+        ),
+    ]
 
 
 class PriorityCounts(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    low: Annotated[int, Field(ge=0)]
-    medium: Annotated[int, Field(ge=0)]
-    high: Annotated[int, Field(ge=0)]
+    low: Annotated[int, Field(ge=0, le=9223372036854775807)]
+    medium: Annotated[int, Field(ge=0, le=9223372036854775807)]
+    high: Annotated[int, Field(ge=0, le=9223372036854775807)]
 
 
 class TaskStats(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    total: Annotated[int, Field(ge=0)]
-    completed: Annotated[int, Field(ge=0)]
-    pending: Annotated[int, Field(ge=0)]
-    overdue: Annotated[int, Field(description='Pending tasks whose due date has passed.', ge=0)]
+    total: Annotated[int, Field(ge=0, le=9223372036854775807)]
+    completed: Annotated[int, Field(ge=0, le=9223372036854775807)]
+    pending: Annotated[int, Field(ge=0, le=9223372036854775807)]
+    overdue: Annotated[
+        int,
+        Field(description='Pending tasks whose due date has passed.', ge=0, le=9223372036854775807),
+    ]
     by_priority: PriorityCounts
 
 
@@ -170,9 +184,9 @@ class Meta(BaseModel):
 
 
 class ListMeta(Meta):
-    total: Annotated[int, Field(ge=0)]
+    total: Annotated[int, Field(ge=0, le=9223372036854775807)]
     limit: Annotated[int, Field(ge=1, le=100)]
-    next_cursor: Optional[str]
+    next_cursor: Annotated[Optional[str], Field(max_length=4096, pattern='^[A-Za-z0-9_-]+$')]
 
 
 class ProbeStatus(Enum):
@@ -204,7 +218,7 @@ class TaskEnvelope(BaseModel):
 
 
 class TaskListEnvelope(BaseModel):
-    data: List[Task]
+    data: Annotated[List[Task], Field(max_length=100)]
     meta: ListMeta
 
 
@@ -216,12 +230,22 @@ class TaskStatsEnvelope(BaseModel):
 class ErrorDetail(BaseModel):
     field: Annotated[
         str,
-        Field(description='Where: `body.title`, `query.limit`, `header.If-Match`, `path.task_id`.'),
+        Field(
+            description='Where: `body.title`, `query.limit`, `header.If-Match`, `path.task_id`. A field name the\nclient made up (an unknown body member) is cut to 200 characters.\n',
+            max_length=200,
+            pattern='^(body|query|header|path)([.][\\s\\S]*)?$',
+        ),
     ]
-    message: str
+    message: Annotated[
+        str, Field(description='For a person; cut to 1000 characters.', max_length=1000)
+    ]
     type: Annotated[
         Optional[str],
-        Field(description='A machine-readable reason, e.g. `missing`, `string_too_long`.'),
+        Field(
+            description='A machine-readable reason, e.g. `missing`, `string_too_long`.',
+            max_length=64,
+            pattern='^[a-z0-9_]+$',
+        ),
     ] = None
 
 
@@ -244,8 +268,16 @@ class ErrorCode(Enum):
 
 class ApiError(BaseModel):
     code: ErrorCode
-    message: str
-    details: Optional[List[ErrorDetail]] = None
+    message: Annotated[
+        str, Field(description='For a person; cut to 1000 characters.', max_length=1000)
+    ]
+    details: Annotated[
+        Optional[List[ErrorDetail]],
+        Field(
+            description='One entry per invalid field, the first 50 when there are more.',
+            max_length=50,
+        ),
+    ] = None
 
 
 class ErrorEnvelope(BaseModel):

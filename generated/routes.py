@@ -101,13 +101,15 @@ async def list_tasks(
     due_before: Annotated[
         Optional[str],
         Query(
-            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$'
+            max_length=64,
+            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
         ),
     ] = None,
     due_after: Annotated[
         Optional[str],
         Query(
-            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$'
+            max_length=64,
+            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
         ),
     ] = None,
     sort: Annotated[SortOrder, Query()] = SortOrder('-created_at'),
@@ -209,7 +211,7 @@ async def get_task_stats(
     },
     tags=["tasks"],
     summary="Get one task",
-    description="",
+    description="The caller\u0027s task with this id; its `ETag` is what `If-Match` takes.",
 )
 async def get_task(
     *,
@@ -251,7 +253,8 @@ async def replace_task(
     body: Annotated[TaskWrite, Depends(json_body(TaskWrite))],
     task_id: Annotated[UUID, Path()],
     if_match: Annotated[
-        Optional[str], Header(alias='If-Match', min_length=1, max_length=64)
+        Optional[str],
+        Header(alias='If-Match', min_length=1, max_length=64, pattern='^[^\\u0000\\r\\n]+$'),
     ] = None,
 ) -> Response:
     return await impl.tasks.replace_task(
@@ -291,7 +294,8 @@ async def update_task(
     body: Annotated[TaskPatch, Depends(json_body(TaskPatch))],
     task_id: Annotated[UUID, Path()],
     if_match: Annotated[
-        Optional[str], Header(alias='If-Match', min_length=1, max_length=64)
+        Optional[str],
+        Header(alias='If-Match', min_length=1, max_length=64, pattern='^[^\\u0000\\r\\n]+$'),
     ] = None,
 ) -> Response:
     return await impl.tasks.update_task(
@@ -320,14 +324,15 @@ async def update_task(
     },
     tags=["tasks"],
     summary="Delete a task",
-    description="",
+    description="Deletes the caller\u0027s task for good; with `If-Match`, only while it is at that version.",
 )
 async def delete_task(
     *,
     principal: Annotated[Principal, Depends(authenticate)],
     task_id: Annotated[UUID, Path()],
     if_match: Annotated[
-        Optional[str], Header(alias='If-Match', min_length=1, max_length=64)
+        Optional[str],
+        Header(alias='If-Match', min_length=1, max_length=64, pattern='^[^\\u0000\\r\\n]+$'),
     ] = None,
 ) -> Response:
     return await impl.tasks.delete_task(

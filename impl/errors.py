@@ -17,6 +17,12 @@ from impl.envelope import error_body
 log = logging.getLogger("task_api.errors")
 
 RETRY_AFTER_SECONDS = "2"
+# Bounds the contract promises for every error body (ApiError, ErrorDetail), kept here where every
+# error is encoded: a body with thousands of unknown members, or a made-up member name or HTTP
+# method of kilobytes, must not make the answer outgrow them.
+MAX_MESSAGE_CHARS = 1000
+MAX_DETAILS = 50
+MAX_FIELD_CHARS = 200
 
 
 class ApiError(HTTPException):
@@ -146,9 +152,22 @@ _GENERIC = {
 }
 
 
+def _bounded(details: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if details is None:
+        return None
+    return [
+        {
+            **detail,
+            "field": str(detail["field"])[:MAX_FIELD_CHARS],
+            "message": str(detail["message"])[:MAX_MESSAGE_CHARS],
+        }
+        for detail in details[:MAX_DETAILS]
+    ]
+
+
 def error_response(error: ApiError) -> Response:
     return Response(
-        error_body(error.code, error.message, error.details),
+        error_body(error.code, error.message[:MAX_MESSAGE_CHARS], _bounded(error.details)),
         status_code=error.status_code,
         headers=error.headers,
         media_type="application/json",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -18,6 +19,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 MIN_HS_SECRET_BYTES = 32
+# The contract promises these (Access-Control-Allow-Origin, Retry-After, RateLimit headers).
+MAX_ORIGIN_CHARS = 2048
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
+MAX_RATE_LIMIT_REFILL_SECONDS = 86400
+MAX_RATE_LIMIT_BURST = 1_000_000_000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Never echoed back in an error message, and masked by `task-api config`.
 SECRET_FIELDS = frozenset({"database_url", "better_auth_secret", "cursor_secret"})
@@ -94,7 +100,10 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(
         default=20.0, ge=0, allow_inf_nan=False, description="requests per second, 0 or more"
     )
-    rate_limit_burst: int = Field(default=200, ge=1, description="a whole number, 1 or more")
+    rate_limit_burst: int = Field(
+        default=200, ge=1, le=MAX_RATE_LIMIT_BURST,
+        description=f"a whole number from 1 to {MAX_RATE_LIMIT_BURST}",
+    )
     # Tasks one user may store; 0: no limit.
     max_tasks_per_user: int = Field(default=100_000, ge=0, description="a whole number, 0 or more")
     cursor_secret: str | None = Field(default=None, description="any string")
@@ -143,6 +152,8 @@ class Settings(BaseSettings):
                 # A browser sends `Origin: http://localhost:3000`, never a path or a trailing
                 # slash: such an entry would never match, silently.
                 raise ValueError(f"{origin!r} is not an origin")
+            if len(origin) > MAX_ORIGIN_CHARS or not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin[:100]!r} is not an origin")
         return origins
 
     @field_validator("log_level", mode="before")
@@ -172,6 +183,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) is larger than DB_POOL_MAX_SIZE "
                 f"({self.db_pool_max_size})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limit_refill(self) -> Settings:
+        # A bucket refills in burst / rate seconds; Retry-After and the RateLimit headers never
+        # exceed it, and the contract promises at most a day.
+        rate, burst = self.rate_limit_per_second, self.rate_limit_burst
+        if rate and burst / rate > MAX_RATE_LIMIT_REFILL_SECONDS:
+            raise ValueError(
+                f"RATE_LIMIT_BURST ({burst}) / RATE_LIMIT_PER_SECOND ({rate}) is over "
+                f"{MAX_RATE_LIMIT_REFILL_SECONDS} seconds: a bucket must refill within a day"
             )
         return self
 

@@ -7,12 +7,15 @@ step() { printf '\n== %s\n' "$*"; }
 step "generated/ is what openapi.yaml yields"
 scripts/regen.sh --check
 
-step "contract lint: openapi-spec-validator and @redocly/cli"
+step "contract lint: openapi-spec-validator, @redocly/cli and Spectral (OAS + OWASP API Security)"
 "$UV" run --locked openapi-spec-validator openapi.yaml
 # Node.js from Debian when missing; `npm ci` only where a package-lock.json changed since the
 # last install (stamped by its hash): the root tools and the hey-api client proof's own folder.
 scripts/ensure_npm.sh . clients/hey-api
 node_modules/.bin/redocly lint openapi.yaml
+# .spectral.yaml: spectral:oas and the OWASP ruleset; any warning fails too (waivers are there,
+# each with its reason).
+node_modules/.bin/spectral lint openapi.yaml --ruleset .spectral.yaml --fail-severity warn
 
 step "client generators: Java (Debian) and the Python generators' locked environment"
 scripts/ensure_java.sh

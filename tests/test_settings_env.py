@@ -216,7 +216,10 @@ BAD = [
     ("DB_ACQUIRE_TIMEOUT_SECONDS", "5s", "above 0"),
     ("RATE_LIMIT_PER_SECOND", "-1", "0 or more"),
     ("RATE_LIMIT_PER_SECOND", "inf", "0 or more"),
-    ("RATE_LIMIT_BURST", "0", "1 or more"),
+    ("RATE_LIMIT_BURST", "0", "from 1 to 1000000000"),
+    ("RATE_LIMIT_BURST", "1000000001", "from 1 to 1000000000"),
+    ("CORS_ORIGINS", "1http://a.test", "scheme://host[:port]"),
+    ("CORS_ORIGINS", "http://" + "a" * 2048 + ".test", "scheme://host[:port]"),
     ("MAX_TASKS_PER_USER", "lots", "0 or more"),
 ]
 VALID = {"DATABASE_URL": "postgresql://app@127.0.0.1:1/none", "BETTER_AUTH_SECRET": SECRET}
@@ -262,6 +265,10 @@ def test_a_bad_value_of_any_variable_is_one_line_and_exit_2(tmp_path: Path) -> N
     both = task_api("config", env=bare_env(**VALID, DB_POOL_MIN_SIZE="20"), cwd=tmp_path)
     assert both.returncode == 2 and len(both.stderr.splitlines()) == 1, both.stderr
     assert "DB_POOL_MIN_SIZE (20) is larger than DB_POOL_MAX_SIZE (16)" in both.stderr
+    # A bucket that would refill in more than a day (the contract bounds Retry-After by it).
+    slow = task_api("config", env=bare_env(**VALID, RATE_LIMIT_PER_SECOND="0.001"), cwd=tmp_path)
+    assert slow.returncode == 2 and len(slow.stderr.splitlines()) == 1, slow.stderr
+    assert "a bucket must refill within a day" in slow.stderr, slow.stderr
 
 
 @pytest.mark.parametrize(

@@ -126,7 +126,8 @@ class Contract:
             return "str", constraints
         if kind == "string" and fmt is None:
             return "str", constraints
-        if kind == "integer" and fmt is None:
+        if kind == "integer" and fmt in (None, "int32", "int64"):
+            # The width is documentation for clients; minimum and maximum are the constraints.
             return "int", constraints
         if kind == "boolean":
             return "bool", {}
