@@ -224,12 +224,13 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         collect_max = TOTAL_CAP
         gate = ""
     else:
-        # A word search. Its GIN index reads every entry of the word, which costs more than
-        # walking the sort index when the word is common, and nothing when it is rare. So peek
+        # A word search. Its GIN index reads every entry of the words, which costs more than
+        # walking the sort index when they are common, and nothing when they are rare. So peek
         # at the first PEEK_ROWS tasks in sort order: if the words match at least PEEK_HITS of
-        # them, walk on (at most WALK_MAX tasks) to find the first TOTAL_CAP + 1 matches there;
-        # if fewer are found (or the words are rare), collect the matches through the index.
-        collect_max = TOTAL_CAP
+        # them, walk on (at most WALK_MAX tasks) for the first TOTAL_CAP + 1 matches. If fewer
+        # are found there (or the words are rare), the matches are sparse: collect them through
+        # the index (up to COLLECT_MAX), which beats walking past the others for every page.
+        collect_max = COLLECT_MAX
         searched = " AND ".join(conditions.searched)
         ctes.append(
             f"peek AS MATERIALIZED (SELECT count(*) AS hits FROM (SELECT {searched} AS hit "
@@ -261,16 +262,19 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"collected AS MATERIALIZED (SELECT tasks.id, {expression} AS sort_key FROM tasks "
             f"WHERE {where}{gate}{collect_order} LIMIT {collect_max + 1})"
         )
-    if not counted:
-        counted_matches = "(SELECT count(*) FROM collected)"
-        if query.q is not None:
-            counted_matches = (
-                f"CASE WHEN (SELECT count(*) FROM walked) > {TOTAL_CAP} THEN {TOTAL_CAP + 1} "
-                f"ELSE {counted_matches} END"
-            )
+    if not counted and query.q is None:
         ctes.append(
             f"decision AS (SELECT matches, matches <= {TOTAL_CAP} AS few "
-            f"FROM (SELECT {counted_matches} AS matches) AS counted)"
+            "FROM (SELECT count(*) AS matches FROM collected) AS counted)"
+        )
+    elif not counted:
+        # More than TOTAL_CAP found by the walk: many, walk the pages. Otherwise the collected
+        # count decides (more than COLLECT_MAX: walk too).
+        ctes.append(
+            f"decision AS (SELECT CASE WHEN walked > {TOTAL_CAP} THEN walked ELSE collected END "
+            f"AS matches, walked <= {TOTAL_CAP} AND collected <= {COLLECT_MAX} AS few "
+            "FROM (SELECT (SELECT count(*) FROM walked) AS walked, "
+            "(SELECT count(*) FROM collected) AS collected) AS counted)"
         )
 
     keyset, collected_keyset = "", ""

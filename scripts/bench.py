@@ -56,6 +56,7 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.data import copy_tasks, task_rows
 from impl.migrate import upgrade
 from impl.settings import Settings
 from impl.token_verifier import mint_hs256
@@ -71,10 +72,16 @@ SCALE_SIZES = (100, 1_000, 10_000, 100_000)
 QUICK_SCALE_SIZES = (100, 1_000, 10_000)
 THREADS, CONNECTIONS = 2, 16
 ROTATING_IDS = 500  # tasks of the bench user that GET and PATCH rotate over
+# The table also holds other users' tasks, as a shared one would: 100 users of 1,000 tasks.
+OTHER_USERS, OTHER_TASKS = 100, 1_000
 
 
 def scale_user(size: int) -> str:
     return uuid.uuid5(NAMESPACE, f"bench-scale-{size}").hex
+
+
+def other_user(index: int) -> str:
+    return uuid.uuid5(NAMESPACE, f"bench-other-{index}").hex
 
 
 def say(message: str = "") -> None:
@@ -183,61 +190,15 @@ def run_wrk(base_url: str, load: Load, token: str, seconds: float, ids_file: Pat
 
 # --- PostgreSQL and data --------------------------------------------------------------------------
 
-VERBS = ["Buy", "Call", "Email", "Review", "Fix", "Write", "Plan", "Book", "Renew", "Pay",
-         "Clean", "Prepare", "Update", "Schedule", "Order", "Read", "Finish", "Submit",
-         "Organize", "Check", "Draft", "Return", "Cancel", "Confirm", "Back up"]
-OBJECTS = ["groceries", "the quarterly report", "a dentist appointment", "the bike tyre",
-           "the electricity bill", "slides for the team demo", "the passport", "the car insurance",
-           "the garden shed", "the kitchen sink", "flights to Lisbon", "the tax return",
-           "the onboarding docs", "the API changelog", "grandma", "the landlord", "the gym plan",
-           "the laptop", "photos from the trip", "the birthday present", "the budget sheet",
-           "the release notes", "the pull request", "the library books", "the school forms"]
-DETAILS = [None, None, None, "Before the end of the week", "Ask Sam for the numbers first",
-           "Milk, eggs, bread, coffee", "Check the confirmation email for the reference",
-           "Compare at least three offers", "Needs the signed copy",
-           "Keep the receipt for the expense report", "Low effort, do it between meetings",
-           "Follow up if there is no answer by Friday"]
-TAGS = ["home", "work", "health", "admin", "travel", "errands", "finance", "family", "leisure",
-        "urgent"]
-PRIORITY_WEIGHTS = (("low", 3), ("medium", 5), ("high", 2))
-
-
-def task_rows(user_id: str, count: int, rng: random.Random,
-              now: dt.datetime) -> list[tuple[Any, ...]]:
-    """`count` realistic tasks, created over the past months (newest a minute ago)."""
-    priorities = [p for p, weight in PRIORITY_WEIGHTS for _ in range(weight)]
-    span = dt.timedelta(days=max(30, count // 50))
-    step = span / count
-    rows = []
-    for index in range(count):
-        created = now - dt.timedelta(minutes=1) - step * index - dt.timedelta(
-            seconds=rng.random() * step.total_seconds() * 0.9)
-        completed = rng.random() < 0.35
-        completed_at = min(now, created + dt.timedelta(hours=rng.uniform(1, 240))) if completed \
-            else None
-        due = created + dt.timedelta(days=rng.uniform(-3, 30)) if rng.random() < 0.6 else None
-        updated = completed_at or created + dt.timedelta(minutes=rng.uniform(0, 60))
-        rows.append((
-            uuid.UUID(int=rng.getrandbits(128), version=4), user_id,
-            f"{rng.choice(VERBS)} {rng.choice(OBJECTS)}", rng.choice(DETAILS), completed,
-            completed_at, rng.choice(priorities), due, rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3))),
-            created, min(now, updated), rng.choice((1, 1, 1, 2, 3)),
-        ))
-    return rows
-
-
-async def load_data(url: str, sizes: tuple[int, ...]) -> dict[str, Any]:
+async def load_data(url: str, sizes: tuple[int, ...], others: int) -> dict[str, Any]:
     rng = random.Random(2026)
     now = dt.datetime.now(dt.UTC)
     connection = await asyncpg.connect(url)
     try:
-        users = [(BENCH_USER, BENCH_TASKS), *((scale_user(size), size) for size in sizes)]
+        users = [(BENCH_USER, BENCH_TASKS), *((scale_user(size), size) for size in sizes),
+                 *((other_user(index), OTHER_TASKS) for index in range(others))]
         for user_id, count in users:
-            await connection.copy_records_to_table(
-                "tasks", records=task_rows(user_id, count, rng, now),
-                columns=["id", "user_id", "title", "description", "completed", "completed_at",
-                         "priority", "due_date", "tags", "created_at", "updated_at", "version"],
-            )
+            await copy_tasks(connection, [user_id], task_rows(user_id, count, rng, now))
         await connection.execute("VACUUM ANALYZE")
         ids = await connection.fetch(
             "SELECT id FROM tasks WHERE user_id = $1 ORDER BY random() LIMIT $2",
@@ -481,6 +442,7 @@ class Config:
     sizes: tuple[int, ...]
     out: Path
     quick: bool
+    others: int = OTHER_USERS
 
 
 class Bench:
@@ -564,7 +526,7 @@ def run(config: Config) -> int:
             upgrade(url)
             say(f"bench: loading tasks: bench user {BENCH_TASKS}, scale users "
                 f"{', '.join(f'{s:,}' for s in config.sizes)} ...")
-            loaded = asyncio.run(load_data(url, config.sizes))
+            loaded = asyncio.run(load_data(url, config.sizes, config.others))
             results["machine"]["postgres"] = loaded["postgres"]
             say(f"bench: {loaded['rows']:,} tasks loaded (PostgreSQL {loaded['postgres']})")
             ids_file = workdir / "ids.txt"
