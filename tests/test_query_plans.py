@@ -44,7 +44,7 @@ def _query(shape: Shape) -> ListQuery:
     params: dict[str, Any] = dict(shape.params)
     for name in ("due_before", "due_after"):
         if name in params:
-            params[name] = dt.datetime.fromisoformat(params[name].replace("Z", "+00:00"))
+            params[name] = dt.datetime.fromisoformat(params[name])  # Python 3.11: Z too
     return ListQuery(limit=20, **params)
 
 
