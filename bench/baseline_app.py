@@ -316,8 +316,10 @@ async def health(request: Request) -> Response:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     global pool
+    # The API's connections keep generic plans (impl/db.py): so do the baseline's.
     pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=16, command_timeout=10,
-                                     connection_class=Connection)
+                                     connection_class=Connection,
+                                     server_settings={"plan_cache_mode": "force_generic_plan"})
     # The API freezes its start-up objects out of the garbage collector's sight (impl/app.py);
     # the baseline does the same, so neither gets an advantage the other could not take.
     gc.collect()

@@ -75,12 +75,20 @@ class Database:
         self._connector: asyncio.Task[None] | None = None
 
     def connect_kwargs(self) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "dsn": self.options.dsn,
             "statement_cache_size": self.options.statement_cache_size,
             "timeout": self.settings.db_connect_timeout_seconds,
             "command_timeout": self.settings.db_command_timeout_seconds,
         }
+        if self.options.statement_cache_size:
+            # Cached statements keep their generic plan instead of being planned again for
+            # each call's values: every statement here is written so that its generic plan is
+            # the right one (impl/task_list_sql.py; tests/test_query_plans.py checks both), and
+            # planning a list statement costs more than running it. Not behind a pooler, which
+            # refuses unknown startup parameters (and plans every unnamed statement anyway).
+            kwargs["server_settings"] = {"plan_cache_mode": "force_generic_plan"}
+        return kwargs
 
     async def open(self) -> None:
         # min_size=0: creating the pool connects nothing, so it cannot fail while PostgreSQL

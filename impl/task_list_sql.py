@@ -58,15 +58,15 @@ CURSOR_KEYS = ", ".join(
 DUE_ASC = "COALESCE(tasks.due_date, 'infinity'::timestamptz)"
 DUE_DESC = "COALESCE(tasks.due_date, '-infinity'::timestamptz)"
 # meta.total with `q`, `due_before` or `due_after`: matching tasks are counted up to this many
-# (the default page size); a larger total is reported as TOTAL_CAP, with meta.total_exact
+# (a page of the benchmark); a larger total is reported as TOTAL_CAP, with meta.total_exact
 # false. Counting costs about TOTAL_CAP / (share of matching tasks) rows read.
-TOTAL_CAP = 50
+TOTAL_CAP = 20
 # Up to this many matches (known exactly from the counters), collecting and sorting them all is
 # cheaper than walking the sort index past the others.
 COLLECT_MAX = 1000
 # A word search first walks at most this many of the user's tasks in sort order (see below).
-WALK_MAX = 3000
-PEEK_ROWS, PEEK_HITS = 300, 3
+WALK_MAX = 1500
+PEEK_ROWS, PEEK_HITS = 150, 2
 
 
 @dataclass(frozen=True)

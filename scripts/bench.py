@@ -56,6 +56,7 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import matrix as bench_matrix
 from bench.data import copy_tasks, task_rows
 from impl.migrate import upgrade
 from impl.settings import Settings
@@ -208,7 +209,8 @@ async def load_data(url: str, sizes: tuple[int, ...], others: int) -> dict[str, 
         total = await connection.fetchval("SELECT count(*) FROM tasks")
     finally:
         await connection.close()
-    return {"ids": [str(record["id"]) for record in ids], "postgres": version, "rows": total}
+    return {"ids": [str(record["id"]) for record in ids], "postgres": version, "rows": total,
+            "now": now}
 
 
 async def reset_writes(url: str) -> None:
@@ -443,6 +445,8 @@ class Config:
     out: Path
     quick: bool
     others: int = OTHER_USERS
+    matrix_rounds: int = 3
+    matrix_requests: int = 100
 
 
 class Bench:
@@ -567,6 +571,15 @@ def run(config: Config) -> int:
             results["scale"] = measure_scale(bench, ours, baseline)
             results["scale_sql"] = asyncio.run(sql_timings(url, config.sizes, 300))
 
+            say(f"\nMatrix: every list query shape, first and next page, "
+                f"{config.matrix_requests} sequential requests per point and round")
+            users = {size: (scale_user(size), mint_hs256(SECRET, scale_user(size), 4 * 3600))
+                     for size in config.sizes}
+            results["matrix"] = asyncio.run(bench_matrix.measure(
+                url, ours.url, baseline.url, users, loaded["now"], config.matrix_rounds,
+                config.matrix_requests, say,
+            ))
+
             say("\nWorkers: GET /api/tasks?limit=20 with task-api serve --workers 1 and 2")
             two = start_ours(url, 2, workdir)
             servers.append(two)
@@ -680,6 +693,7 @@ def report(results: dict[str, Any], config: Config) -> None:
     lines += ["", (f"p50 growth from {smallest:,} to {largest:,} tasks (target <= 1.5x): "
                    f"default {growth['all']:.2f}x {_mark(growth['all'] <= 1.5)}, pending "
                    f"{growth['pending']:.2f}x {_mark(growth['pending'] <= 1.5)}")]
+    lines += ["", *matrix_table(results, config)]
     w1, w2 = results["workers"]["1"], results["workers"]["2"]
     lines += ["", "| `GET /api/tasks?limit=20` | req/s | p50 / p99 ms |", "|---|---:|---:|",
               (f"| `task-api serve --workers 1` | {w1['rps']:,.0f} | {w1['p50_ms']:.2f} / "
@@ -695,9 +709,77 @@ def report(results: dict[str, Any], config: Config) -> None:
     (config.out / "latest.md").write_text(table)
     (config.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     draw_scale(results, config)
+    draw_matrix(results, config)
     say("\n" + "=" * 78 + "\n" + table + "=" * 78)
-    say(f"written: {config.out}/latest.md, latest.json, scale.png "
+    say(f"written: {config.out}/latest.md, latest.json, scale.png, matrix.png "
         f"(run took {results['elapsed_s']:.0f} s)")
+
+
+def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
+    rows = results["matrix"]
+    sizes = config.sizes
+    by_key: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = row
+    growth = bench_matrix.growth(rows)
+    growth_sql = bench_matrix.growth(rows, "sql")
+    results["matrix_growth_p50"] = {f"{shape} [{page}]": g for (shape, page), g in growth.items()}
+    worst = max(growth.values())
+    lines = [
+        (f"Every list query shape (limit=20), p50 ms over one connection: ours, and in "
+         f"parentheses the list statement alone; median of {config.matrix_rounds} rounds of "
+         f"{config.matrix_requests} sequential requests. \"next\" is the page after the first "
+         f"(its cursor). Growth: p50 at {sizes[-1]:,} tasks over p50 at {sizes[0]:,} "
+         f"(target <= 1.5x)."), "",
+        "| shape | page | " + " | ".join(f"{size:,}" for size in sizes)
+        + " | growth | SQL growth |",
+        "|---|---|" + "---:|" * len(sizes) + "---:|---:|",
+    ]
+    for (shape, page), points in by_key.items():
+        cells = [f"{points[size]['ours']['p50_ms']:.2f} ({points[size]['sql_ms']:.2f})"
+                 if size in points else "" for size in sizes]
+        g = growth.get((shape, page), 0.0)
+        lines.append(f"| `{shape}` | {page} | " + " | ".join(cells)
+                     + f" | {g:.2f} {_mark(g <= 1.5)} | {growth_sql.get((shape, page), 0):.2f} |")
+    baseline = [row for row in rows if "baseline" in row]
+    if baseline:
+        lines += ["", "The same first pages on the baseline (it serves only these shapes), p50 ms:",
+                  "", "| shape | " + " | ".join(f"{size:,}" for size in sizes) + " | growth |",
+                  "|---|" + "---:|" * len(sizes) + "---:|"]
+        base_growth = bench_matrix.growth(rows, "baseline")
+        for (shape, page), points in by_key.items():
+            if page == "first" and all("baseline" in points.get(s, {}) for s in sizes):
+                cells = [f"{points[size]['baseline']['p50_ms']:.2f}" for size in sizes]
+                lines.append(f"| `{shape}` | " + " | ".join(cells)
+                             + f" | {base_growth[(shape, page)]:.2f} |")
+    lines += ["", f"Largest growth of any shape: {worst:.2f}x {_mark(worst <= 1.5)}."]
+    return lines
+
+
+def draw_matrix(results: dict[str, Any], config: Config) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    growth = bench_matrix.growth(results["matrix"])
+    shapes = list(dict.fromkeys(shape for shape, _ in growth))
+    figure, axes = plt.subplots(figsize=(9, 0.28 * len(shapes) + 1.6), dpi=110)
+    for offset, page, color in ((-0.2, "first", "tab:blue"), (0.2, "next", "tab:orange")):
+        ys = [i + offset for i, shape in enumerate(shapes) if (shape, page) in growth]
+        xs = [growth[(shape, page)] for shape in shapes if (shape, page) in growth]
+        axes.barh(ys, xs, height=0.38, color=color, label=f"{page} page")
+    axes.axvline(1.5, color="tab:red", linestyle="--", label="target 1.5x")
+    axes.axvline(1.0, color="grey", linewidth=0.8)
+    axes.set_yticks(range(len(shapes)))
+    axes.set_yticklabels(shapes, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel(f"p50 at {config.sizes[-1]:,} tasks / p50 at {config.sizes[0]:,} tasks")
+    axes.set_title(f"Every list query shape: growth of p50 latency ({results['date'][:10]})")
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(config.out / "matrix.png")
+    plt.close(figure)
 
 
 def draw_scale(results: dict[str, Any], config: Config) -> None:
@@ -750,6 +832,9 @@ def main() -> int:
         sizes=QUICK_SCALE_SIZES if quick else SCALE_SIZES,
         out=args.out or REPO / ("artifacts/perf" if quick else "docs/perf"),
         quick=quick,
+        others=20 if quick else OTHER_USERS,
+        matrix_rounds=1 if quick else 3,
+        matrix_requests=40 if quick else 100,
     )
     return run(config)
 

@@ -2,7 +2,7 @@
 combined, each sort in both directions, page by page through the cursor, and meta.total.
 
 The listing reads a page in one of two ways depending on how many tasks match (collect them
-all and sort, or walk the sort index), and counts with the counters or up to 50 (impl/
+all and sort, or walk the sort index), and counts with the counters or up to 20 (impl/
 task_list_sql.py): the data here has filters on both sides of each threshold, so every branch
 must give the reference answer.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import User, new_user
 
-TOTAL_CAP = 50
+TOTAL_CAP = 20
 START = datetime.fromisoformat("2026-12-01T09:00:00+00:00")
 VERBS = ["Email", "Review", "Fix", "Plan", "Book", "Pay", "Call", "Draft"]
 OBJECTS = ["the report", "report draft", "slides", "the zebra", "reports", "flights"]
@@ -123,13 +123,13 @@ FILTERS: list[dict[str, str]] = [
     {"tag": "work"},
     {"tag": "urgent"},
     {"tag": "nobody"},
-    {"q": "report"},  # more than 50 matches: counted up to 50
+    {"q": "report"},  # more than 20 matches: counted up to 20
     {"q": "REP"},
     {"q": "zeb"},
     {"q": "receipt expense"},
     {"q": "%"},
     {"q": "nothing"},
-    {"due_before": BEFORE},  # more than 50
+    {"due_before": BEFORE},  # more than 20
     {"due_after": AFTER},
     {"due_after": AFTER, "due_before": BEFORE},
     {"status": "pending", "priority": "high"},
@@ -183,7 +183,7 @@ async def test_every_sort_and_page_size_matches_the_reference(
 
 
 def test_the_data_crosses_every_threshold(tasks: tuple[User, list[dict[str, Any]]]) -> None:
-    """Guard for the test above: some shapes have more than 50 matches, some very few."""
+    """Guard for the test above: some shapes have more than 20 matches, some very few."""
     _, everything = tasks
     sizes = {_shape(f): sum(_matches(t, f) for t in everything) for f in FILTERS}
     assert sizes["q=report"] > TOTAL_CAP and sizes[f"due_before={BEFORE}"] > TOTAL_CAP
