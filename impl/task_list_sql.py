@@ -189,6 +189,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     order = f"{expression} {direction}, tasks.id {direction}"
     arg = _Args()
     user = f"tasks.user_id = {arg(user_id)}"
+    limit = arg(query.limit + 1)  # a parameter, so that one statement serves every page size
     conditions = _conditions(query, sort_name, descending, arg)
     ordered = "".join(f" AND {condition}" for condition in conditions.ordered)
     tested = " AND ".join(conditions.tested)
@@ -216,7 +217,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         )
         ctes.append(
             f"decision AS (SELECT matches, matches <= {COLLECT_MAX} AND matches * matches * 8 "
-            f"<= {query.limit + 1} * tasks AS few FROM counts)"
+            f"<= {limit} * tasks AS few FROM counts)"
         )
         gate = " AND (SELECT few FROM decision)"
     elif query.q is None:
@@ -272,7 +273,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         # count decides (more than COLLECT_MAX: walk too).
         ctes.append(
             f"decision AS (SELECT CASE WHEN walked > {TOTAL_CAP} THEN walked ELSE collected END "
-            f"AS matches, walked <= {TOTAL_CAP} AND collected <= {COLLECT_MAX} AS few "
+            f"AS matches, walked <= {TOTAL_CAP} AND collected <= {COLLECT_MAX} AS few, "
+            f"walked > {TOTAL_CAP} AS walked_many "
             "FROM (SELECT (SELECT count(*) FROM walked) AS walked, "
             "(SELECT count(*) FROM collected) AS collected) AS counted)"
         )
@@ -289,7 +291,6 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         )
         keyset = f" AND ({expression}, tasks.id) {op} {position}"
         collected_keyset = f" AND (collected.sort_key, collected.id) {op} {position}"
-    limit = arg(query.limit + 1)
     page_columns = f"{COLUMNS}, {CURSOR_KEYS}, row_number() OVER (ORDER BY {order}) AS ordinal"
 
     if not conditions.tested:
@@ -313,15 +314,20 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"AND coalesce({tested}, false){keyset} AND NOT decision.few "
             f"ORDER BY {order} LIMIT {limit}"
         )
+        branches = f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({many}) AS many"
         if query.q is not None and after is None and query.limit <= TOTAL_CAP:
-            # The first page of a common word: its rows are among the matches the count walked.
-            many = (
+            # The first page when the walk found more than TOTAL_CAP matches: its rows are the
+            # first of them. (Many matches that the walk did not find: walk the pages.)
+            walked = (
                 f"SELECT {page_columns} FROM (SELECT walked.id FROM walked "
-                "WHERE NOT decision.few "
+                "WHERE decision.walked_many "
                 f"ORDER BY walked.sort_key {direction}, walked.id {direction} LIMIT {limit}) "
                 f"AS chosen JOIN tasks ON tasks.id = chosen.id AND {user} ORDER BY {order}"
             )
-        branches = f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({many}) AS many"
+            many = many.replace("AND NOT decision.few", "AND NOT decision.few "
+                                "AND NOT decision.walked_many")
+            branches = (f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({walked}) "
+                        f"AS walked_page UNION ALL SELECT * FROM ({many}) AS many")
     # The outer row always exists, so an empty page still brings its total (as one row of NULL
     # task columns).
     sql = (

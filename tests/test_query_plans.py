@@ -33,6 +33,7 @@ from impl.task_list_sql import ListQuery, Statement, last_position, list_stateme
 from tests.conftest import THROUGH_PGBOUNCER
 
 USER, USER_TASKS = "guard-user-with-30000-tasks", 30_000
+NEEDLE_USER = "guard-needle"
 OTHERS, OTHER_TASKS = 50, 400
 READ_LIMIT = 5_000
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -65,6 +66,11 @@ async def big(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         for index in range(OTHERS):
             other = f"guard-other-{index}"
             await copy_tasks(connection, [other], task_rows(other, OTHER_TASKS, rng, NOW))
+        # A word in all but the newest 300 of 2,000 tasks: the search's peek at the newest
+        # finds none, yet more than 1,000 match (tests the walk after a full collection).
+        rows = task_rows(NEEDLE_USER, 2_000, rng, NOW)
+        rows[300:] = [(row[0], row[1], f"needle {row[2]}", *row[3:]) for row in rows[300:]]
+        await copy_tasks(connection, [NEEDLE_USER], rows)
         await connection.execute("VACUUM ANALYZE")
         yield connection
         await connection.close()
@@ -145,3 +151,28 @@ async def test_every_shape_reads_an_index_and_a_bounded_number_of_rows(
             assert read <= READ_LIMIT, f"{where}: reads {read} rows of tasks and its indexes:\n" + (
                 "\n".join(_describe(plan))
             )
+
+
+async def test_a_word_absent_from_the_newest_tasks_still_finds_the_older_ones(
+    big: asyncpg.Connection,
+) -> None:
+    """The listing peeks at the newest tasks to choose between walking and collecting: when
+    the peek finds nothing but more than 1,000 tasks match, it walks. Same pages as a plain
+    query, and the usual bounds."""
+    expected = [
+        row["id"] for row in await big.fetch(
+            "SELECT id FROM tasks WHERE user_id = $1 AND title LIKE 'needle %' "
+            "ORDER BY created_at DESC, id DESC LIMIT 40", NEEDLE_USER,
+        )
+    ]
+    query = ListQuery(limit=20, q="NEEDLE")
+    first = list_statement(NEEDLE_USER, query, None)
+    records = await big.fetch(first.sql, *first.args)
+    assert [r["id"] for r in records[:20]] == expected[:20]
+    assert (records[0]["total"] > 20) and len(records) == 21
+    after = list_statement(NEEDLE_USER, query, last_position(records[19]))
+    assert [r["id"] for r in (await big.fetch(after.sql, *after.args))[:20]] == expected[20:]
+    for statement in (first, after):
+        for generic in (False, True):
+            read, scans = _read(await _explain(big, statement, generic))
+            assert "Seq Scan" not in scans and read <= READ_LIMIT, (read, scans)
