@@ -5,9 +5,10 @@ could not also do:
 
 - the same HS256 bearer check (PyJWT, `sub` and `exp` required, 30 s leeway, `sub` a user id
   of 1-255 characters without control characters, tokens over 8 KiB refused);
-- the same SQL text as impl/store.py, copied into bench/sql.py: same columns, casts and ORDER BY,
-  the list's page (LIMIT n+1) and total in one statement, the same INSERT and UPDATE, one pooled
-  connection per operation and, like the API, no reset query when it goes back to the pool;
+- the same SQL text as impl/store.py and impl/task_list_sql.py (bench/sql.py imports it): same
+  columns, casts and ORDER BY, the list's page (LIMIT n+1) and total in one statement, the same
+  INSERT and UPDATE, one pooled connection per operation and, like the API, no reset query when
+  it goes back to the pool;
 - the same envelope: {data, meta{timestamp, request_id, ...}}, with total, limit and an
   HMAC-signed next_cursor on lists, an ETag on single tasks, Location on 201, X-Request-ID on
   every response;
@@ -256,8 +257,9 @@ async def tasks_collection(request: Request) -> Response:
         found = [record for record in records if record["id"] is not None]
         rows = [dict(zip(TASK_FIELDS, record, strict=False)) for record in found[:limit]]
         next_cursor = encode_cursor(user_id, found[limit - 1]) if len(found) > limit else None
-        return respond({"data": rows}, 200, request_id, total=total, limit=limit,
-                       next_cursor=next_cursor)
+        # `status` alone: the total comes from the counters, always exact.
+        return respond({"data": rows}, 200, request_id, total=total, total_exact=True,
+                       limit=limit, next_cursor=next_cursor)
     except Failure as error:
         return failure_response(error, request_id)
 
@@ -314,8 +316,10 @@ async def health(request: Request) -> Response:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     global pool
+    # The API's connections keep generic plans (impl/db.py): so do the baseline's.
     pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=16, command_timeout=10,
-                                     connection_class=Connection)
+                                     connection_class=Connection,
+                                     server_settings={"plan_cache_mode": "force_generic_plan"})
     # The API freezes its start-up objects out of the garbage collector's sight (impl/app.py);
     # the baseline does the same, so neither gets an advantage the other could not take.
     gc.collect()

@@ -184,7 +184,17 @@ class Meta(BaseModel):
 
 
 class ListMeta(Meta):
-    total: Annotated[int, Field(ge=0, le=9223372036854775807)]
+    total: Annotated[
+        int,
+        Field(
+            description='How many tasks match the filters: exact when `total_exact` is true. With `q`,\n`due_before` or `due_after`, matches are counted up to 20; when more match,\n`total` is 20 and `total_exact` false (more than 20 tasks match; the pages\nstill hold every match).\n',
+            ge=0,
+            le=9223372036854775807,
+        ),
+    ]
+    total_exact: Annotated[
+        bool, Field(description='False when `total` is the cap of 20, meaning "more than 20".')
+    ]
     limit: Annotated[int, Field(ge=1, le=100)]
     next_cursor: Annotated[Optional[str], Field(max_length=4096, pattern='^[A-Za-z0-9_-]+$')]
 

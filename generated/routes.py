@@ -84,7 +84,7 @@ async def get_readiness() -> Response:
     },
     tags=["tasks"],
     summary="List the caller\u0027s tasks",
-    description="Filters combine with AND. Keyset pagination: pass `meta.next_cursor` back as `cursor`\n(with the same filters and sort) for the next page; it is null on the last page.\n`meta.total` counts every task that matches the filters.\n",
+    description="Filters combine with AND. Keyset pagination: pass `meta.next_cursor` back as `cursor`\n(with the same filters and sort) for the next page; it is null on the last page.\n`meta.total` is the number of tasks that match the filters, exact (`meta.total_exact`\ntrue) unless `q`, `due_before` or `due_after` is given and more than 20 tasks match:\nthen `meta.total` is 20 and `meta.total_exact` false (counting every match of a search\nwould cost time in proportion to the user\u0027s tasks).\n",
 )
 async def list_tasks(
     *,

@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.types import ASGIApp
 
 from generated.routes import router
 from impl import runtime
@@ -48,6 +54,31 @@ def _rate_limits(settings: Settings) -> RateLimits | None:
     )
 
 
+class TaskApi(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        """FastAPI's stack without three layers every request would cross for nothing here:
+        the telemetry observer (telemetry is off), the body-size limiter (no limit is set:
+        RequestGuardMiddleware limits bodies) and the exit stack for uploaded files (only
+        FastAPI's own request handler uses it: create_app opens it on the routes that run
+        that handler)."""
+        error_handler = None
+        handlers = {}
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                error_handler = value
+            else:
+                handlers[key] = value
+        middleware = [
+            Middleware(ServerErrorMiddleware, handler=error_handler, debug=self.debug),
+            *self.user_middleware,
+            Middleware(ExceptionMiddleware, handlers=handlers, debug=self.debug),
+        ]
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
 def create_app(settings: Settings) -> FastAPI:
     database_url = settings.database_url
     if database_url is None:
@@ -73,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.runtime = None
             await database.close()
 
-    app = FastAPI(
+    app = TaskApi(
         title="Task API",
         lifespan=lifespan,
         openapi_url=None,  # the hand-written contract is served instead, see contract.py
@@ -89,6 +120,11 @@ def create_app(settings: Settings) -> FastAPI:
     # in a router include that FastAPI walks on every request.
     app.router.routes.extend(router.routes)
     install_contract_routes(app)
+    for route in app.router.routes:
+        # The routes that run FastAPI's own request handler (the contract's documents; the
+        # generated ones have their own, impl/contract_route.py) need its file exit stack.
+        if isinstance(route, APIRoute) and not getattr(route, "planned", False):
+            route.app = AsyncExitStackMiddleware(route.app)
     install_error_handlers(app)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -63,6 +61,36 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
+class _PooledConnection:
+    """`async with` one connection of the pool (a class, not @asynccontextmanager: this runs on
+    every request, and a generator-based context manager costs several times more)."""
+
+    __slots__ = ("connection", "pool", "timeout")
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self.pool = pool
+        self.timeout = timeout
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        # With an idle connection in the pool, acquire() takes it without waiting: no timer
+        # (asyncpg arms one for any timeout given). Otherwise the wait is bounded.
+        timeout = None if self.pool.get_idle_size() else self.timeout
+        self.connection = await self.pool.acquire(timeout=timeout)
+        return self.connection
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: object) -> None:
+        if isinstance(error, asyncpg.exceptions.InternalClientError):
+            # PostgreSQL ended this connection while it sat idle in the pool (shutdown,
+            # failover): asyncpg only finds out on the next command, in a confused state.
+            # Drop it, so the pool opens a fresh one, and answer 503, not 500.
+            self.connection.terminate()
+            await self.pool.release(self.connection)
+            log.warning("dropped a connection the database had closed")
+            raise ServiceUnavailable() from None
+        await self.pool.release(self.connection)
+
+
 class Database:
     """The pool, opened without waiting for PostgreSQL: while it is down, every operation fails
     fast (connect and acquire timeouts) and the API answers 503; a background task keeps trying
@@ -75,12 +103,20 @@ class Database:
         self._connector: asyncio.Task[None] | None = None
 
     def connect_kwargs(self) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "dsn": self.options.dsn,
             "statement_cache_size": self.options.statement_cache_size,
             "timeout": self.settings.db_connect_timeout_seconds,
             "command_timeout": self.settings.db_command_timeout_seconds,
         }
+        if self.options.statement_cache_size:
+            # Cached statements keep their generic plan instead of being planned again for
+            # each call's values: every statement here is written so that its generic plan is
+            # the right one (impl/task_list_sql.py; tests/test_query_plans.py checks both), and
+            # planning a list statement costs more than running it. Not behind a pooler, which
+            # refuses unknown startup parameters (and plans every unnamed statement anyway).
+            kwargs["server_settings"] = {"plan_cache_mode": "force_generic_plan"}
+        return kwargs
 
     async def open(self) -> None:
         # min_size=0: creating the pool connects nothing, so it cannot fail while PostgreSQL
@@ -147,25 +183,16 @@ class Database:
             raise ServiceUnavailable()
         return self._pool
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection for one operation. Waiting for one is bounded, like connecting
-        and every command, so no request hangs while the database is away.
+    def connection(self) -> _PooledConnection:
+        """A pooled connection for one operation (`async with database.connection() as c`).
+        Waiting for one is bounded, like connecting and every command, so no request hangs
+        while the database is away.
 
         Behind PgBouncer in transaction mode no transaction is needed around a single
         statement: with its statement cache off, asyncpg sends an unnamed Parse without a Sync,
         so the pooler keeps Parse, Bind and Execute on one server connection (the PgBouncer
         pass of the test suite runs everything that way)."""
-        async with self.pool.acquire(timeout=self.settings.db_acquire_timeout_seconds) as conn:
-            try:
-                yield conn
-            except asyncpg.exceptions.InternalClientError:
-                # PostgreSQL ended this connection while it sat idle in the pool (shutdown,
-                # failover): asyncpg only finds out on the next command, in a confused state.
-                # Drop it, so the pool opens a fresh one, and answer 503, not 500.
-                conn.terminate()
-                log.warning("dropped a connection the database had closed")
-                raise ServiceUnavailable() from None
+        return _PooledConnection(self.pool, self.settings.db_acquire_timeout_seconds)
 
     async def ping(self) -> None:
         async with self.connection() as connection:

@@ -28,6 +28,21 @@ def user_id_check() -> sa.CheckConstraint:
     return sa.CheckConstraint(user_ids.SQL_CHECK, name="user_id_valid")
 
 
+# The sort expressions of due_date (store.py sorts by exactly these; the indexes match them).
+DUE_ASC = "COALESCE(due_date, 'infinity'::timestamp with time zone)"
+DUE_DESC = "COALESCE(due_date, '-infinity'::timestamp with time zone)"
+# What `q` and `tag` search (migration 0004 explains it; its functions task_search_words,
+# task_search_scope, task_search_query and task_tag_query build the queries): every word of
+# title and description and every tag, each behind the user's scope (8 hex digits of md5).
+SEARCH_TERMS = r"""array_to_tsvector(string_to_array(regexp_replace(btrim(regexp_replace(
+    regexp_replace(lower(title || ' ' || coalesce(description, '')), '[^[:alnum:]]+', ' ', 'g'),
+    '([[:alnum:]]{100})[[:alnum:]]+', '\1', 'g')), '([^ ]+)', left(md5(user_id), 8) || '\1', 'g'
+), ' ')) || regexp_replace(
+    array_to_tsvector(tags::text[])::text,
+    '''((?:[^'']|'''')*)''', '''' || left(md5(user_id), 8) || '#\1''', 'g'
+)::tsvector"""
+
+
 # A PostgreSQL enum sorts in declaration order: ORDER BY priority ranks low < medium < high.
 priority_type = postgresql.ENUM(*PRIORITIES, name="task_priority", create_type=False)
 
@@ -45,19 +60,19 @@ class Task(SQLModel, table=True):
         sa.CheckConstraint("cardinality(tags) <= 10", name="tag_count"),
         sa.CheckConstraint("completed = (completed_at IS NOT NULL)", name="completed_at_matches"),
         sa.CheckConstraint("version >= 1", name="version_positive"),
-        sa.Index("ix_tasks_user_created", "user_id", sa.text("created_at DESC"), "id"),
-        sa.Index(
-            "ix_tasks_user_completed_created",
-            "user_id",
-            "completed",
-            sa.text("created_at DESC"),
-            "id",
-        ),
-        sa.Index("ix_tasks_user_updated", "user_id", sa.text("updated_at DESC"), "id"),
-        sa.Index("ix_tasks_user_due", "user_id", "due_date", "id"),
+        sa.CheckConstraint("due_date IS NULL OR isfinite(due_date)", name="due_date_finite"),
+        # One index per sort key, (user_id, key, id): ties break on id in the sort's direction,
+        # so a descending sort reads the same index backwards (store.py, migration 0004).
+        sa.Index("ix_tasks_user_created", "user_id", "created_at", "id"),
+        sa.Index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id"),
+        sa.Index("ix_tasks_user_updated", "user_id", "updated_at", "id"),
+        # Tasks without a due date come last in both directions: one expression per direction.
+        sa.Index("ix_tasks_user_due", "user_id", sa.text(DUE_ASC), "id"),
+        sa.Index("ix_tasks_user_due_desc", "user_id", sa.text(DUE_DESC), "id"),
         sa.Index("ix_tasks_user_priority", "user_id", "priority", "id"),
         sa.Index("ix_tasks_user_title", "user_id", "title", "id"),
-        sa.Index("ix_tasks_tags", "tags", postgresql_using="gin"),
+        # Word prefixes and tags, scoped to the user (the functions of migration 0004).
+        sa.Index("ix_tasks_search", "search", postgresql_using="gin"),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -96,6 +111,14 @@ class Task(SQLModel, table=True):
     version: int = Field(
         default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1")
     )
+    # What `q` and `tag` search (SEARCH_TERMS).
+    search: str = Field(
+        sa_column=sa.Column(
+            postgresql.TSVECTOR,
+            sa.Computed(SEARCH_TERMS, persisted=True),
+            nullable=False,
+        )
+    )
 
 
 class IdempotencyKey(SQLModel, table=True):
@@ -115,16 +138,41 @@ class IdempotencyKey(SQLModel, table=True):
     )
 
 
+def counter() -> sa.Column[int]:
+    return sa.Column(sa.BigInteger, nullable=False, server_default="0")
+
+
 class TaskCounts(SQLModel, table=True):
-    """Per-user counters kept by the `tasks` triggers (migration 0002): what the list's total
-    and the dashboard read instead of counting rows."""
+    """Per-user counters kept by the `tasks` triggers (migrations 0002, 0004): what the list's
+    total and the dashboard read instead of counting rows."""
 
     __tablename__ = "task_counts"
     __table_args__ = (user_id_check(),)
 
     user_id: str = Field(sa_column=user_id_column(primary_key=True))
-    total: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
-    completed: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
-    low: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
-    medium: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
-    high: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    total: int = Field(sa_column=counter())
+    completed: int = Field(sa_column=counter())
+    low: int = Field(sa_column=counter())
+    medium: int = Field(sa_column=counter())
+    high: int = Field(sa_column=counter())
+    low_completed: int = Field(sa_column=counter())
+    medium_completed: int = Field(sa_column=counter())
+    high_completed: int = Field(sa_column=counter())
+
+
+class TaskTagCounts(SQLModel, table=True):
+    """The same counters per user and tag (migration 0004), for the total of a tag filter."""
+
+    __tablename__ = "task_tag_counts"
+    __table_args__ = (user_id_check(),)
+
+    user_id: str = Field(sa_column=user_id_column(primary_key=True))
+    tag: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    total: int = Field(sa_column=counter())
+    completed: int = Field(sa_column=counter())
+    low: int = Field(sa_column=counter())
+    medium: int = Field(sa_column=counter())
+    high: int = Field(sa_column=counter())
+    low_completed: int = Field(sa_column=counter())
+    medium_completed: int = Field(sa_column=counter())
+    high_completed: int = Field(sa_column=counter())

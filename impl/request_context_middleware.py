@@ -5,8 +5,8 @@ envelope for anything that escapes the app."""
 from __future__ import annotations
 
 import logging
+import random
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +15,17 @@ from impl.errors import unexpected_error_response
 from impl.request_context import reset_request_id, set_request_id
 
 access_log = logging.getLogger("task_api.access")
+_VERSION_4 = 0x4000 << 64  # the version nibble of a UUID's 128 bits
+_VARIANT = 0x8000 << 48  # and its variant bits (RFC 9562)
+_VERSION_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
+
+
+def new_request_id() -> str:
+    """A random version-4 UUID in its text form, like str(uuid.uuid4()) at a third of the cost
+    (no UUID object; Python's generator, not the OS's: a request id correlates logs, it guards
+    nothing)."""
+    bits = f"{random.getrandbits(128) & _VERSION_MASK | _VERSION_4 | _VARIANT:032x}"
+    return f"{bits[:8]}-{bits[8:12]}-{bits[12:16]}-{bits[16:20]}-{bits[20:]}"
 
 
 class RequestContextMiddleware:
@@ -25,7 +36,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         header = (b"x-request-id", request_id.encode())
         token = set_request_id(request_id)
         # Starlette puts the app in the scope; its runtime is what this request's handlers use.
@@ -55,15 +66,16 @@ class RequestContextMiddleware:
             response = unexpected_error_response(exc, scope["method"], scope["path"])
             await response(scope, receive, send_with_id)
         finally:
-            access_log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "user_id": state.get("user_id"),
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):  # not even the record's fields otherwise
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "user_id": state.get("user_id"),
+                    },
+                )
             runtime.unbind(runtime_token)
             reset_request_id(token)

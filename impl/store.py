@@ -8,12 +8,14 @@ argument and filters on it: no handler can reach a row without it. Queries are h
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from impl.cursor import Position
 from impl.db import Database
+from impl.task_list_sql import TOTAL_CAP, ListQuery, last_position, list_statement, timestamp
+
+__all__ = ["ListQuery", "Page", "TaskStore"]  # ListQuery: the handlers build it
 
 TASK_FIELDS = (
     "id", "user_id", "title", "description", "completed", "completed_at", "priority",
@@ -23,12 +25,6 @@ COLUMNS = (
     "id, user_id, title, description, completed, completed_at, priority::text AS priority, "
     "due_date, tags::text[] AS tags, created_at, updated_at, version"
 )
-# meta.total without counting rows when only `status` filters (task_counts, migration 0002).
-_COUNTER_TOTALS = {
-    "all": "total",
-    "pending": "total - completed",
-    "completed": "completed",
-}
 WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
 # The fixed statements (bench/baseline_app.py runs the same text, imported from here).
 GET_SQL = f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"
@@ -52,36 +48,6 @@ QUOTA_INSERT_SQL = (
 )
 # Only on a failure path: tell a missing task from another user's or a stale one.
 DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
-
-# sort name -> (expression, SQL type of the cursor value). Columns are qualified: a bare
-# `priority` in ORDER BY would name the text output column, not the enum.
-_SORT_EXPRESSIONS = {
-    "created_at": ("tasks.created_at", "timestamptz"),
-    "updated_at": ("tasks.updated_at", "timestamptz"),
-    "title": ("tasks.title", "text"),
-    "priority": ("tasks.priority", "task_priority"),
-    "due_date": ("tasks.due_date", "timestamptz"),
-}
-# The sort keys of each row, as text, for the cursor of the last row of a page.
-_CURSOR_KEYS = ", ".join(
-    f"({expression})::text AS key_{name}" for name, (expression, _) in _SORT_EXPRESSIONS.items()
-)
-
-
-def _sort_expression(name: str, descending: bool) -> tuple[str, str]:
-    """Tasks without a due date sort last in both directions: NULL becomes the far end."""
-    expression, sql_type = _SORT_EXPRESSIONS[name]
-    if name == "due_date":
-        end = "-infinity" if descending else "infinity"
-        expression = f"COALESCE({expression}, '{end}'::timestamptz)"
-    return expression, sql_type
-
-
-def _cursor_key(position: Position, name: str, descending: bool) -> str:
-    value = position.keys[name]
-    if value is None:  # only due_date is nullable
-        return "-infinity" if descending else "infinity"
-    return value
 
 
 class Missing(Exception):
@@ -108,74 +74,12 @@ class KeyReused(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class ListQuery:
-    status: str = "all"
-    priority: str | None = None
-    tag: str | None = None
-    q: str | None = None
-    due_before: datetime | None = None
-    due_after: datetime | None = None
-    sort: str = "-created_at"
-    limit: int = 50
-
-
 @dataclass
 class Page:
     rows: list[dict[str, Any]]
     total: int
+    total_exact: bool  # False: more than `total` tasks match (a capped count)
     last_position: Position | None  # set when there is a next page
-
-
-@dataclass
-class _Where:
-    clauses: list[str] = field(default_factory=list)
-    args: list[Any] = field(default_factory=list)
-
-    def add(self, clause: str, *values: Any) -> None:
-        placeholders = []
-        for value in values:
-            self.args.append(value)
-            placeholders.append(f"${len(self.args)}")
-        self.clauses.append(clause.format(*placeholders))
-
-    def sql(self) -> str:
-        return " AND ".join(self.clauses)
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _timestamp(value: datetime | None) -> str | None:
-    """Date-times go to PostgreSQL as RFC 3339 text: asyncpg would turn Python's smallest and
-    largest datetimes (0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z) into -infinity and
-    infinity, which come back without an offset."""
-    return None if value is None else value.isoformat()
-
-
-def _status_only(query: ListQuery) -> bool:
-    return (query.priority, query.tag, query.q, query.due_before, query.due_after) == (None,) * 5
-
-
-def _filters(user_id: str, query: ListQuery) -> _Where:
-    where = _Where()
-    where.add("user_id = {}", user_id)
-    if query.status == "pending":
-        where.add("completed = false")
-    elif query.status == "completed":
-        where.add("completed = true")
-    if query.priority is not None:
-        where.add("priority = {}::task_priority", query.priority)
-    if query.tag is not None:
-        where.add("tags @> ARRAY[{}]::varchar(32)[]", query.tag)
-    if query.q is not None:
-        where.add("(title ILIKE {0} OR description ILIKE {0})", f"%{_escape_like(query.q)}%")
-    if query.due_before is not None:
-        where.add("due_date < {}::text::timestamptz", _timestamp(query.due_before))
-    if query.due_after is not None:
-        where.add("due_date > {}::text::timestamptz", _timestamp(query.due_after))
-    return where
 
 
 class TaskStore:
@@ -186,54 +90,16 @@ class TaskStore:
     async def page(
         self, *, user_id: str, query: ListQuery, after: Position | None
     ) -> Page:
-        descending = query.sort.startswith("-")
-        sort_name = query.sort.lstrip("-")
-        expression, sql_type = _sort_expression(sort_name, descending)
-        direction = "DESC" if descending else "ASC"
-        where = _filters(user_id, query)
-        if _status_only(query):
-            total_sql = (
-                f"SELECT coalesce((SELECT {_COUNTER_TOTALS[query.status]} FROM task_counts "
-                "WHERE user_id = $1), 0)"
-            )
-        else:
-            total_sql = f"SELECT count(*) FROM tasks WHERE {where.sql()}"
-        if after is not None:
-            # Ties break on id ascending in both directions, which is the order of the
-            # (user_id, created_at DESC, id) index for the default sort. The cursor holds the
-            # key as text; PostgreSQL casts it back to the key's type.
-            op = "<" if descending else ">"
-            key = f"{{0}}::text::{sql_type}"
-            where.add(
-                f"{expression} {op}= {key} AND "
-                f"({expression} {op} {key} OR ({expression} = {key} AND tasks.id > {{1}}))",
-                _cursor_key(after, sort_name, descending),
-                after.task_id,
-            )
-        where.args.append(query.limit + 1)
-        order = f"{expression} {direction}, tasks.id ASC"
-        # One round trip: the total and the page together. The outer row always exists, so an
-        # empty page still brings its total (as one row of NULL task columns).
-        sql = (
-            f"SELECT page.*, counted.total FROM ({total_sql}) AS counted(total) "
-            f"LEFT JOIN LATERAL (SELECT {COLUMNS}, {_CURSOR_KEYS}, "
-            f"row_number() OVER (ORDER BY {order}) AS ordinal "
-            f"FROM tasks WHERE {where.sql()} ORDER BY {order} LIMIT ${len(where.args)}) AS page "
-            "ON true ORDER BY page.ordinal"
-        )
+        statement = list_statement(user_id, query, after)
         async with self.database.connection() as connection:
-            records = await connection.fetch(sql, *where.args)
+            records = await connection.fetch(statement.sql, *statement.args)
         total = records[0]["total"]
+        exact = statement.counted or total <= TOTAL_CAP
         found = [record for record in records if record["id"] is not None]
         rows = [dict(zip(TASK_FIELDS, record, strict=False)) for record in found[: query.limit]]
-        last = None
-        if len(found) > query.limit:
-            record = found[query.limit - 1]
-            last = Position(
-                task_id=record["id"],
-                keys={name: record[f"key_{name}"] for name in _SORT_EXPRESSIONS},
-            )
-        return Page(rows=rows, total=total, last_position=last)
+        last = last_position(found[query.limit - 1]) if len(found) > query.limit else None
+        return Page(rows=rows, total=total if exact else TOTAL_CAP, total_exact=exact,
+                    last_position=last)
 
     async def get(self, *, user_id: str, task_id: uuid.UUID) -> dict[str, Any]:
         async with self.database.connection() as connection:
@@ -253,7 +119,7 @@ class TaskStore:
         task_id = uuid.uuid4()
         args = (
             task_id, user_id, fields["title"], fields["description"], fields["completed"],
-            fields["priority"], _timestamp(fields["due_date"]), fields["tags"],
+            fields["priority"], timestamp(fields["due_date"]), fields["tags"],
         )
         if idempotency_key is None:
             async with self.database.connection() as connection:
@@ -307,7 +173,7 @@ class TaskStore:
         for name in WRITABLE:
             if name in changes:
                 value = changes[name]
-                args.append(_timestamp(value) if name == "due_date" else value)
+                args.append(timestamp(value) if name == "due_date" else value)
                 cast = {"priority": "::task_priority", "due_date": "::text::timestamptz"}.get(
                     name, ""
                 )

@@ -50,7 +50,10 @@ async def list_tasks(
     page = await rt.tasks.page(user_id=principal.user_id, query=query, after=after)
     last = page.last_position
     next_cursor = rt.cursors.encode(principal.user_id, last) if last else None
-    return success(page.rows, total=page.total, limit=limit, next_cursor=next_cursor)
+    return success(
+        page.rows, total=page.total, total_exact=page.total_exact, limit=limit,
+        next_cursor=next_cursor,
+    )
 
 
 async def create_task(

@@ -16,9 +16,11 @@ Every refusal says why (TokenRefused.reason), never echoing the token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
+import types
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +83,14 @@ class TokenRefused(Unauthorized):
         return self.message
 
 
+@functools.lru_cache(maxsize=256)
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The header of a token, not verified: a pure function of the token's text, so a client
+    sending the same token again (for its 15 minutes) gets the header parsed once. (The read-only
+    mapping keeps a cached header from being changed by a caller.)"""
+    return types.MappingProxyType(jwt.get_unverified_header(token))  # type: ignore[return-value]
+
+
 def _allowed_algorithms(data: dict[str, Any]) -> frozenset[str]:
     kty = data.get("kty")
     crv = None if kty == "RSA" else data.get("crv")
@@ -127,7 +137,7 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRefused(MALFORMED)
         try:
-            header = jwt.get_unverified_header(token)
+            header = _unverified_header(token)
         except jwt.PyJWTError:
             raise TokenRefused(MALFORMED) from None
         algorithm = header.get("alg")

@@ -8,7 +8,7 @@ constraint (impl/models.py).
 
 from __future__ import annotations
 
-import unicodedata
+import re
 
 MAX_LENGTH = 255
 # The database's CHECK: the same rule in SQL (PostgreSQL text cannot hold NUL or surrogates).
@@ -16,6 +16,11 @@ SQL_CHECK = (
     f"char_length(user_id) BETWEEN 1 AND {MAX_LENGTH} "
     r"AND user_id !~ '[\x01-\x1f\x7f-\x9f]'"
 )
+
+# Exactly the characters of Unicode categories Cc (C0, DEL and C1 controls) and Cs (lone
+# surrogates, which are not text PostgreSQL can store): one regular expression instead of a
+# category lookup per character.
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 EMPTY = "empty"
 NOT_TEXT = "not a string"
@@ -31,7 +36,6 @@ def problem(value: object) -> str | None:
         return NOT_TEXT
     if len(value) > MAX_LENGTH:
         return TOO_LONG
-    # Cc: C0, DEL and C1 controls; Cs: lone surrogates, which are not text PostgreSQL can store.
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+    if _CONTROL_OR_SURROGATE.search(value):
         return CONTROL
     return None

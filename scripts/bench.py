@@ -56,6 +56,8 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import matrix as bench_matrix
+from bench.data import copy_tasks, task_rows
 from impl.migrate import upgrade
 from impl.settings import Settings
 from impl.token_verifier import mint_hs256
@@ -71,10 +73,16 @@ SCALE_SIZES = (100, 1_000, 10_000, 100_000)
 QUICK_SCALE_SIZES = (100, 1_000, 10_000)
 THREADS, CONNECTIONS = 2, 16
 ROTATING_IDS = 500  # tasks of the bench user that GET and PATCH rotate over
+# The table also holds other users' tasks, as a shared one would: 100 users of 1,000 tasks.
+OTHER_USERS, OTHER_TASKS = 100, 1_000
 
 
 def scale_user(size: int) -> str:
     return uuid.uuid5(NAMESPACE, f"bench-scale-{size}").hex
+
+
+def other_user(index: int) -> str:
+    return uuid.uuid5(NAMESPACE, f"bench-other-{index}").hex
 
 
 def say(message: str = "") -> None:
@@ -183,61 +191,15 @@ def run_wrk(base_url: str, load: Load, token: str, seconds: float, ids_file: Pat
 
 # --- PostgreSQL and data --------------------------------------------------------------------------
 
-VERBS = ["Buy", "Call", "Email", "Review", "Fix", "Write", "Plan", "Book", "Renew", "Pay",
-         "Clean", "Prepare", "Update", "Schedule", "Order", "Read", "Finish", "Submit",
-         "Organize", "Check", "Draft", "Return", "Cancel", "Confirm", "Back up"]
-OBJECTS = ["groceries", "the quarterly report", "a dentist appointment", "the bike tyre",
-           "the electricity bill", "slides for the team demo", "the passport", "the car insurance",
-           "the garden shed", "the kitchen sink", "flights to Lisbon", "the tax return",
-           "the onboarding docs", "the API changelog", "grandma", "the landlord", "the gym plan",
-           "the laptop", "photos from the trip", "the birthday present", "the budget sheet",
-           "the release notes", "the pull request", "the library books", "the school forms"]
-DETAILS = [None, None, None, "Before the end of the week", "Ask Sam for the numbers first",
-           "Milk, eggs, bread, coffee", "Check the confirmation email for the reference",
-           "Compare at least three offers", "Needs the signed copy",
-           "Keep the receipt for the expense report", "Low effort, do it between meetings",
-           "Follow up if there is no answer by Friday"]
-TAGS = ["home", "work", "health", "admin", "travel", "errands", "finance", "family", "leisure",
-        "urgent"]
-PRIORITY_WEIGHTS = (("low", 3), ("medium", 5), ("high", 2))
-
-
-def task_rows(user_id: str, count: int, rng: random.Random,
-              now: dt.datetime) -> list[tuple[Any, ...]]:
-    """`count` realistic tasks, created over the past months (newest a minute ago)."""
-    priorities = [p for p, weight in PRIORITY_WEIGHTS for _ in range(weight)]
-    span = dt.timedelta(days=max(30, count // 50))
-    step = span / count
-    rows = []
-    for index in range(count):
-        created = now - dt.timedelta(minutes=1) - step * index - dt.timedelta(
-            seconds=rng.random() * step.total_seconds() * 0.9)
-        completed = rng.random() < 0.35
-        completed_at = min(now, created + dt.timedelta(hours=rng.uniform(1, 240))) if completed \
-            else None
-        due = created + dt.timedelta(days=rng.uniform(-3, 30)) if rng.random() < 0.6 else None
-        updated = completed_at or created + dt.timedelta(minutes=rng.uniform(0, 60))
-        rows.append((
-            uuid.UUID(int=rng.getrandbits(128), version=4), user_id,
-            f"{rng.choice(VERBS)} {rng.choice(OBJECTS)}", rng.choice(DETAILS), completed,
-            completed_at, rng.choice(priorities), due, rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3))),
-            created, min(now, updated), rng.choice((1, 1, 1, 2, 3)),
-        ))
-    return rows
-
-
-async def load_data(url: str, sizes: tuple[int, ...]) -> dict[str, Any]:
+async def load_data(url: str, sizes: tuple[int, ...], others: int) -> dict[str, Any]:
     rng = random.Random(2026)
     now = dt.datetime.now(dt.UTC)
     connection = await asyncpg.connect(url)
     try:
-        users = [(BENCH_USER, BENCH_TASKS), *((scale_user(size), size) for size in sizes)]
+        users = [(BENCH_USER, BENCH_TASKS), *((scale_user(size), size) for size in sizes),
+                 *((other_user(index), OTHER_TASKS) for index in range(others))]
         for user_id, count in users:
-            await connection.copy_records_to_table(
-                "tasks", records=task_rows(user_id, count, rng, now),
-                columns=["id", "user_id", "title", "description", "completed", "completed_at",
-                         "priority", "due_date", "tags", "created_at", "updated_at", "version"],
-            )
+            await copy_tasks(connection, [user_id], task_rows(user_id, count, rng, now))
         await connection.execute("VACUUM ANALYZE")
         ids = await connection.fetch(
             "SELECT id FROM tasks WHERE user_id = $1 ORDER BY random() LIMIT $2",
@@ -247,7 +209,8 @@ async def load_data(url: str, sizes: tuple[int, ...]) -> dict[str, Any]:
         total = await connection.fetchval("SELECT count(*) FROM tasks")
     finally:
         await connection.close()
-    return {"ids": [str(record["id"]) for record in ids], "postgres": version, "rows": total}
+    return {"ids": [str(record["id"]) for record in ids], "postgres": version, "rows": total,
+            "now": now}
 
 
 async def reset_writes(url: str) -> None:
@@ -484,6 +447,9 @@ class Config:
     sizes: tuple[int, ...]
     out: Path
     quick: bool
+    others: int = OTHER_USERS
+    matrix_rounds: int = 3
+    matrix_requests: int = 100
 
 
 class Bench:
@@ -567,7 +533,7 @@ def run(config: Config) -> int:
             upgrade(url)
             say(f"bench: loading tasks: bench user {BENCH_TASKS}, scale users "
                 f"{', '.join(f'{s:,}' for s in config.sizes)} ...")
-            loaded = asyncio.run(load_data(url, config.sizes))
+            loaded = asyncio.run(load_data(url, config.sizes, config.others))
             results["machine"]["postgres"] = loaded["postgres"]
             say(f"bench: {loaded['rows']:,} tasks loaded (PostgreSQL {loaded['postgres']})")
             ids_file = workdir / "ids.txt"
@@ -607,6 +573,15 @@ def run(config: Config) -> int:
                 f"{config.scale_rounds} x {config.scale_seconds:g} s per point, round-robin")
             results["scale"] = measure_scale(bench, ours, baseline)
             results["scale_sql"] = asyncio.run(sql_timings(url, config.sizes, 300))
+
+            say(f"\nMatrix: every list query shape, first and next page, "
+                f"{config.matrix_requests} sequential requests per point and round")
+            users = {size: (scale_user(size), mint_hs256(SECRET, scale_user(size), 4 * 3600))
+                     for size in config.sizes}
+            results["matrix"] = asyncio.run(bench_matrix.measure(
+                url, ours.url, baseline.url, users, loaded["now"], config.matrix_rounds,
+                config.matrix_requests, say,
+            ))
 
             say("\nWorkers: GET /api/tasks?limit=20 with task-api serve --workers 1 and 2")
             two = start_ours(url, 2, workdir)
@@ -721,6 +696,7 @@ def report(results: dict[str, Any], config: Config) -> None:
     lines += ["", (f"p50 growth from {smallest:,} to {largest:,} tasks (target <= 1.5x): "
                    f"default {growth['all']:.2f}x {_mark(growth['all'] <= 1.5)}, pending "
                    f"{growth['pending']:.2f}x {_mark(growth['pending'] <= 1.5)}")]
+    lines += ["", *matrix_table(results, config)]
     w1, w2 = results["workers"]["1"], results["workers"]["2"]
     lines += ["", "| `GET /api/tasks?limit=20` | req/s | p50 / p99 ms |", "|---|---:|---:|",
               (f"| `task-api serve --workers 1` | {w1['rps']:,.0f} | {w1['p50_ms']:.2f} / "
@@ -736,9 +712,77 @@ def report(results: dict[str, Any], config: Config) -> None:
     (config.out / "latest.md").write_text(table)
     (config.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     draw_scale(results, config)
+    draw_matrix(results, config)
     say("\n" + "=" * 78 + "\n" + table + "=" * 78)
-    say(f"written: {config.out}/latest.md, latest.json, scale.png "
+    say(f"written: {config.out}/latest.md, latest.json, scale.png, matrix.png "
         f"(run took {results['elapsed_s']:.0f} s)")
+
+
+def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
+    rows = results["matrix"]
+    sizes = config.sizes
+    by_key: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = row
+    growth = bench_matrix.growth(rows)
+    growth_sql = bench_matrix.growth(rows, "sql")
+    results["matrix_growth_p50"] = {f"{shape} [{page}]": g for (shape, page), g in growth.items()}
+    worst = max(growth.values())
+    lines = [
+        (f"Every list query shape (limit=20), p50 ms over one connection: ours, and in "
+         f"parentheses the list statement alone; median of {config.matrix_rounds} rounds of "
+         f"{config.matrix_requests} sequential requests. \"next\" is the page after the first "
+         f"(its cursor). Growth: p50 at {sizes[-1]:,} tasks over p50 at {sizes[0]:,} "
+         f"(target <= 1.5x)."), "",
+        "| shape | page | " + " | ".join(f"{size:,}" for size in sizes)
+        + " | growth | SQL growth |",
+        "|---|---|" + "---:|" * len(sizes) + "---:|---:|",
+    ]
+    for (shape, page), points in by_key.items():
+        cells = [f"{points[size]['ours']['p50_ms']:.2f} ({points[size]['sql_ms']:.2f})"
+                 if size in points else "" for size in sizes]
+        g = growth.get((shape, page), 0.0)
+        lines.append(f"| `{shape}` | {page} | " + " | ".join(cells)
+                     + f" | {g:.2f} {_mark(g <= 1.5)} | {growth_sql.get((shape, page), 0):.2f} |")
+    baseline = [row for row in rows if "baseline" in row]
+    if baseline:
+        lines += ["", "The same first pages on the baseline (it serves only these shapes), p50 ms:",
+                  "", "| shape | " + " | ".join(f"{size:,}" for size in sizes) + " | growth |",
+                  "|---|" + "---:|" * len(sizes) + "---:|"]
+        base_growth = bench_matrix.growth(rows, "baseline")
+        for (shape, page), points in by_key.items():
+            if page == "first" and all("baseline" in points.get(s, {}) for s in sizes):
+                cells = [f"{points[size]['baseline']['p50_ms']:.2f}" for size in sizes]
+                lines.append(f"| `{shape}` | " + " | ".join(cells)
+                             + f" | {base_growth[(shape, page)]:.2f} |")
+    lines += ["", f"Largest growth of any shape: {worst:.2f}x {_mark(worst <= 1.5)}."]
+    return lines
+
+
+def draw_matrix(results: dict[str, Any], config: Config) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    growth = bench_matrix.growth(results["matrix"])
+    shapes = list(dict.fromkeys(shape for shape, _ in growth))
+    figure, axes = plt.subplots(figsize=(9, 0.28 * len(shapes) + 1.6), dpi=110)
+    for offset, page, color in ((-0.2, "first", "tab:blue"), (0.2, "next", "tab:orange")):
+        ys = [i + offset for i, shape in enumerate(shapes) if (shape, page) in growth]
+        xs = [growth[(shape, page)] for shape in shapes if (shape, page) in growth]
+        axes.barh(ys, xs, height=0.38, color=color, label=f"{page} page")
+    axes.axvline(1.5, color="tab:red", linestyle="--", label="target 1.5x")
+    axes.axvline(1.0, color="grey", linewidth=0.8)
+    axes.set_yticks(range(len(shapes)))
+    axes.set_yticklabels(shapes, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel(f"p50 at {config.sizes[-1]:,} tasks / p50 at {config.sizes[0]:,} tasks")
+    axes.set_title(f"Every list query shape: growth of p50 latency ({results['date'][:10]})")
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(config.out / "matrix.png")
+    plt.close(figure)
 
 
 def draw_scale(results: dict[str, Any], config: Config) -> None:
@@ -791,6 +835,9 @@ def main() -> int:
         sizes=QUICK_SCALE_SIZES if quick else SCALE_SIZES,
         out=args.out or REPO / ("artifacts/perf" if quick else "docs/perf"),
         quick=quick,
+        others=20 if quick else OTHER_USERS,
+        matrix_rounds=1 if quick else 3,
+        matrix_requests=40 if quick else 100,
     )
     return run(config)
 

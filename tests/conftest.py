@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 
+from impl.db import connect_options
 from impl.migrate import upgrade
 from impl.token_verifier import mint_hs256
 from tests.pgbouncer import PgBouncer, running_pgbouncer
@@ -98,6 +101,24 @@ def stoppable_postgres() -> Iterator[StoppablePostgres]:
             yield postgres
         finally:
             postgres.close()
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def fresh_database(database_url: str) -> AsyncIterator[str]:
+    """An empty database of its own on the test PostgreSQL, dropped afterwards."""
+    name = f"migration_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(connect_options(database_url).dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield _with_database(database_url, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

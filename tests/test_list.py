@@ -71,10 +71,14 @@ async def test_filters(client: httpx.AsyncClient, alice: User, varied: list[dict
     assert await listed(priority="high") == {"Buy milk", "Zebra 100% done_ok"}
     assert await listed(tag="work") == {"alpha report", "Zebra 100% done_ok"}
     assert await listed(q="milk") == {"Buy milk", "alpha report"}  # title or description, any case
-    assert await listed(q="100%") == {"Zebra 100% done_ok"}  # LIKE metacharacters are literal
-    assert await listed(q="%") == {"Zebra 100% done_ok"}
-    assert await listed(q="_") == {"Zebra 100% done_ok"}
-    assert await listed(q="\\") == {"Backslash \\ task"}
+    assert await listed(q="MIL") == {"Buy milk", "alpha report"}  # the beginning of a word
+    assert await listed(q="ilk") == set()  # not the beginning of a word
+    assert await listed(q="100%") == {"Zebra 100% done_ok"}  # words: runs of letters and digits
+    assert await listed(q="ok") == {"Zebra 100% done_ok"}  # `_` separates words
+    assert await listed(q="done ze") == {"Zebra 100% done_ok"}  # every word, in any order
+    assert await listed(q="done zebras") == set()
+    for no_word in ("%", "_", "\\", "'", "--", "  "):  # no letter or digit: matches no task
+        assert await listed(q=no_word) == set(), no_word
     assert await listed(q="'; DROP TABLE tasks; --") == set()
     assert await listed(due_before="2026-12-02T12:00:00Z") == {"Call mum", "Backslash \\ task"}
     assert await listed(due_after="2026-12-01T12:00:00+00:00") == {"Buy milk", "Backslash \\ task"}
@@ -118,12 +122,16 @@ async def test_sort_orders_page_by_page(
         assert values == sorted(values, reverse=sort.startswith("-"))
 
 
-async def test_ties_break_on_id(client: httpx.AsyncClient, alice: User) -> None:
+async def test_ties_break_on_id_in_the_sort_direction(
+    client: httpx.AsyncClient, alice: User
+) -> None:
     for _ in range(6):
         await create(client, alice, title="same", priority="low")
     tasks, _ = await all_pages(client, alice, sort="title", limit=2)
     ids = [t["id"] for t in tasks]
     assert ids == sorted(ids)
+    backwards, _ = await all_pages(client, alice, sort="-title", limit=2)
+    assert [t["id"] for t in backwards] == ids[::-1]
 
 
 async def test_pagination_neither_skips_nor_repeats_under_concurrent_inserts(
@@ -154,6 +162,7 @@ async def test_limit_bounds_and_meta(client: httpx.AsyncClient, alice: User) -> 
         await create(client, alice)
     body = (await client.get("/api/tasks", params={"limit": 2}, headers=alice.headers)).json()
     assert len(body["data"]) == 2 and body["meta"]["limit"] == 2 and body["meta"]["total"] == 3
+    assert body["meta"]["total_exact"] is True
     assert body["meta"]["next_cursor"]
     for limit in (0, 101, -1, "ten"):
         response = await client.get("/api/tasks", params={"limit": limit}, headers=alice.headers)
@@ -216,3 +225,32 @@ async def test_a_cursor_continues_in_the_order_of_the_request(
     )
     assert pending.status_code == 200
     assert all(t["completed"] for t in pending.json()["data"])
+
+
+async def test_q_examples_of_the_contract(client: httpx.AsyncClient, alice: User) -> None:
+    """The examples in openapi.yaml's description of `q`, as written there."""
+    task = await create(client, alice, title="Email the quarterly report", description="Keep the receipt")
+    await create(client, alice, title="Something else")
+    for q in ("report", "REP", "rec email", "quarter-rep"):
+        tasks, totals = await all_pages(client, alice, q=q)
+        assert [t["id"] for t in tasks] == [task["id"]] and totals == [1], q
+    for q in ("port", "reports", "mail", "email invoice", "%"):
+        tasks, totals = await all_pages(client, alice, q=q)
+        assert tasks == [] and totals == [0], q
+
+
+async def test_total_is_capped_at_20_for_searches_and_due_dates(
+    client: httpx.AsyncClient, alice: User
+) -> None:
+    for i in range(21):
+        await create(client, alice, title=f"report {i}", due_date="2026-12-01T00:00:00Z")
+    for params in ({"q": "report"}, {"due_before": "2027-01-01T00:00:00Z"}):
+        body = (await client.get("/api/tasks", params={**params, "limit": 10}, headers=alice.headers)).json()
+        assert (body["meta"]["total"], body["meta"]["total_exact"]) == (20, False), params
+        tasks, _ = await all_pages(client, alice, **params)
+        assert len(tasks) == 21  # the pages hold every match
+    await client.delete(f"/api/tasks/{tasks[0]['id']}", headers=alice.headers)
+    body = (await client.get("/api/tasks", params={"q": "report"}, headers=alice.headers)).json()
+    assert (body["meta"]["total"], body["meta"]["total_exact"]) == (20, True)
+    counted = (await client.get("/api/tasks", params={"status": "pending"}, headers=alice.headers)).json()
+    assert (counted["meta"]["total"], counted["meta"]["total_exact"]) == (20, True)

@@ -1,0 +1,89 @@
+"""Realistic tasks for the benchmark and the query-plan guard (tests/test_query_plans.py), and a
+fast way to load many of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+COPY_COLUMNS = ["id", "user_id", "title", "description", "completed", "completed_at",
+                "priority", "due_date", "tags", "created_at", "updated_at", "version"]
+
+VERBS = ["Buy", "Call", "Email", "Review", "Fix", "Write", "Plan", "Book", "Renew", "Pay",
+         "Clean", "Prepare", "Update", "Schedule", "Order", "Read", "Finish", "Submit",
+         "Organize", "Check", "Draft", "Return", "Cancel", "Confirm", "Back up"]
+OBJECTS = ["groceries", "the quarterly report", "a dentist appointment", "the bike tyre",
+           "the electricity bill", "slides for the team demo", "the passport", "the car insurance",
+           "the garden shed", "the kitchen sink", "flights to Lisbon", "the tax return",
+           "the onboarding docs", "the API changelog", "grandma", "the landlord", "the gym plan",
+           "the laptop", "photos from the trip", "the birthday present", "the budget sheet",
+           "the release notes", "the pull request", "the library books", "the school forms"]
+DETAILS = [None, None, None, "Before the end of the week", "Ask Sam for the numbers first",
+           "Milk, eggs, bread, coffee", "Check the confirmation email for the reference",
+           "Compare at least three offers", "Needs the signed copy",
+           "Keep the receipt for the expense report", "Low effort, do it between meetings",
+           "Follow up if there is no answer by Friday"]
+TAGS = ["home", "work", "health", "admin", "travel", "errands", "finance", "family", "leisure",
+        "urgent"]
+PRIORITY_WEIGHTS = (("low", 3), ("medium", 5), ("high", 2))
+
+
+def task_rows(user_id: str, count: int, rng: random.Random,
+              now: dt.datetime) -> list[tuple[Any, ...]]:
+    """`count` realistic tasks, created over the past months (newest a minute ago)."""
+    priorities = [p for p, weight in PRIORITY_WEIGHTS for _ in range(weight)]
+    span = dt.timedelta(days=max(30, count // 50))
+    step = span / count
+    rows = []
+    for index in range(count):
+        created = now - dt.timedelta(minutes=1) - step * index - dt.timedelta(
+            seconds=rng.random() * step.total_seconds() * 0.9)
+        completed = rng.random() < 0.35
+        completed_at = min(now, created + dt.timedelta(hours=rng.uniform(1, 240))) if completed \
+            else None
+        due = created + dt.timedelta(days=rng.uniform(-3, 30)) if rng.random() < 0.6 else None
+        updated = completed_at or created + dt.timedelta(minutes=rng.uniform(0, 60))
+        rows.append((
+            uuid.UUID(int=rng.getrandbits(128), version=4), user_id,
+            f"{rng.choice(VERBS)} {rng.choice(OBJECTS)}", rng.choice(DETAILS), completed,
+            completed_at, rng.choice(priorities), due, rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3))),
+            created, min(now, updated), rng.choice((1, 1, 1, 2, 3)),
+        ))
+    return rows
+
+
+
+_COUNTS = ", ".join([
+    "count(*)", "count(*) FILTER (WHERE completed)",
+    *(f"count(*) FILTER (WHERE priority = '{p}')" for p in ("low", "medium", "high")),
+    *(f"count(*) FILTER (WHERE completed AND priority = '{p}')" for p in ("low", "medium", "high")),
+])
+_COUNTERS = ("total, completed, low, medium, high, low_completed, medium_completed, "
+             "high_completed")
+
+
+async def copy_tasks(connection: asyncpg.Connection, users: Sequence[str],
+                     rows: list[tuple[Any, ...]]) -> None:
+    """COPY rows (COPY_COLUMNS) of new users in one transaction, with the counter triggers off,
+    then count them once: with the triggers on, every row would update its user's counter row
+    again, and a row updated thousands of times in one transaction gets slower at each update.
+    Only for a database of its own (the table stays locked until the commit)."""
+    async with connection.transaction():
+        await connection.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_count_writes")
+        await connection.copy_records_to_table("tasks", records=rows, columns=COPY_COLUMNS)
+        await connection.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_count_writes")
+        await connection.execute(
+            f"INSERT INTO task_counts (user_id, {_COUNTERS}) SELECT user_id, {_COUNTS} "
+            "FROM tasks WHERE user_id = ANY($1::text[]) GROUP BY user_id", list(users),
+        )
+        await connection.execute(
+            f"INSERT INTO task_tag_counts (user_id, tag, {_COUNTERS}) SELECT user_id, tag, "
+            f"{_COUNTS} FROM (SELECT DISTINCT id, user_id, completed, priority, unnest(tags) "
+            "AS tag FROM tasks WHERE user_id = ANY($1::text[])) AS tagged GROUP BY user_id, tag",
+            list(users),
+        )

@@ -1,0 +1,172 @@
+"""The benchmark's matrix: every list query shape (bench/shapes.py) at every user size, first
+page and the page after it, over HTTP (ours, and the baseline where it has the query) and the
+list statement alone.
+
+Latency comes from a minimal keep-alive HTTP/1.1 client on raw asyncio streams, one request at
+a time (the collector off while it runs): it adds the same few tens of microseconds to every
+sample whatever the size, so the growth from 100 to 100,000 tasks is the server's. (wrk's
+shortest run is a second, too long for 200 points.) Points are measured round-robin, several
+rounds, and the median taken, so a burst of load elsewhere on the machine does not land on one
+point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gc
+import json
+import re
+import statistics
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from bench.shapes import Shape, matrix
+from impl.task_list_sql import ListQuery, last_position, list_statement
+
+LIMIT = 20
+_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Point:
+    shape: Shape
+    page: str  # "first" or "next"
+    size: int
+    path: str  # URL path and query of the request
+    user: str
+    token: str
+
+
+async def _latencies(host: str, port: int, path: str, token: str, count: int) -> list[float]:
+    reader, writer = await asyncio.open_connection(host, port)
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+               ).encode()
+    times = []
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = _LENGTH.search(head)
+            body = await reader.readexactly(int(length.group(1)) if length else 0)
+            times.append((time.perf_counter() - start) * 1000)
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{path}: {head[:40]!r} {body[:200]!r}")
+    finally:
+        writer.close()
+    return times
+
+
+def _query(shape: Shape) -> ListQuery:
+    params: dict[str, Any] = dict(shape.params)
+    for name in ("due_before", "due_after"):
+        if name in params:
+            params[name] = dt.datetime.fromisoformat(params[name])
+    return ListQuery(limit=LIMIT, **params)
+
+
+def _points(users: dict[int, tuple[str, str]], now: dt.datetime, base: str) -> list[Point]:
+    """Every (shape, page, size); the next page's cursor from a first request."""
+    points = []
+    for shape in matrix(now):
+        for size, (user, token) in users.items():
+            query = urllib.parse.urlencode({"limit": LIMIT, **shape.params})
+            first = f"/api/tasks?{query}"
+            points.append(Point(shape, "first", size, first, user, token))
+            request = urllib.request.Request(base + first,
+                                             headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                cursor = json.loads(response.read())["meta"]["next_cursor"]
+            if cursor:
+                next_path = f"{first}&{urllib.parse.urlencode({'cursor': cursor})}"
+                points.append(Point(shape, "next", size, next_path, user, token))
+    return points
+
+
+async def _sql_ms(connection: asyncpg.Connection, point: Point, samples: int) -> float:
+    """The list statement alone, as the store sends it (cached, so planned like the server's)."""
+    query = _query(point.shape)
+    statement = list_statement(point.user, query, None)
+    if point.page == "next":
+        records = await connection.fetch(statement.sql, *statement.args)
+        statement = list_statement(point.user, query, last_position(records[LIMIT - 1]))
+    for _ in range(5):
+        await connection.fetch(statement.sql, *statement.args)
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        await connection.fetch(statement.sql, *statement.args)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+async def measure(database_url: str, ours: str, baseline: str | None,
+                  users: dict[int, tuple[str, str]], now: dt.datetime, rounds: int,
+                  requests: int, say: Any) -> list[dict[str, Any]]:
+    points = _points(users, now, ours)
+    servers = {"ours": ours, **({"baseline": baseline} if baseline else {})}
+    samples: dict[tuple[int, str], list[list[float]]] = {}
+    gc.collect()
+    gc.disable()
+    try:
+        for round_number in range(-1, rounds):  # -1: warm-up (statements prepared, caches)
+            started = time.monotonic()
+            for index, point in enumerate(points):
+                for name, base in servers.items():
+                    if name != "ours" and not (point.shape.baseline and point.page == "first"):
+                        continue
+                    parts = urllib.parse.urlsplit(base)
+                    times = await _latencies(parts.hostname or "", parts.port or 0, point.path,
+                                             point.token, 12 if round_number < 0 else requests)
+                    if round_number >= 0:
+                        samples.setdefault((index, name), []).append(times)
+            if round_number >= 0:
+                say(f"  matrix round {round_number + 1}/{rounds}: {len(points)} points in "
+                    f"{time.monotonic() - started:.0f} s")
+    finally:
+        gc.enable()
+    connection = await asyncpg.connect(database_url)
+    try:
+        sql = [await _sql_ms(connection, point, 60) for point in points]
+    finally:
+        await connection.close()
+    results = []
+    for index, point in enumerate(points):
+        row: dict[str, Any] = {"shape": point.shape.name, "page": point.page, "tasks": point.size,
+                               "sql_ms": round(sql[index], 3)}
+        for name in servers:
+            runs = samples.get((index, name))
+            if runs:
+                row[name] = {
+                    "p50_ms": round(statistics.median(statistics.median(r) for r in runs), 3),
+                    "p99_ms": round(statistics.median(
+                        sorted(r)[int(len(r) * 0.99) - 1] for r in runs), 3),
+                }
+        results.append(row)
+    return results
+
+
+def value(row: dict[str, Any], who: str) -> float | None:
+    """The p50 of `who` (ours, baseline) or the SQL alone (sql) at one point."""
+    if who == "sql":
+        return float(row["sql_ms"])
+    return float(row[who]["p50_ms"]) if who in row else None
+
+
+def growth(rows: list[dict[str, Any]], who: str = "ours") -> dict[tuple[str, str], float]:
+    """p50 at the largest size over p50 at the smallest, per (shape, page)."""
+    by_key: dict[tuple[str, str], dict[int, float]] = {}
+    for row in rows:
+        measured = value(row, who)
+        if measured is not None:
+            by_key.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = measured
+    return {
+        key: round(sizes[max(sizes)] / sizes[min(sizes)], 2)
+        for key, sizes in by_key.items() if len(sizes) > 1
+    }

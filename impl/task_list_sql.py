@@ -1,0 +1,345 @@
+"""The SQL of one page of a listing: filters, sort, keyset cursor and `meta.total`, in one
+statement whose cost does not grow with the user's number of tasks.
+
+The indexes (migration 0004): one per sort key, (user_id, key, id), read forwards or backwards;
+(user_id, completed, created_at, id) for status in the default order; a GIN index on the
+user-scoped `search` lexemes for `q` and `tag`. A page is read in one of two ways, and the
+statement decides which at run time, from numbers it reads first:
+
+- walk: read the sort index from the cursor and keep the rows that match, until the page is
+  full. Conditions the index itself orders (status with the created_at sort, priority with the
+  priority sort, due dates with the due_date sort) bound the index range; the others are tested
+  row by row. Cheap while matches are common: about limit / (share of matching tasks) rows.
+- collect: when few tasks match (at most COLLECT_MAX by the counters, or TOTAL_CAP counted),
+  fetch them all through the index of a filter (GIN for q and tag, the due date index, status,
+  priority) and sort them. Cheap while matches are few.
+
+Both branches are in the statement, each behind a condition on that number, and each written so
+that the planner has one sensible plan for it whatever its estimates: the row tests of the walk
+are wrapped in coalesce(), which no index can serve and which the planner rates as matching half
+of the rows, so it always walks the sort index; the collecting query reads no more than its
+LIMIT. So a cached generic plan is as good as a custom one, and misleading statistics (a user's
+tasks are not distributed like everybody's) cannot turn a page into a scan of the user's rows.
+
+`meta.total`: from the per-user counters (task_counts, task_tag_counts: exact) unless `q`,
+`due_before` or `due_after` filters; then the matching tasks are counted up to TOTAL_CAP + 1,
+and a total above TOTAL_CAP is reported as TOTAL_CAP with `total_exact` false.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from impl.cursor import Position
+
+COLUMNS = (
+    "tasks.id, tasks.user_id, tasks.title, tasks.description, tasks.completed, "
+    "tasks.completed_at, tasks.priority::text AS priority, tasks.due_date, "
+    "tasks.tags::text[] AS tags, tasks.created_at, tasks.updated_at, tasks.version"
+)
+# sort name -> (expression, SQL type of the cursor value). Columns are qualified: a bare
+# `priority` in ORDER BY would name the text output column, not the enum.
+SORT_EXPRESSIONS = {
+    "created_at": ("tasks.created_at", "timestamptz"),
+    "updated_at": ("tasks.updated_at", "timestamptz"),
+    "title": ("tasks.title", "text"),
+    "priority": ("tasks.priority", "task_priority"),
+    "due_date": ("tasks.due_date", "timestamptz"),
+}
+# The sort keys of each row, as text, for the cursor of the last row of a page.
+CURSOR_KEYS = ", ".join(
+    f"({expression})::text AS key_{name}" for name, (expression, _) in SORT_EXPRESSIONS.items()
+)
+# Tasks without a due date sort last in both directions: NULL becomes the far end. Each
+# direction has an index on exactly its expression (models.py DUE_ASC, DUE_DESC).
+DUE_ASC = "COALESCE(tasks.due_date, 'infinity'::timestamptz)"
+DUE_DESC = "COALESCE(tasks.due_date, '-infinity'::timestamptz)"
+# meta.total with `q`, `due_before` or `due_after`: matching tasks are counted up to this many
+# (a page of the benchmark); a larger total is reported as TOTAL_CAP, with meta.total_exact
+# false. Counting costs about TOTAL_CAP / (share of matching tasks) rows read.
+TOTAL_CAP = 20
+# Up to this many matches (known exactly from the counters), collecting and sorting them all is
+# cheaper than walking the sort index past the others.
+COLLECT_MAX = 1000
+# A word search first walks at most this many of the user's tasks in sort order (see below).
+WALK_MAX = 1500
+PEEK_ROWS, PEEK_HITS = 150, 2
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    status: str = "all"
+    priority: str | None = None
+    tag: str | None = None
+    q: str | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    sort: str = "-created_at"
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    args: list[Any]
+    counted: bool  # meta.total comes from the counters (exact), not a capped count
+
+
+@dataclass
+class _Args:
+    values: list[Any] = field(default_factory=list)
+
+    def __call__(self, value: Any) -> str:
+        """A placeholder for `value`."""
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """Date-times go to PostgreSQL as RFC 3339 text: asyncpg would turn Python's smallest and
+    largest datetimes (0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z) into -infinity and
+    infinity, which come back without an offset."""
+    return None if value is None else value.isoformat()
+
+
+def _sort_expression(name: str, descending: bool) -> tuple[str, str]:
+    if name == "due_date":
+        return (DUE_DESC if descending else DUE_ASC), "timestamptz"
+    return SORT_EXPRESSIONS[name]
+
+
+def _cursor_key(position: Position, name: str, descending: bool) -> str:
+    value = position.keys[name]
+    if value is None:  # only due_date is nullable
+        return "-infinity" if descending else "infinity"
+    return value
+
+
+def _counter_column(status: str, priority: str | None) -> str:
+    """The counter expression (task_counts, task_tag_counts) for a status and priority."""
+    if priority is None:
+        return {"all": "total", "pending": "total - completed", "completed": "completed"}[status]
+    return {
+        "all": priority,
+        "pending": f"{priority} - {priority}_completed",
+        "completed": f"{priority}_completed",
+    }[status]
+
+
+@dataclass
+class _Conditions:
+    ordered: list[str] = field(default_factory=list)  # bound the sort index's range
+    tested: list[str] = field(default_factory=list)  # tested row by row in a walk
+    collect_order: str | None = None  # the ORDER BY that makes collecting use a filter's index
+    searched: list[str] = field(default_factory=list)  # the GIN conditions (also in tested)
+
+
+def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) -> _Conditions:
+    conditions = _Conditions()
+    if query.status != "all":
+        value = "true" if query.status == "completed" else "false"
+        target = conditions.ordered if sort_name == "created_at" else conditions.tested
+        target.append(f"tasks.completed = {value}")
+        conditions.collect_order = "tasks.created_at"  # (user_id, completed, created_at, id)
+    if query.priority is not None:
+        target = conditions.ordered if sort_name == "priority" else conditions.tested
+        target.append(f"tasks.priority = {arg(query.priority)}::task_priority")
+        conditions.collect_order = "tasks.id"  # (user_id, priority, id)
+    if query.due_before is not None or query.due_after is not None:
+        # Both bounds on one expression: one range of its index. Undated tasks are +infinity in
+        # the ascending expression, -infinity in the descending one: the bound on that side
+        # keeps them out (due dates are finite: CHECK due_date_finite).
+        if sort_name == "due_date":
+            due = DUE_DESC if descending else DUE_ASC
+        else:
+            due = DUE_ASC if query.due_before is not None else DUE_DESC
+        bounds = []
+        if query.due_before is not None:
+            bounds.append(f"{due} < {arg(timestamp(query.due_before))}::text::timestamptz")
+        elif due == DUE_ASC:
+            bounds.append(f"{due} < 'infinity'::timestamptz")
+        if query.due_after is not None:
+            bounds.append(f"{due} > {arg(timestamp(query.due_after))}::text::timestamptz")
+        elif due == DUE_DESC:
+            bounds.append(f"{due} > '-infinity'::timestamptz")
+        target = conditions.ordered if sort_name == "due_date" else conditions.tested
+        target.extend(bounds)
+        conditions.collect_order = due
+    # The search queries come from the `search` CTE: computed once per statement, not per row.
+    if query.tag is not None:
+        conditions.searched.append("tasks.search @@ (SELECT tag FROM search)")
+    if query.q is not None:
+        conditions.searched.append("tasks.search @@ (SELECT words FROM search)")
+    if conditions.searched:
+        conditions.tested.extend(conditions.searched)
+        conditions.collect_order = None  # the GIN index: no order
+    return conditions
+
+
+def list_statement(user_id: str, query: ListQuery, after: Position | None) -> Statement:
+    """One page of a listing and its total, in one statement (tests/test_query_plans.py runs
+    EXPLAIN on exactly this)."""
+    descending = query.sort.startswith("-")
+    sort_name = query.sort.lstrip("-")
+    expression, sql_type = _sort_expression(sort_name, descending)
+    direction = "DESC" if descending else "ASC"
+    order = f"{expression} {direction}, tasks.id {direction}"
+    arg = _Args()
+    user = f"tasks.user_id = {arg(user_id)}"
+    limit = arg(query.limit + 1)  # a parameter, so that one statement serves every page size
+    conditions = _conditions(query, sort_name, descending, arg)
+    ordered = "".join(f" AND {condition}" for condition in conditions.ordered)
+    tested = " AND ".join(conditions.tested)
+    every = " AND ".join([user, *conditions.ordered, *conditions.tested])
+    counted = (query.q, query.due_before, query.due_after) == (None, None, None)
+
+    ctes: list[str] = []
+    if conditions.searched:
+        tag = f"task_tag_query($1, {arg(query.tag)})" if query.tag is not None else "NULL"
+        words = f"task_search_query($1, {arg(query.q)})" if query.q is not None else "NULL"
+        ctes.append(f"search AS MATERIALIZED (SELECT {tag} AS tag, {words} AS words)")
+    if counted:
+        # The counters know how many tasks match: collect them if that is few.
+        column = _counter_column(query.status, query.priority)
+        counters = "task_counts WHERE user_id = $1"
+        if query.tag is not None:
+            counters = f"task_tag_counts WHERE user_id = $1 AND tag = {arg(query.tag)}"
+        collect_max = COLLECT_MAX
+        # Few: collecting M matches costs about as much as walking past (limit + 1) * N / M
+        # tasks when M * M = (limit + 1) * N / 8 (measured: a collected row costs about eight
+        # walked ones), N the user's tasks; and never more than COLLECT_MAX.
+        ctes.append(
+            f"counts AS MATERIALIZED (SELECT coalesce((SELECT {column} FROM {counters}), 0) "
+            "AS matches, coalesce((SELECT total FROM task_counts WHERE user_id = $1), 0) AS tasks)"
+        )
+        ctes.append(
+            f"decision AS (SELECT matches, matches <= {COLLECT_MAX} AND matches * matches * 8 "
+            f"<= {limit} * tasks AS few FROM counts)"
+        )
+        gate = " AND (SELECT few FROM decision)"
+    elif query.q is None:
+        # Due dates: count through their index (its range, in order: never the whole table).
+        collect_max = TOTAL_CAP
+        gate = ""
+    else:
+        # A word search. Its GIN index reads every entry of the words, which costs more than
+        # walking the sort index when they are common, and nothing when they are rare. So peek
+        # at the first PEEK_ROWS tasks in sort order: if the words match at least PEEK_HITS of
+        # them, walk on (at most WALK_MAX tasks) for the first TOTAL_CAP + 1 matches. If fewer
+        # are found there (or the words are rare), the matches are sparse: collect them through
+        # the index (up to COLLECT_MAX), which beats walking past the others for every page.
+        collect_max = COLLECT_MAX
+        searched = " AND ".join(conditions.searched)
+        ctes.append(
+            f"peek AS MATERIALIZED (SELECT count(*) AS hits FROM (SELECT {searched} AS hit "
+            f"FROM tasks WHERE {user}{ordered} ORDER BY {order} LIMIT {PEEK_ROWS}) AS first "
+            f"WHERE first.hit)"
+        )
+        ctes.append(
+            f"walked AS MATERIALIZED (SELECT walk.id, walk.sort_key FROM (SELECT tasks.id, "
+            f"{expression} AS sort_key, {tested} AS hit FROM tasks WHERE {user}{ordered} "
+            f"AND (SELECT hits FROM peek) >= {PEEK_HITS} ORDER BY {order} LIMIT {WALK_MAX}) "
+            f"AS walk WHERE walk.hit LIMIT {TOTAL_CAP + 1})"
+        )
+        gate = f" AND (SELECT count(*) FROM walked) <= {TOTAL_CAP}"
+    if conditions.tested or not counted:
+        # All the matching tasks, when there are few (or the first TOTAL_CAP + 1 of them, to
+        # count them): through a filter's index, never walking the user's other tasks. With a
+        # search condition, that is the GIN index alone: the others are tested on its rows
+        # (combining it with a btree index would read all the user's entries of that index).
+        if conditions.searched:
+            others = " AND ".join(
+                [user, *conditions.ordered,
+                 *(c for c in conditions.tested if c not in conditions.searched)]
+            )
+            where = f"{' AND '.join(conditions.searched)} AND coalesce({others}, false)"
+        else:
+            where = every
+        collect_order = f" ORDER BY {conditions.collect_order}" if conditions.collect_order else ""
+        ctes.append(
+            f"collected AS MATERIALIZED (SELECT tasks.id, {expression} AS sort_key FROM tasks "
+            f"WHERE {where}{gate}{collect_order} LIMIT {collect_max + 1})"
+        )
+    if not counted and query.q is None:
+        ctes.append(
+            f"decision AS (SELECT matches, matches <= {TOTAL_CAP} AS few "
+            "FROM (SELECT count(*) AS matches FROM collected) AS counted)"
+        )
+    elif not counted:
+        # More than TOTAL_CAP found by the walk: many, walk the pages. Otherwise the collected
+        # count decides (more than COLLECT_MAX: walk too).
+        ctes.append(
+            f"decision AS (SELECT CASE WHEN walked > {TOTAL_CAP} THEN walked ELSE collected END "
+            f"AS matches, walked <= {TOTAL_CAP} AND collected <= {COLLECT_MAX} AS few, "
+            f"walked > {TOTAL_CAP} AS walked_many "
+            "FROM (SELECT (SELECT count(*) FROM walked) AS walked, "
+            "(SELECT count(*) FROM collected) AS collected) AS counted)"
+        )
+
+    keyset, collected_keyset = "", ""
+    if after is not None:
+        # Ties break on id in the sort's direction: the page continues after the cursor's
+        # (key, id) in the order of the (user_id, key, id) index, read backwards when
+        # descending. The cursor holds the key as text; PostgreSQL casts it back.
+        op = "<" if descending else ">"
+        position = (
+            f"({arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}, "
+            f"{arg(after.task_id)}::uuid)"
+        )
+        keyset = f" AND ({expression}, tasks.id) {op} {position}"
+        collected_keyset = f" AND (collected.sort_key, collected.id) {op} {position}"
+    page_columns = f"{COLUMNS}, {CURSOR_KEYS}, row_number() OVER (ORDER BY {order}) AS ordinal"
+
+    if not conditions.tested:
+        # Every condition bounds the sort index: the page is a range of it.
+        branches = (
+            f"SELECT {page_columns} FROM tasks WHERE {user}{ordered}{keyset} "
+            f"ORDER BY {order} LIMIT {limit}"
+        )
+    else:
+        # Few matches: sort the collected ones. Many: walk the sort index, testing each row;
+        # coalesce() keeps the planner from serving the tests with an index and sorting.
+        few = (
+            f"SELECT {page_columns} FROM (SELECT collected.id FROM collected "
+            f"WHERE decision.few{collected_keyset} "
+            f"ORDER BY collected.sort_key {direction}, collected.id {direction} "
+            f"LIMIT {limit}) AS chosen JOIN tasks ON tasks.id = chosen.id AND {user} "
+            f"ORDER BY {order}"
+        )
+        many = (
+            f"SELECT {page_columns} FROM tasks WHERE {user}{ordered} "
+            f"AND coalesce({tested}, false){keyset} AND NOT decision.few "
+            f"ORDER BY {order} LIMIT {limit}"
+        )
+        branches = f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({many}) AS many"
+        if query.q is not None and after is None and query.limit <= TOTAL_CAP:
+            # The first page when the walk found more than TOTAL_CAP matches: its rows are the
+            # first of them. (Many matches that the walk did not find: walk the pages.)
+            walked = (
+                f"SELECT {page_columns} FROM (SELECT walked.id FROM walked "
+                "WHERE decision.walked_many "
+                f"ORDER BY walked.sort_key {direction}, walked.id {direction} LIMIT {limit}) "
+                f"AS chosen JOIN tasks ON tasks.id = chosen.id AND {user} ORDER BY {order}"
+            )
+            many = many.replace("AND NOT decision.few", "AND NOT decision.few "
+                                "AND NOT decision.walked_many")
+            branches = (f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({walked}) "
+                        f"AS walked_page UNION ALL SELECT * FROM ({many}) AS many")
+    # The outer row always exists, so an empty page still brings its total (as one row of NULL
+    # task columns).
+    sql = (
+        f"WITH {', '.join(ctes)} SELECT page.*, decision.matches AS total FROM decision "
+        f"LEFT JOIN LATERAL ({branches}) AS page ON true ORDER BY page.ordinal"
+    )
+    return Statement(sql=sql, args=arg.values, counted=counted)
+
+
+def last_position(record: Any) -> Position:
+    """The cursor position of a page's last row."""
+    return Position(
+        task_id=uuid.UUID(str(record["id"])),
+        keys={name: record[f"key_{name}"] for name in SORT_EXPRESSIONS},
+    )

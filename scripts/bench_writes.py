@@ -1,0 +1,213 @@
+"""What each part of migration 0004 costs a write: the database's CPU time per INSERT and per
+UPDATE (a PATCH of `completed`), with the schema of 0003 and then each part of 0004 added in
+turn, on the same data.
+
+    uv run python scripts/bench_writes.py [--statements 2000] [--rounds 5]
+
+It starts a private PostgreSQL (pgserver, temporary directory), loads 60,000 realistic tasks
+(bench/data.py), and makes one database per step from a template of the previous one. The
+figure is the CPU time of the PostgreSQL backend process (/proc/<pid>/stat) divided by the
+statements it ran, autocommit, like the API: on a machine shared with other work it moves much
+less than wall time. Each round measures every step once, in order; the median is printed.
+Also the time `task-api migrate` takes from 0003 to 0004 on that data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib.util
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from alembic import command
+
+from bench.data import copy_tasks, task_rows
+from impl.migrate import alembic_config, upgrade
+from impl.store import INSERT_SQL
+
+TICK = os.sysconf("SC_CLK_TCK")
+UPDATE_SQL = (
+    "UPDATE tasks SET completed = $3, completed_at = CASE WHEN $3 THEN COALESCE(completed_at, "
+    "now()) END, version = version + 1, updated_at = now() WHERE id = $1 AND user_id = $2"
+)
+
+
+def _migration() -> Any:
+    path = REPO / "impl/migrations/versions/0004_list_indexes.py"
+    spec = importlib.util.spec_from_file_location("migration_0004", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def steps() -> dict[str, list[str]]:
+    """0003, then the parts of 0004 one by one (the last step is exactly 0004's schema)."""
+    m = _migration()
+    indexes = []
+    for name, columns in m.SORT_INDEXES.items():
+        indexes += [f"DROP INDEX IF EXISTS {name}", f"CREATE INDEX {name} ON tasks ({columns})"]
+    counters = [
+        *(f"ALTER TABLE task_counts ADD COLUMN {p}_completed bigint NOT NULL DEFAULT 0"
+          for p in m.PRIORITIES),
+        (
+            "CREATE TABLE task_tag_counts (user_id text COLLATE \"C\" NOT NULL, tag varchar(32) "
+            "NOT NULL, " + "".join(f"{n} bigint NOT NULL DEFAULT 0, " for n in m.COUNTS)
+            + "PRIMARY KEY (user_id, tag))"
+        ),
+        "DROP TRIGGER tasks_count_changes ON tasks", m.TRIGGER_FUNCTION, m.COUNT_CHANGES_TRIGGER,
+    ]
+    search = f"GENERATED ALWAYS AS ({m.SEARCH_TERMS}) STORED"
+    column = [*m.FUNCTIONS, f"ALTER TABLE tasks ADD COLUMN search tsvector NOT NULL {search}"]
+    return {
+        "0003 (before)": [],
+        "+ sort indexes (one per key, two for due_date)": indexes,
+        "+ counters per priority and tag (trigger)": counters,
+        "+ search column (generated tsvector)": column,
+        "+ GIN index on search": ["CREATE INDEX ix_tasks_search ON tasks USING gin (search)"],
+        "- GIN index on tags (= 0004)": ["DROP INDEX ix_tasks_tags"],
+    }
+
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+async def _measure(url: str, statements: int) -> tuple[float, float]:
+    connection = await asyncpg.connect(url)
+    try:
+        pid = await connection.fetchval("SELECT pg_backend_pid()")
+        user = f"writer-{uuid.uuid4().hex[:8]}"
+        ids = [uuid.uuid4() for _ in range(statements)]
+        start = _cpu(pid)
+        for index, task_id in enumerate(ids):
+            await connection.execute(
+                INSERT_SQL, task_id, user, f"Email the quarterly report {index}",
+                "Keep the receipt for the expense report", False, "high",
+                "2030-06-01T09:30:00+02:00", ["work", "urgent"],
+            )
+        inserted = _cpu(pid)
+        for task_id in ids:
+            await connection.execute(UPDATE_SQL, task_id, user, True)
+        updated = _cpu(pid)
+        await connection.execute("DELETE FROM tasks WHERE user_id = $1", user)
+        await connection.execute("VACUUM ANALYZE tasks")
+        return ((inserted - start) / statements * 1e6, (updated - inserted) / statements * 1e6)
+    finally:
+        await connection.close()
+
+
+def _database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def _load(url: str) -> None:
+    rng, now = random.Random(7), dt.datetime.now(dt.UTC)
+    connection = await asyncpg.connect(url)
+    try:
+        await copy_tasks(connection, ["big"], task_rows("big", 50_000, rng, now))
+        for index in range(10):
+            user = f"other-{index}"
+            await copy_tasks(connection, [user], task_rows(user, 1_000, rng, now))
+    finally:
+        await connection.close()
+
+
+async def _build(admin_url: str, base: str) -> list[tuple[str, str]]:
+    admin = await asyncpg.connect(admin_url)
+    databases, previous = [], base
+    try:
+        for number, (label, statements) in enumerate(steps().items()):
+            name = f"step{number}"
+            await admin.execute(f"CREATE DATABASE {name} TEMPLATE {previous}")
+            connection = await asyncpg.connect(_database(admin_url, name))
+            try:
+                for statement in statements:
+                    await connection.execute(statement)
+                await connection.execute("VACUUM ANALYZE")
+            finally:
+                await connection.close()
+            databases.append((label, _database(admin_url, name)))
+            previous = name
+    finally:
+        await admin.close()
+    return databases
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--statements", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="task-api-writes-") as tmp:
+        server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        try:
+            admin_url = server.get_uri()
+            data_url = _database(admin_url, "data")
+            asyncio.run(_create(admin_url, "data"))
+            upgrade(data_url)
+            asyncio.run(_load(data_url))
+            command.downgrade(alembic_config(data_url), "0003")  # the same rows, at 0003
+            asyncio.run(_vacuum(data_url))
+            asyncio.run(_create(admin_url, "timed", template="data"))
+            started = time.monotonic()
+            upgrade(_database(admin_url, "timed"))
+            migrate_s = time.monotonic() - started
+            databases = asyncio.run(_build(admin_url, "data"))
+            results: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in databases}
+            for round_number in range(args.rounds):
+                for label, url in databases:
+                    results[label].append(asyncio.run(_measure(url, args.statements)))
+                print(f"round {round_number + 1}/{args.rounds} done", flush=True)
+        finally:
+            server.cleanup()
+    print(f"\nPostgreSQL backend CPU per statement (autocommit), median of {args.rounds} rounds "
+          f"of {args.statements}; 61,000 tasks; 1-minute load average "
+          f"{os.getloadavg()[0]:.2f}:\n")
+    print("| schema | INSERT us | UPDATE (completed) us |\n|---|---:|---:|")
+    for label, runs in results.items():
+        insert = statistics.median(r[0] for r in runs)
+        update = statistics.median(r[1] for r in runs)
+        print(f"| {label} | {insert:.0f} | {update:.0f} |")
+    print(f"\n`task-api migrate` 0003 -> 0004 on those 61,000 tasks: {migrate_s:.1f} s")
+    return 0
+
+
+async def _create(admin_url: str, name: str, template: str | None = None) -> None:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        template_clause = f" TEMPLATE {template}" if template else ""
+        await admin.execute(f"CREATE DATABASE {name}{template_clause}")
+    finally:
+        await admin.close()
+
+
+async def _vacuum(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
