@@ -30,6 +30,7 @@ from bench.shapes import Shape, matrix
 from impl.task_list_sql import ListQuery, last_position, list_statement
 
 LIMIT = 20
+GENERIC_PLANS = {"plan_cache_mode": "force_generic_plan"}
 _LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
 
@@ -131,7 +132,8 @@ async def measure(database_url: str, ours: str, baseline: str | None,
                     f"{time.monotonic() - started:.0f} s")
     finally:
         gc.enable()
-    connection = await asyncpg.connect(database_url)
+    # The API's connections keep generic plans (impl/db.py): so does this one.
+    connection = await asyncpg.connect(database_url, server_settings=GENERIC_PLANS)
     try:
         sql = [await _sql_ms(connection, point, 60) for point in points]
     finally:

@@ -230,7 +230,7 @@ async def sql_timings(url: str, sizes: tuple[int, ...], samples: int) -> dict[st
     a count(*) of the matching rows costs, the total before migration 0002."""
     from bench.sql import COUNT_SQL, LIST_SQL
 
-    connection = await asyncpg.connect(url)
+    connection = await asyncpg.connect(url, server_settings=bench_matrix.GENERIC_PLANS)
     out: dict[str, Any] = {}
 
     async def median_ms(sql: str, *args: Any) -> float:
