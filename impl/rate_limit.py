@@ -48,6 +48,9 @@ class RateLimiter:
         self.policy = f'"{name}";q={burst};w={refill_seconds}'
         # key -> (tokens left, when they were counted)
         self._buckets: dict[str, tuple[float, float]] = {}
+        # The table size that triggers the next pruning. Doubled past what a pruning keeps, so
+        # that many busy callers do not make every new caller pay a walk of the whole table.
+        self._prune_at = PRUNE_ABOVE
 
     def take(self, key: str, now: float | None = None) -> Decision:
         """Count one request of `key`."""
@@ -57,7 +60,7 @@ class RateLimiter:
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
-        if len(self._buckets) >= PRUNE_ABOVE and key not in self._buckets:
+        if len(self._buckets) >= self._prune_at and key not in self._buckets:
             self._prune(now)
         self._buckets[key] = (tokens, now)
         until_full = math.ceil((self.burst - tokens) / self.rate)
@@ -71,3 +74,4 @@ class RateLimiter:
             for key, (tokens, then) in self._buckets.items()
             if tokens + (now - then) * self.rate < self.burst
         }
+        self._prune_at = max(PRUNE_ABOVE, 2 * len(self._buckets))

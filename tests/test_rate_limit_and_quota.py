@@ -51,6 +51,18 @@ def test_idle_buckets_are_dropped_when_the_table_grows(monkeypatch: pytest.Monke
     assert [limiter.take("a", now=10.0).allowed for _ in range(3)] == [True, True, False]
 
 
+def test_busy_callers_do_not_make_every_new_caller_walk_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("impl.rate_limit.PRUNE_ABOVE", 3)
+    limiter = RateLimiter("per-user", rate=1.0, burst=2)
+    for key in "abc":
+        limiter.take(key, now=0.0)
+    limiter.take("d", now=0.1)  # nobody is full yet: all kept, next pruning at twice the size
+    assert set(limiter._buckets) == {"a", "b", "c", "d"}
+    assert limiter._prune_at == 6  # twice the 3 the pruning kept
+
+
 # --- over HTTP --------------------------------------------------------------------------------
 
 
