@@ -5,7 +5,7 @@ could not also do:
 
 - the same HS256 bearer check (PyJWT, `sub` and `exp` required, 30 s leeway, `sub` a user id
   of 1-255 characters without control characters, tokens over 8 KiB refused);
-- the same SQL text as impl/store.py and impl/task_list_sql.py (bench/sql.py imports it): same
+- the same SQL text as impl/tasks/store.py and impl/tasks/list_sql.py (bench/sql.py imports it): same
   columns, casts and ORDER BY, the list's page (LIMIT n+1) and total in one statement, the same
   INSERT and UPDATE, one pooled connection per operation and, like the API, no reset query when
   it goes back to the pool;
@@ -74,7 +74,7 @@ pool: asyncpg.Pool | None = None
 
 class Connection(asyncpg.Connection):  # type: ignore[misc]
     """No reset query when a connection goes back to the pool: the API turns it off too
-    (impl/db.py), so both send PostgreSQL the same statements."""
+    (impl/platform/database.py), so both send PostgreSQL the same statements."""
 
     def get_reset_query(self) -> str:
         return ""
@@ -316,7 +316,7 @@ async def health(request: Request) -> Response:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     global pool
-    # The API's connections keep generic plans (impl/db.py): so do the baseline's.
+    # The API's connections keep generic plans (impl/platform/database.py): so do the baseline's.
     pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=16, command_timeout=10,
                                      connection_class=Connection,
                                      server_settings={"plan_cache_mode": "force_generic_plan"})

@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from bench.shapes import Shape, matrix
-from impl.task_list_sql import ListQuery, last_position, list_statement
+from impl.tasks.list_sql import ListQuery, last_position, list_statement
 
 LIMIT = 20
 GENERIC_PLANS = {"plan_cache_mode": "force_generic_plan"}
@@ -132,7 +132,7 @@ async def measure(database_url: str, ours: str, baseline: str | None,
                     f"{time.monotonic() - started:.0f} s")
     finally:
         gc.enable()
-    # The API's connections keep generic plans (impl/db.py): so does this one.
+    # The API's connections keep generic plans (impl/platform/database.py): so does this one.
     connection = await asyncpg.connect(database_url, server_settings=GENERIC_PLANS)
     try:
         sql = [await _sql_ms(connection, point, 60) for point in points]

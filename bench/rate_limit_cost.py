@@ -1,4 +1,4 @@
-"""What a rate-limit decision costs: in process (impl/rate_limit.py, what the API uses) against a
+"""What a rate-limit decision costs: in process (impl/http/rate_limit.py, what the API uses) against a
 token bucket shared through PostgreSQL (one upsert per request, what N replicas would need to
 share one limit). Prints figures; asserts nothing.
 
@@ -19,7 +19,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from impl.rate_limit import RateLimiter
+from impl.http.rate_limit import RateLimiter
 
 # A token bucket in one statement: refill by elapsed time, take one if there is one.
 SHARED_TAKE = """
@@ -59,7 +59,7 @@ async def measure(requests: int) -> None:
         server.cleanup()
     samples.sort()
     print(f"{requests} decisions, 100 users")
-    print(f"  in process (impl/rate_limit.py): {in_process_us:8.1f} us per request")
+    print(f"  in process (impl/http/rate_limit.py): {in_process_us:8.1f} us per request")
     print(f"  shared through PostgreSQL:       {statistics.median(samples):8.1f} us per request "
           f"(median; p99 {samples[int(len(samples) * 0.99)]:.1f} us), one more round trip and "
           "a row write per request")

@@ -1,14 +1,14 @@
 """The SQL of the benchmarked operations, for the baseline app and the SQL-only timings.
 
-The fixed statements and column lists are imported from impl/store.py, and the list statement
-from impl/task_list_sql.py, so both servers send the same text. The baseline serves only the
+The fixed statements and column lists are imported from impl/tasks/store.py, and the list statement
+from impl/tasks/list_sql.py, so both servers send the same text. The baseline serves only the
 default sort and `status`. scripts/bench.py checks before every run that the baseline's answers
 equal the API's, so a drift in columns or results shows up."""
 
 from __future__ import annotations
 
-from impl.store import COLUMNS, DIAGNOSE_SQL, GET_SQL, INSERT_SQL, TASK_FIELDS, WRITABLE
-from impl.task_list_sql import ListQuery, list_statement
+from impl.tasks.store import COLUMNS, DIAGNOSE_SQL, GET_SQL, INSERT_SQL, TASK_FIELDS, WRITABLE
+from impl.tasks.list_sql import ListQuery, list_statement
 
 SORT_KEYS = ("created_at", "updated_at", "title", "priority", "due_date")
 # The first page of the default sort, for `status` only: the store's own statement (page and

@@ -11,11 +11,11 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.responses import Response
 
-import impl.system
-import impl.tasks
-from impl.auth import Principal, authenticate
-from impl.contract_route import ContractRoute
-from impl.json_body import json_body
+import impl.system.handlers
+import impl.tasks.handlers
+from impl.http.auth import Principal, authenticate
+from impl.http.body import json_body
+from impl.http.route import ContractRoute
 
 from .models import (
     ErrorEnvelope,
@@ -48,7 +48,7 @@ router = APIRouter(route_class=ContractRoute)
     description="Answers 200 while the process serves HTTP; never touches the database.",
 )
 async def get_health() -> Response:
-    return await impl.system.get_health()
+    return await impl.system.handlers.get_health()
 
 
 @router.get(
@@ -66,7 +66,7 @@ async def get_health() -> Response:
     description="Answers 200 when the database answers a query, 503 when it does not.",
 )
 async def get_readiness() -> Response:
-    return await impl.system.get_readiness()
+    return await impl.system.handlers.get_readiness()
 
 
 @router.get(
@@ -118,7 +118,7 @@ async def list_tasks(
         Optional[str], Query(min_length=1, max_length=4096, pattern='^[A-Za-z0-9_-]+$')
     ] = None,
 ) -> Response:
-    return await impl.tasks.list_tasks(
+    return await impl.tasks.handlers.list_tasks(
         principal=principal,
         status=status,
         priority=priority,
@@ -162,7 +162,7 @@ async def create_task(
         Header(alias='Idempotency-Key', min_length=1, max_length=255, pattern='^[\\x21-\\x7E]+$'),
     ] = None,
 ) -> Response:
-    return await impl.tasks.create_task(
+    return await impl.tasks.handlers.create_task(
         principal=principal,
         body=body,
         idempotency_key=idempotency_key,
@@ -189,7 +189,7 @@ async def get_task_stats(
     *,
     principal: Annotated[Principal, Depends(authenticate)],
 ) -> Response:
-    return await impl.tasks.get_task_stats(
+    return await impl.tasks.handlers.get_task_stats(
         principal=principal,
     )
 
@@ -218,7 +218,7 @@ async def get_task(
     principal: Annotated[Principal, Depends(authenticate)],
     task_id: Annotated[UUID, Path()],
 ) -> Response:
-    return await impl.tasks.get_task(
+    return await impl.tasks.handlers.get_task(
         principal=principal,
         task_id=task_id,
     )
@@ -257,7 +257,7 @@ async def replace_task(
         Header(alias='If-Match', min_length=1, max_length=64, pattern='^[^\\u0000\\r\\n]+$'),
     ] = None,
 ) -> Response:
-    return await impl.tasks.replace_task(
+    return await impl.tasks.handlers.replace_task(
         principal=principal,
         body=body,
         task_id=task_id,
@@ -298,7 +298,7 @@ async def update_task(
         Header(alias='If-Match', min_length=1, max_length=64, pattern='^[^\\u0000\\r\\n]+$'),
     ] = None,
 ) -> Response:
-    return await impl.tasks.update_task(
+    return await impl.tasks.handlers.update_task(
         principal=principal,
         body=body,
         task_id=task_id,
@@ -335,7 +335,7 @@ async def delete_task(
         Header(alias='If-Match', min_length=1, max_length=64, pattern='^[^\\u0000\\r\\n]+$'),
     ] = None,
 ) -> Response:
-    return await impl.tasks.delete_task(
+    return await impl.tasks.handlers.delete_task(
         principal=principal,
         task_id=task_id,
         if_match=if_match,

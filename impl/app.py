@@ -21,16 +21,16 @@ from starlette.types import ASGIApp
 
 from generated.routes import router
 from impl import runtime
-from impl.auth import RateLimits
-from impl.contract import install_contract_routes
-from impl.cursor import CursorCodec
-from impl.db import Database
-from impl.errors import install_error_handlers
-from impl.rate_limit import RateLimiter
-from impl.request_context_middleware import RequestContextMiddleware
-from impl.request_guard import RequestGuardMiddleware
-from impl.settings import Settings
-from impl.token_verifier import TokenVerifier
+from impl.http.auth import RateLimits
+from impl.http.contract import install_contract_routes
+from impl.http.errors import install_error_handlers
+from impl.http.guards import RequestGuardMiddleware
+from impl.http.middleware import RequestContextMiddleware
+from impl.http.rate_limit import RateLimiter
+from impl.platform.database import Database
+from impl.platform.settings import Settings
+from impl.platform.token_verifier import TokenVerifier
+from impl.tasks.cursor import CursorCodec
 
 log = logging.getLogger("task_api")
 
@@ -122,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_contract_routes(app)
     for route in app.router.routes:
         # The routes that run FastAPI's own request handler (the contract's documents; the
-        # generated ones have their own, impl/contract_route.py) need its file exit stack.
+        # generated ones have their own, impl/http/route.py) need its file exit stack.
         if isinstance(route, APIRoute) and not getattr(route, "planned", False):
             route.app = AsyncExitStackMiddleware(route.app)
     install_error_handlers(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from impl.app import create_app
-from impl.settings import ConfigurationError, load_settings
+from impl.platform.settings import ConfigurationError, load_settings
 
 
 def create_from_env() -> FastAPI:

@@ -11,8 +11,8 @@ import signal
 import sys
 from typing import Any
 
-from impl.logs import logging_config
-from impl.settings import ConfigurationError, Settings, describe_value, load_settings
+from impl.platform.logs import logging_config
+from impl.platform.settings import ConfigurationError, Settings, describe_value, load_settings
 
 log = logging.getLogger("task_api.cli")
 
@@ -22,9 +22,9 @@ def _prepare(settings: Settings) -> tuple[str, Any]:
     Returns (url, handle); keep the handle alive while the server runs."""
     if settings.database_url is not None:
         return settings.database_url, None
-    from impl.embedded import local_secret, start_postgres
-    from impl.migrate import upgrade
-    from impl.seed import seed
+    from impl.platform.embedded import local_secret, start_postgres
+    from impl.platform.migrate import upgrade
+    from impl.tasks.seed import seed
 
     handle, url, created = start_postgres(settings.data_dir)
     if not settings.better_auth_secret:
@@ -38,9 +38,9 @@ def _prepare(settings: Settings) -> tuple[str, Any]:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from impl import serving
-    from impl.seed import DEMO_USERS
-    from impl.token_verifier import mint_hs256
+    from impl.platform import serving
+    from impl.platform.token_verifier import mint_hs256
+    from impl.tasks.seed import DEMO_USERS
 
     embedded = settings.embedded
     url, handle = _prepare(settings)
@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from impl.migrate import upgrade
+    from impl.platform.migrate import upgrade
 
     url, _handle = _prepare(settings) if settings.embedded else (settings.database_url, None)
     assert url
@@ -99,7 +99,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    from impl.seed import DEMO_USERS, seed
+    from impl.tasks.seed import DEMO_USERS, seed
 
     url, _handle = _prepare(settings)
     inserted = asyncio.run(seed(url, reset=args.reset))
@@ -109,9 +109,9 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from impl import user_ids
-    from impl.embedded import local_secret
-    from impl.token_verifier import mint_hs256
+    from impl.platform import user_ids
+    from impl.platform.embedded import local_secret
+    from impl.platform.token_verifier import mint_hs256
 
     user_id = args.user_id
     problem = user_ids.problem(user_id)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
-from impl.cursor import CursorCodec
-from impl.db import Database
-from impl.errors import ServiceUnavailable
-from impl.settings import Settings
-from impl.store import TaskStore
+from impl.http.errors import ServiceUnavailable
+from impl.platform.database import Database
+from impl.platform.settings import Settings
+from impl.tasks.cursor import CursorCodec
+from impl.tasks.store import TaskStore
 
 
 @dataclass

@@ -58,9 +58,9 @@ sys.path.insert(0, str(REPO))
 
 from bench import matrix as bench_matrix
 from bench.data import copy_tasks, task_rows
-from impl.migrate import upgrade
-from impl.settings import Settings
-from impl.token_verifier import mint_hs256
+from impl.platform.migrate import upgrade
+from impl.platform.settings import Settings
+from impl.platform.token_verifier import mint_hs256
 
 LUA = REPO / "bench" / "requests.lua"
 SECRET = "bench-secret-" + "s" * 40

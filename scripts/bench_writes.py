@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))
 from alembic import command
 
 from bench.data import copy_tasks, task_rows
-from impl.migrate import alembic_config, upgrade
-from impl.store import INSERT_SQL
+from impl.platform.migrate import alembic_config, upgrade
+from impl.tasks.store import INSERT_SQL
 
 TICK = os.sysconf("SC_CLK_TCK")
 UPDATE_SQL = (

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from impl.token_verifier import mint_hs256
+from impl.platform.token_verifier import mint_hs256
 
 OPERATIONS = ("create", "list", "patch", "delete")
 WEIGHTS = (0.30, 0.30, 0.28, 0.12)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
-from impl.db import connect_options
+from impl.platform.database import connect_options
 from tests.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ import asyncpg
 import httpx
 import pytest
 
-from impl.db import connect_options
-from impl.migrate import upgrade
-from impl.token_verifier import mint_hs256
+from impl.platform.database import connect_options
+from impl.platform.migrate import upgrade
+from impl.platform.token_verifier import mint_hs256
 from tests.pgbouncer import PgBouncer, running_pgbouncer
 from tests.servers import (
     POOLED,

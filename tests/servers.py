@@ -18,8 +18,8 @@ import asyncpg
 import uvicorn
 
 from impl.app import create_app
-from impl.db import connect_options
-from impl.settings import Settings
+from impl.platform.database import connect_options
+from impl.platform.settings import Settings
 
 SECRET = "test-secret-" + "x" * 40
 ALPHANUMERIC = string.ascii_letters + string.digits

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from impl import token_verifier as reasons
+from impl.platform import token_verifier as reasons
 from tests.servers import SECRET, running_server, settings
 from tests.servers import random_user_id as better_auth_id
 

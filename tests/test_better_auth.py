@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from impl.token_verifier import WRONG_AUDIENCE
+from impl.platform.token_verifier import WRONG_AUDIENCE
 from tests.better_auth import (
     KEY_ALGORITHMS,
     BetterAuthServer,

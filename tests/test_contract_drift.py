@@ -24,7 +24,7 @@ import yaml
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-import impl.auth
+import impl.http.auth
 from generated.routes import router
 from impl.app import create_app
 from tests.servers import settings
@@ -211,7 +211,7 @@ def test_success_status_is_the_documented_2xx(method: str, path: str) -> None:
 
 @pytest.mark.parametrize(("method", "path"), list(CONTRACT_OPS), ids=OP_IDS)
 def test_request_body_matches_the_contract(method: str, path: str) -> None:
-    """Bodies are read by impl.json_body (strict JSON-mode validation), a sub-dependency named
+    """Bodies are read by impl.http.body (strict JSON-mode validation), a sub-dependency named
     parse_<Model>, never by FastAPI's own body parameters."""
     op = CONTRACT_DOC["paths"][path][method.lower()]
     route = _route_for(method, path)
@@ -255,7 +255,7 @@ def test_security_matches_the_contract(method: str, path: str) -> None:
     secured = any(requirement for requirement in requirements)
     route = _route_for(method, path)
     calls = [sub.call for sub in route.dependant.dependencies]
-    assert (impl.auth.authenticate in calls) == secured
+    assert (impl.http.auth.authenticate in calls) == secured
     # The security dependency reads the Authorization header itself: it declares no parameter
     # that would be missing from the contract.
     assert _sub_dependency_params(route) == set()

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from impl.errors import MethodNotAllowed, error_response
+from impl.http.errors import MethodNotAllowed, error_response
 from tests.conftest import User, new_user
 from tests.servers import running_server, settings
 

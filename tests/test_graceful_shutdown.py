@@ -46,8 +46,8 @@ import asyncpg
 import httpx
 import pytest
 
-from impl.db import connect_options
-from impl.token_verifier import mint_hs256
+from impl.platform.database import connect_options
+from impl.platform.token_verifier import mint_hs256
 from tests.reporting import show
 from tests.servers import SECRET, TASK_API, free_port, random_user_id, server_environment
 
@@ -313,7 +313,7 @@ async def test_sigterm_under_load_finishes_in_flight_refuses_new_and_exits_0(
                 "connection refused while serving")
         elif not seen and user not in stored:
             # Only for connections made after SIGTERM: the server serves its accept queue
-            # before closing the listener (impl/serving.py), so no connection the kernel had
+            # before closing the listener (impl/platform/serving.py), so no connection the kernel had
             # queued before SIGTERM is reset.
             queued_before = o.connected is not None and o.connected < sigterm_at
             kind = "reset before acceptance" + (

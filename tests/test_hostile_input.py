@@ -292,7 +292,7 @@ INVALID_FIELDS: dict[str, tuple[bytes, list[str]]] = {
     "unknown-empty-key": (b'{"title": "x", "": 1}', ["body."]),
     "unknown-10k-key": (
         b'{"title": "x", "' + b"k" * 10_000 + b'": 1}',
-        ["body." + "k" * 195],  # cut to the contract's 200 characters (impl/errors.py)
+        ["body." + "k" * 195],  # cut to the contract's 200 characters (impl/http/errors.py)
     ),
 }
 

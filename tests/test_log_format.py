@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from impl.token_verifier import mint_hs256
+from impl.platform.token_verifier import mint_hs256
 from tests.reporting import show
 from tests.servers import TASK_API, free_port, random_user_id, server_environment
 

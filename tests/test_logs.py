@@ -28,8 +28,8 @@ import asyncpg
 import httpx
 import pytest
 
-from impl.db import connect_options
-from impl.token_verifier import mint_hs256
+from impl.platform.database import connect_options
+from impl.platform.token_verifier import mint_hs256
 from tests.reporting import show
 from tests.servers import TASK_API, free_port
 

@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 from alembic import command
 
-from impl.db import connect_options
-from impl.migrate import alembic_config, upgrade
+from impl.platform.database import connect_options
+from impl.platform.migrate import alembic_config, upgrade
 from tests.test_counts import RECOUNT, RECOUNT_TAGS
 
 USERS = ("a11ce000-0000-4000-8000-000000000001", "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY")

@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 from alembic import command
 
-from impl import user_ids
-from impl.db import connect_options
-from impl.migrate import alembic_config, upgrade
+from impl.platform import user_ids
+from impl.platform.database import connect_options
+from impl.platform.migrate import alembic_config, upgrade
 
 UUID_USER = "a11ce000-0000-4000-8000-000000000001"  # the demo user alice: keeps her id
 BETTER_AUTH_USER = "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY"

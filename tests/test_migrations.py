@@ -1,4 +1,4 @@
-"""The Alembic migrations build exactly the schema that impl/models.py describes."""
+"""The Alembic migrations build exactly the schema that impl/tasks/tables.py describes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import impl.models  # noqa: F401 - registers the tables
-from impl.db import connect_options
+import impl.tasks.tables  # noqa: F401 - registers the tables
+from impl.platform.database import connect_options
 
 
 async def test_models_and_migrations_agree(database_url: str) -> None:

@@ -165,7 +165,7 @@ CASES = [("direct", "fast"), ("direct", "immediate"), ("direct", "freeze"), ("pg
 
 
 class ServerErrors(logging.Handler):
-    """The exceptions behind the server's 500s (logged by impl.errors with exc_info)."""
+    """The exceptions behind the server's 500s (logged by impl.http.errors with exc_info)."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)

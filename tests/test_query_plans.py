@@ -27,9 +27,9 @@ import pytest
 
 from bench.data import copy_tasks, task_rows
 from bench.shapes import Shape, matrix
-from impl.db import connect_options
-from impl.migrate import upgrade
-from impl.task_list_sql import ListQuery, Statement, last_position, list_statement
+from impl.platform.database import connect_options
+from impl.platform.migrate import upgrade
+from impl.tasks.list_sql import ListQuery, Statement, last_position, list_statement
 from tests.conftest import THROUGH_PGBOUNCER
 
 USER, USER_TASKS = "guard-user-with-30000-tasks", 30_000

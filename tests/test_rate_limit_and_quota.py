@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from impl.rate_limit import RateLimiter
+from impl.http.rate_limit import RateLimiter
 from tests.conftest import User, new_user
 from tests.servers import running_server, settings
 
@@ -41,7 +41,7 @@ def test_bucket_allows_the_burst_then_refills_at_the_rate() -> None:
 
 
 def test_idle_buckets_are_dropped_when_the_table_grows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("impl.rate_limit.PRUNE_ABOVE", 3)
+    monkeypatch.setattr("impl.http.rate_limit.PRUNE_ABOVE", 3)
     limiter = RateLimiter("per-user", rate=1.0, burst=2)
     for key in "abc":
         limiter.take(key, now=0.0)
@@ -54,7 +54,7 @@ def test_idle_buckets_are_dropped_when_the_table_grows(monkeypatch: pytest.Monke
 def test_busy_callers_do_not_make_every_new_caller_walk_the_table(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("impl.rate_limit.PRUNE_ABOVE", 3)
+    monkeypatch.setattr("impl.http.rate_limit.PRUNE_ABOVE", 3)
     limiter = RateLimiter("per-user", rate=1.0, burst=2)
     for key in "abc":
         limiter.take(key, now=0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from impl.db import Database, connect_options
+from impl.platform.database import Database, connect_options
 from tests.servers import settings
 
 NEON = (

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from impl.settings import Settings
-from impl.token_verifier import mint_hs256
+from impl.platform.settings import Settings
+from impl.platform.token_verifier import mint_hs256
 from tests.servers import SECRET, TASK_API, free_port, random_user_id, server_environment, stop
 
 README = Path(__file__).parent.parent / "README.md"

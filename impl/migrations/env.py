@@ -10,8 +10,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import impl.models  # noqa: F401 - registers the tables on SQLModel.metadata
-from impl.db import connect_options
+import impl.tasks.tables  # noqa: F401 - registers the tables on SQLModel.metadata
+from impl.platform.database import connect_options
 
 target_metadata = SQLModel.metadata
 

@@ -270,7 +270,7 @@ class Contract:
                         "path": path,
                         "operation_id": operation["operationId"],
                         "function_name": snake(operation["operationId"]),
-                        "module": snake(tag),
+                        "module": f"{snake(tag)}.handlers",  # impl/<tag>/handlers.py
                         "tag": tag,
                         "summary": operation.get("summary", ""),
                         "description": operation.get("description", ""),

@@ -25,7 +25,7 @@ branch_labels = None
 depends_on = None
 
 TABLES = ("tasks", "idempotency_keys", "task_counts")
-# Frozen here (a migration is a snapshot): the same rule as impl/models.py USER_ID_CHECK.
+# Frozen here (a migration is a snapshot): the same rule as impl/tasks/tables.py USER_ID_CHECK.
 USER_ID_CHECK = (
     r"char_length(user_id) BETWEEN 1 AND 255 AND user_id !~ '[\x01-\x1f\x7f-\x9f]'"
 )

@@ -32,7 +32,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# Frozen here (a migration is a snapshot); impl/models.py declares the same column and indexes.
+# Frozen here (a migration is a snapshot); impl/tasks/tables.py declares the same column and indexes.
 # The words of a text: lower-case runs of letters and digits, each cut to its first 100
 # characters, space-separated (regular expressions: no parser, no dictionary, no stemming).
 # The scope of a user: 8 hex digits of md5(user_id), before each of the user's lexemes. The

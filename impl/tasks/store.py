@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from impl.cursor import Position
-from impl.db import Database
-from impl.task_list_sql import TOTAL_CAP, ListQuery, last_position, list_statement, timestamp
+from impl.platform.database import Database
+from impl.tasks.cursor import Position
+from impl.tasks.list_sql import TOTAL_CAP, ListQuery, last_position, list_statement, timestamp
 
 __all__ = ["ListQuery", "Page", "TaskStore"]  # ListQuery: the handlers build it
 

@@ -1,6 +1,6 @@
 """Bearer JWT -> Principal. The dependency that the generated stubs put on secured operations.
 
-It also applies the rate limits (impl/rate_limit.py): per user once the token is accepted, per
+It also applies the rate limits (impl/http/rate_limit.py): per user once the token is accepted, per
 client address while it is not (so guessing tokens is throttled too).
 """
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from impl.errors import TooManyRequests, Unauthorized
-from impl.rate_limit import RateLimiter
-from impl.token_verifier import TokenRefused, TokenVerifier
+from impl.http.errors import TooManyRequests, Unauthorized
+from impl.http.rate_limit import RateLimiter
+from impl.platform.token_verifier import TokenRefused, TokenVerifier
 
 log = logging.getLogger("task_api.auth")
 

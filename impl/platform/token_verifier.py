@@ -27,9 +27,9 @@ from typing import Any
 
 import jwt
 
-from impl import user_ids
-from impl.errors import ServiceUnavailable, Unauthorized
-from impl.settings import Settings
+from impl.http.errors import ServiceUnavailable, Unauthorized
+from impl.platform import user_ids
+from impl.platform.settings import Settings
 
 log = logging.getLogger("task_api.auth")
 

@@ -2,8 +2,8 @@
 alphanumerics; UUIDs, serial numbers and custom ids occur too, and an existing Better Auth app
 cannot change its ids, so only the shape is checked: 1-255 characters, no control characters.
 
-One rule for the token check (impl/token_verifier.py), the CLI and the database's CHECK
-constraint (impl/models.py).
+One rule for the token check (impl/platform/token_verifier.py), the CLI and the database's CHECK
+constraint (impl/tasks/tables.py).
 """
 
 from __future__ import annotations

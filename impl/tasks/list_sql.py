@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from impl.cursor import Position
+from impl.tasks.cursor import Position
 
 COLUMNS = (
     "tasks.id, tasks.user_id, tasks.title, tasks.description, tasks.completed, "

@@ -58,7 +58,7 @@ def _tasks(now: datetime) -> list[dict[str, Any]]:
 
 async def seed(database_url: str, *, reset: bool = False) -> int:
     """Load the demo data; returns how many tasks were inserted."""
-    from impl.db import connect_options
+    from impl.platform.database import connect_options
 
     options = connect_options(database_url)
     connection = await asyncpg.connect(options.dsn, statement_cache_size=0)

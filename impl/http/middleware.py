@@ -11,8 +11,8 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from impl import runtime
-from impl.errors import unexpected_error_response
-from impl.request_context import reset_request_id, set_request_id
+from impl.http.errors import unexpected_error_response
+from impl.platform.request_context import reset_request_id, set_request_id
 
 access_log = logging.getLogger("task_api.access")
 _VERSION_4 = 0x4000 << 64  # the version nibble of a UUID's 128 bits

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from generated.models import Priority, TaskPatch, TaskWrite
-from impl.errors import ValidationFailed
+from impl.http.errors import ValidationFailed
 
 # Fields that the contract declares nullable; the generated PATCH model also takes null for the
 # others (it cannot tell "absent" from "null" for optional fields), so that is refused here.

@@ -12,8 +12,8 @@ from email.message import Message
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from impl.contract_paths import documented_methods
-from impl.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType, error_response
+from impl.http.contract_paths import documented_methods
+from impl.http.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType, error_response
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 

@@ -79,7 +79,7 @@ def _plan(dependant: Dependant) -> tuple[list[tuple[str, Any]], list[_Param]] | 
 def _asgi(handler: Handler) -> ASGIApp:
     """The route's ASGI app. FastAPI's wraps each request in two exit stacks (for dependencies
     with `yield`, which the stubs never use) and its own exception wrapper; here exceptions go
-    to the app's ExceptionMiddleware, which holds the same handlers (impl/errors.py)."""
+    to the app's ExceptionMiddleware, which holds the same handlers (impl/http/errors.py)."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         response = await handler(Request(scope, receive, send))

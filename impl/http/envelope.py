@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from impl.request_context import current_request_id
+from impl.platform.request_context import current_request_id
 
 
 def meta(**extra: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from impl.errors import ValidationFailed
+from impl.http.errors import ValidationFailed
 
 MAC_BYTES = 16
 # The sort keys of a task, as PostgreSQL prints them (exact round trip through ::text).

@@ -11,11 +11,11 @@ from starlette.responses import Response
 
 from generated.models import Priority, SortOrder, StatusFilter, TaskPatch, TaskWrite
 from impl import runtime
-from impl.auth import Principal
-from impl.envelope import success
-from impl.errors import Conflict, Forbidden, NotFound, PreconditionFailed, QuotaExceeded
-from impl.store import Foreign, KeyReused, ListQuery, Missing, OverQuota, Stale
-from impl.task_fields import etag, instant, parse_if_match, patch_changes, write_fields
+from impl.http.auth import Principal
+from impl.http.envelope import success
+from impl.http.errors import Conflict, Forbidden, NotFound, PreconditionFailed, QuotaExceeded
+from impl.tasks.fields import etag, instant, parse_if_match, patch_changes, write_fields
+from impl.tasks.store import Foreign, KeyReused, ListQuery, Missing, OverQuota, Stale
 
 
 def _task_response(task: dict[str, Any], status_code: int = 200, **headers: str) -> Response:

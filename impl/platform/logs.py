@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from impl.request_context import _request_id
+from impl.platform.request_context import _request_id
 
 # uvicorn adds `color_message` (its message with ANSI colour codes) to some records: a terminal
 # thing, never written to JSON.
@@ -128,9 +128,9 @@ def logging_config(level: str, log_format: str = "auto") -> dict[str, Any]:
     format is decided here, in the parent: workers inherit its stderr and this dict."""
     if use_text(log_format):
         colour = use_text("auto") and "NO_COLOR" not in os.environ  # https://no-color.org
-        formatter: dict[str, Any] = {"()": "impl.logs.TextFormatter", "color": colour}
+        formatter: dict[str, Any] = {"()": "impl.platform.logs.TextFormatter", "color": colour}
     else:
-        formatter = {"()": "impl.logs.JsonFormatter"}
+        formatter = {"()": "impl.platform.logs.JsonFormatter"}
     return {
         "version": 1,
         "disable_existing_loggers": False,

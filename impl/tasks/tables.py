@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
-from impl import user_ids
+from impl.platform import user_ids
 
 PRIORITIES = ("low", "medium", "high")
 
 
-# User ids (impl/user_ids.py) are stored as text in the "C" collation: compared byte for byte, as
+# User ids (impl/platform/user_ids.py) are stored as text in the "C" collation: compared byte for byte, as
 # an identifier must be, and cheaper to compare and index than a locale's rules.
 def user_id_column(*, primary_key: bool = False) -> sa.Column[str]:
     return sa.Column("user_id", sa.Text(collation="C"), primary_key=primary_key, nullable=False)

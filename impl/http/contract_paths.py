@@ -8,7 +8,7 @@ from functools import cache
 
 import yaml
 
-from impl.contract import contract_yaml
+from impl.http.contract import contract_yaml
 
 
 @cache

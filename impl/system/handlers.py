@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from impl import runtime
-from impl.envelope import success
-from impl.errors import DATABASE_DOWN, ServiceUnavailable
+from impl.http.envelope import success
+from impl.http.errors import DATABASE_DOWN, ServiceUnavailable
 
 
 async def get_health() -> Response:

@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from impl.contract_paths import documented_methods
-from impl.envelope import error_body
+from impl.http.contract_paths import documented_methods
+from impl.http.envelope import error_body
 
 log = logging.getLogger("task_api.errors")
 

@@ -14,7 +14,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
-CONTRACT_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
+CONTRACT_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 ASSETS_PATH = Path(fastapi_offline.__file__).parent / "static"
 ASSETS_URL = "/docs-assets"
 

@@ -1,0 +1,1 @@
+"""The handlers of the contract's `system` tag: liveness and readiness probes."""
