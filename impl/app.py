@@ -9,6 +9,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
@@ -19,9 +20,11 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp
 
+import impl.system.handlers
+import impl.tasks.handlers
 from generated.routes import router
-from impl import runtime
-from impl.http.auth import RateLimits
+from impl.http.auth import STATE_KEY as AUTHENTICATION
+from impl.http.auth import Authentication, RateLimits
 from impl.http.contract import install_contract_routes
 from impl.http.errors import install_error_handlers
 from impl.http.guards import RequestGuardMiddleware
@@ -31,6 +34,7 @@ from impl.platform.database import Database
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import TokenVerifier
 from impl.tasks.cursor import CursorCodec
+from impl.tasks.store import TaskStore
 
 log = logging.getLogger("task_api")
 
@@ -85,23 +89,32 @@ def create_app(settings: Settings) -> FastAPI:
         raise ValueError("create_app needs settings.database_url")
     verifier = TokenVerifier(settings)
 
+    rate_limits = _rate_limits(settings)
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        """Opens what the requests use and hands it to them: Starlette gives every request a copy
+        of the yielded state (`request.state`), from which each tag's `resources` dependency
+        and the auth dependency take their part (impl/http/state.py)."""
         database = Database(database_url, settings)
         await database.open()
         await verifier.start()
-        app.state.runtime = runtime.Runtime(
-            settings, database, CursorCodec(_cursor_secret(settings))
-        )
+        state = {
+            AUTHENTICATION: Authentication(verifier, rate_limits),
+            impl.tasks.handlers.STATE_KEY: impl.tasks.handlers.Resources(
+                store=TaskStore(database, settings.max_tasks_per_user),
+                cursors=CursorCodec(_cursor_secret(settings)),
+            ),
+            impl.system.handlers.STATE_KEY: impl.system.handlers.Resources(database=database),
+        }
         # Everything built so far (the app, the models, the routes) lives as long as the
         # process: moved out of the collector's sight, it no longer makes the periodic full
         # collections long, which showed up as p99 latency.
         gc.collect()
         gc.freeze()
         try:
-            yield
+            yield state
         finally:
-            app.state.runtime = None
             await database.close()
 
     app = TaskApi(
@@ -113,9 +126,6 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.verifier = verifier
-    app.state.rate_limits = _rate_limits(settings)
-    app.state.runtime = None
     # The generated routes go straight into the app's router: include_router() would wrap them
     # in a router include that FastAPI walks on every request.
     app.router.routes.extend(router.routes)

@@ -13,6 +13,7 @@ from fastapi import Request
 
 from impl.http.errors import TooManyRequests, Unauthorized
 from impl.http.rate_limit import RateLimiter
+from impl.http.state import lifespan_state
 from impl.platform.token_verifier import TokenRefused, TokenVerifier
 
 log = logging.getLogger("task_api.auth")
@@ -30,6 +31,17 @@ class RateLimits:
     per_address: RateLimiter
 
 
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """What `authenticate` uses: the app's lifespan state holds it under STATE_KEY."""
+
+    verifier: TokenVerifier
+    limits: RateLimits | None
+
+
+STATE_KEY = "authentication"
+
+
 def _limit(request: Request, limiter: RateLimiter, key: str) -> None:
     decision = limiter.take(key)
     if not decision.allowed:
@@ -38,10 +50,11 @@ def _limit(request: Request, limiter: RateLimiter, key: str) -> None:
 
 
 async def authenticate(request: Request) -> Principal:
-    limits: RateLimits | None = request.app.state.rate_limits
+    authentication: Authentication = lifespan_state(request, STATE_KEY)
+    limits = authentication.limits
     try:
-        user_id = await _verified_user(request)
-    except Unauthorized:
+        user_id = await _verified_user(request, authentication.verifier)
+    except (Unauthorized, TokenRefused):
         if limits is not None:
             _limit(request, limits.per_address, request.client.host if request.client else "")
         raise
@@ -51,14 +64,13 @@ async def authenticate(request: Request) -> Principal:
     return Principal(user_id=user_id)
 
 
-async def _verified_user(request: Request) -> str:
+async def _verified_user(request: Request, verifier: TokenVerifier) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("Authorization header required")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header required")
-    verifier: TokenVerifier = request.app.state.verifier
     try:
         return await verifier.verify(token.strip())
     except TokenRefused as refused:

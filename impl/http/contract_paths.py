@@ -19,7 +19,7 @@ def _path_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
         pattern = re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template))
         methods = {m.upper() for m in item if m in ("get", "put", "post", "delete", "patch")}
         table.append((re.compile(f"^{pattern}$"), template.count("{"), frozenset(methods)))
-    # Literal paths before templated ones: /api/tasks/stats is not /api/tasks/{task_id}.
+    # Literal paths before templated ones: /items/stats is not /items/{item_id}.
     table.sort(key=lambda row: row[1])
     return [(pattern, methods) for pattern, _, methods in table]
 

@@ -1,11 +1,12 @@
-"""Typed API errors, and the one place that turns every exception into an error envelope."""
+"""The one place that turns every exception into an error envelope: the HTTP layer's own errors
+(ApiError: malformed bodies, auth headers, guards, rate limits) and the platform's domain errors
+(impl/platform/errors.py), each kind mapped to its status and code here, once."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -13,6 +14,18 @@ from starlette.responses import Response
 
 from impl.http.contract_paths import documented_methods
 from impl.http.envelope import error_body
+from impl.platform.errors import (
+    DATABASE_DOWN,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    Stale,
+    Unauthenticated,
+    Unavailable,
+)
 
 log = logging.getLogger("task_api.errors")
 
@@ -59,12 +72,8 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={"WWW-Authenticate": challenge})
 
 
-class Forbidden(ApiError):
-    status_code, code, message = 403, "FORBIDDEN", "This task belongs to another user"
-
-
-class NotFound(ApiError):
-    status_code, code, message = 404, "NOT_FOUND", "Task not found"
+class RouteNotFound(ApiError):
+    status_code, code, message = 404, "NOT_FOUND", "Not found"
 
 
 class MethodNotAllowed(ApiError):
@@ -74,17 +83,16 @@ class MethodNotAllowed(ApiError):
         super().__init__(f"Method {method} is not allowed on this path", headers={"Allow": allow})
 
 
-class RouteNotFound(NotFound):
-    message = "Not found"
-
-
-class Conflict(ApiError):
-    status_code, code = 409, "CONFLICT"
-
-
-class PreconditionFailed(ApiError):
-    status_code, code = 412, "PRECONDITION_FAILED"
-    message = "The task has changed since the given ETag"
+def method_not_allowed(method: str, path: str, routed_allow: str = "") -> MethodNotAllowed | None:
+    """The one 405: for a path of the contract, every method it documents in `Allow` (a method
+    it documents, or HEAD where it documents GET, is no 405); for another path (the docs), the
+    methods its route takes (`routed_allow`, Starlette's)."""
+    methods = documented_methods(path)
+    if methods is None:
+        return MethodNotAllowed(method, routed_allow) if routed_allow else None
+    if method in methods or (method == "HEAD" and "GET" in methods):
+        return None
+    return MethodNotAllowed(method, ", ".join(sorted(methods)))
 
 
 class PayloadTooLarge(ApiError):
@@ -114,15 +122,6 @@ class TooManyRequests(ApiError):
         )
 
 
-class QuotaExceeded(ApiError):
-    status_code, code = 409, "QUOTA_EXCEEDED"
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"Task quota reached: at most {limit} tasks per user; delete some to create more"
-        )
-
-
 class ServiceUnavailable(ApiError):
     status_code, code, message = 503, "SERVICE_UNAVAILABLE", "Database unavailable"
 
@@ -130,19 +129,6 @@ class ServiceUnavailable(ApiError):
         super().__init__(message, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
-# Exceptions that mean "the database is not reachable right now", not "our bug".
-DATABASE_DOWN = (
-    OSError,
-    TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.ConnectionFailureError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.PostgresConnectionError,
-)
 
 _GENERIC = {
     400: MalformedRequest,
@@ -150,6 +136,34 @@ _GENERIC = {
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
 }
+
+
+# Each kind of domain error (impl/platform/errors.py): its status and code. The most specific
+# kind first (QuotaExceeded before Conflict).
+_KINDS: list[tuple[type[DomainError], int, str]] = [
+    (NotFound, 404, "NOT_FOUND"),
+    (Forbidden, 403, "FORBIDDEN"),
+    (Stale, 412, "PRECONDITION_FAILED"),
+    (QuotaExceeded, 409, "QUOTA_EXCEEDED"),
+    (Conflict, 409, "CONFLICT"),
+]
+
+
+def api_error(error: DomainError) -> ApiError:
+    """The envelope's error for a domain error."""
+    if isinstance(error, InvalidInput):
+        return ValidationFailed(details=error.details)
+    if isinstance(error, Unauthenticated):
+        return Unauthorized(error.message)
+    if isinstance(error, Unavailable):
+        return ServiceUnavailable(error.message)
+    for kind, status_code, code in _KINDS:
+        if isinstance(error, kind):
+            mapped = ApiError(error.message)
+            mapped.status_code, mapped.code = status_code, code
+            return mapped
+    log.error("unmapped domain error %s: %s", type(error).__name__, error.message)
+    return ApiError()
 
 
 def _bounded(details: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -187,17 +201,20 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ApiError):
         return error_response(exc)
     if exc.status_code == 405:
-        # The contract's methods for its paths; Starlette's (first route only) for the others.
-        documented = documented_methods(request.url.path)
-        allow = (exc.headers or {}).get("Allow", "")
-        if documented is not None:
-            allow = ", ".join(sorted(documented))
-        return error_response(MethodNotAllowed(request.method, allow))
+        # Starlette's Allow names the first matching route's methods only.
+        routed_allow = (exc.headers or {}).get("Allow", "")
+        refused = method_not_allowed(request.method, request.url.path, routed_allow)
+        return error_response(refused or MethodNotAllowed(request.method, routed_allow))
     generic = _GENERIC.get(exc.status_code)
     if generic is None:
         log.warning("unmapped HTTP error %s: %s", exc.status_code, exc.detail)
         return error_response(ApiError())
     return error_response(generic())
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return error_response(api_error(exc))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
@@ -219,6 +236,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 def unexpected_error_response(exc: Exception, method: str, path: str) -> Response:
     """Called by the request-context middleware for anything the handlers above did not take:
     Starlette would otherwise answer from outside that middleware, without the request id."""
+    if isinstance(exc, DomainError):
+        return error_response(api_error(exc))
     if isinstance(exc, DATABASE_DOWN):
         log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(ServiceUnavailable())
@@ -229,3 +248,4 @@ def unexpected_error_response(exc: Exception, method: str, path: str) -> Respons
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(DomainError, _on_domain_error)

@@ -1,6 +1,6 @@
-"""Pure-ASGI middleware: a fresh request id per request (header, envelope, logs), the app's
-runtime bound for the handlers, one structured access-log line, and the last-resort error
-envelope for anything that escapes the app."""
+"""Pure-ASGI middleware: a fresh request id per request (header, envelope, logs), one
+structured access-log line, and the last-resort error envelope for anything that escapes the
+app."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from impl import runtime
 from impl.http.errors import unexpected_error_response
 from impl.platform.request_context import reset_request_id, set_request_id
 
@@ -39,8 +38,6 @@ class RequestContextMiddleware:
         request_id = new_request_id()
         header = (b"x-request-id", request_id.encode())
         token = set_request_id(request_id)
-        # Starlette puts the app in the scope; its runtime is what this request's handlers use.
-        runtime_token = runtime.bind(getattr(scope["app"].state, "runtime", None))
         state = scope.setdefault("state", {})
         started = time.perf_counter()
         status = 500
@@ -77,5 +74,4 @@ class RequestContextMiddleware:
                         "user_id": state.get("user_id"),
                     },
                 )
-            runtime.unbind(runtime_token)
             reset_request_id(token)

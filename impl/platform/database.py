@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from impl.http.errors import DATABASE_DOWN, ServiceUnavailable
+from impl.platform.errors import DATABASE_DOWN, Unavailable
 from impl.platform.settings import Settings
 
 log = logging.getLogger("task_api.db")
@@ -87,7 +87,7 @@ class _PooledConnection:
             self.connection.terminate()
             await self.pool.release(self.connection)
             log.warning("dropped a connection the database had closed")
-            raise ServiceUnavailable() from None
+            raise Unavailable() from None
         await self.pool.release(self.connection)
 
 
@@ -180,7 +180,7 @@ class Database:
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise ServiceUnavailable()
+            raise Unavailable()
         return self._pool
 
     def connection(self) -> _PooledConnection:

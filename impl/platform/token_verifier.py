@@ -27,8 +27,8 @@ from typing import Any
 
 import jwt
 
-from impl.http.errors import ServiceUnavailable, Unauthorized
 from impl.platform import user_ids
+from impl.platform.errors import Unauthenticated, Unavailable
 from impl.platform.settings import Settings
 
 log = logging.getLogger("task_api.auth")
@@ -75,8 +75,8 @@ INVALID = "Invalid token"
 _MISSING_CLAIM = {"sub": NO_SUBJECT, "exp": NO_EXPIRY, "iss": NO_ISSUER, "aud": NO_AUDIENCE}
 
 
-class TokenRefused(Unauthorized):
-    """A 401 for a token that was presented but not accepted; `reason` is its message."""
+class TokenRefused(Unauthenticated):
+    """A token that was presented but not accepted (a 401); `reason` is its message."""
 
     @property
     def reason(self) -> str:
@@ -207,7 +207,7 @@ class TokenVerifier:
             if self._fetched_at < self._attempted_at and not self._keys:
                 # The JWKS could not be fetched and no key is known: the auth server's problem,
                 # not the token's. A 401 would make a frontend sign its user out.
-                raise ServiceUnavailable("Token signing keys unavailable")
+                raise Unavailable("Token signing keys unavailable")
             raise TokenRefused(UNKNOWN_KEY)
         return found
 

@@ -1,21 +1,40 @@
-"""Handlers for the `system` tag: liveness and readiness."""
+"""Handlers for the `system` tag: liveness and readiness. Each receives `resources`, this tag's
+part of the app's lifespan state (the `resources` dependency)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from starlette.requests import Request
 from starlette.responses import Response
 
-from impl import runtime
 from impl.http.envelope import success
-from impl.http.errors import DATABASE_DOWN, ServiceUnavailable
+from impl.platform.database import Database
+from impl.platform.errors import DATABASE_DOWN, Unavailable
+
+STATE_KEY = "system"
 
 
-async def get_health() -> Response:
+@dataclass(frozen=True, slots=True)
+class Resources:
+    database: Database | None  # None before the lifespan opened it (only readiness needs it)
+
+
+async def resources(request: Request) -> Resources:
+    """The stubs' request-only dependency. Never refuses: liveness answers without a database."""
+    found: Resources | None = request.scope.get("state", {}).get(STATE_KEY)
+    return found if found is not None else Resources(database=None)
+
+
+async def get_health(*, resources: Resources) -> Response:
     return success({"status": "ok"})
 
 
-async def get_readiness() -> Response:
+async def get_readiness(*, resources: Resources) -> Response:
+    if resources.database is None:
+        raise Unavailable("Server is starting or stopping")
     try:
-        await runtime.current().database.ping()
+        await resources.database.ping()
     except DATABASE_DOWN:
-        raise ServiceUnavailable() from None
+        raise Unavailable() from None
     return success({"status": "ok", "database": "ok"})

@@ -16,7 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from impl.http.errors import ValidationFailed
+from impl.platform.errors import InvalidInput
 
 MAC_BYTES = 16
 # The sort keys of a task, as PostgreSQL prints them (exact round trip through ::text).
@@ -29,8 +29,8 @@ class Position:
     keys: dict[str, str | None]
 
 
-def _invalid() -> ValidationFailed:
-    return ValidationFailed.field(
+def _invalid() -> InvalidInput:
+    return InvalidInput(
         "query.cursor", "Invalid cursor: pass meta.next_cursor back unchanged", "cursor_invalid"
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from generated.models import Priority, TaskPatch, TaskWrite
-from impl.http.errors import ValidationFailed
+from impl.platform.errors import InvalidInput
 
 # Fields that the contract declares nullable; the generated PATCH model also takes null for the
 # others (it cannot tell "absent" from "null" for optional fields), so that is refused here.
@@ -42,7 +42,7 @@ def instant(text: str | None, field: str) -> datetime | None:
     try:
         return datetime.fromisoformat(text.upper()).astimezone(UTC)
     except (ValueError, OverflowError):
-        raise ValidationFailed.field(field, "Not a valid RFC 3339 date-time", "datetime") from None
+        raise InvalidInput(field, "Not a valid RFC 3339 date-time", "datetime") from None
 
 
 def write_fields(body: TaskWrite) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def patch_changes(body: TaskPatch) -> dict[str, Any]:
     for name in body.model_fields_set:
         value = _plain(getattr(body, name))
         if value is None and name not in NULLABLE:
-            raise ValidationFailed.field(f"body.{name}", "Field may not be null", "null_not_allowed")
+            raise InvalidInput(f"body.{name}", "Field may not be null", "null_not_allowed")
         if name == "tags":
             value = _unique(value)
         elif name == "due_date":

@@ -13,6 +13,7 @@ from typing import Any
 
 from impl.platform.database import Database
 from impl.tasks.cursor import Position
+from impl.tasks.errors import ForeignTask, KeyReused, OverQuota, StaleTask, TaskNotFound
 from impl.tasks.list_sql import TOTAL_CAP, ListQuery, last_position, list_statement, timestamp
 
 __all__ = ["ListQuery", "Page", "TaskStore"]  # ListQuery: the handlers build it
@@ -48,30 +49,6 @@ QUOTA_INSERT_SQL = (
 )
 # Only on a failure path: tell a missing task from another user's or a stale one.
 DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
-
-
-class Missing(Exception):
-    """No task with this id exists."""
-
-
-class Foreign(Exception):
-    """The task exists but belongs to another user."""
-
-
-class Stale(Exception):
-    """The task exists but its version is not one the caller named in If-Match."""
-
-
-class OverQuota(Exception):
-    """The user already stores as many tasks as the quota allows."""
-
-
-class KeyReused(Exception):
-    """The Idempotency-Key was used before with another body, or its task is gone."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass
@@ -150,7 +127,7 @@ class TaskStore:
             return dict(await connection.fetchrow(INSERT_SQL, *args))
         record = await connection.fetchrow(QUOTA_INSERT_SQL, *args, self.max_tasks)
         if record is None:
-            raise OverQuota()
+            raise OverQuota(self.max_tasks)
         return dict(record)
 
     async def update(
@@ -166,7 +143,7 @@ class TaskStore:
         if not changes:
             task = await self.get(user_id=user_id, task_id=task_id)
             if versions is not None and task["version"] not in versions:
-                raise Stale()
+                raise StaleTask()
             return task
         args: list[Any] = [task_id, user_id, versions]
         sets = []
@@ -234,7 +211,7 @@ class TaskStore:
         async with self.database.connection() as connection:
             record = await connection.fetchrow(DIAGNOSE_SQL, task_id)
         if record is None:
-            raise Missing()
+            raise TaskNotFound()
         if record["user_id"] != user_id:
-            raise Foreign()
-        raise Stale()
+            raise ForeignTask()
+        raise StaleTask()
