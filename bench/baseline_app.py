@@ -68,6 +68,7 @@ RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 PRIORITIES = ("low", "medium", "high")
+DEFAULTS: dict[str, Any] = {"completed": False, "priority": "medium", "tags": []}
 
 pool: asyncpg.Pool | None = None
 
@@ -236,11 +237,9 @@ async def tasks_collection(request: Request) -> Response:
             if "title" not in fields:
                 raise invalid("title", "required")
             async with pool.acquire() as connection:
-                record = await connection.fetchrow(
-                    INSERT_SQL, uuid.uuid4(), user_id, fields["title"], fields.get("description"),
-                    fields.get("completed", False), fields.get("priority", "medium"),
-                    fields.get("due_date"), fields.get("tags", []),
-                )
+                # INSERT_SQL takes the writable fields in WRITABLE's order (date-times as text).
+                values = [fields.get(name, DEFAULTS.get(name)) for name in WRITABLE]
+                record = await connection.fetchrow(INSERT_SQL, uuid.uuid4(), user_id, *values)
             return task_response(record, 201, request_id, location=True)
         status = request.query_params.get("status", "all")
         if status not in LIST_SQL:

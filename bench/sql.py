@@ -7,8 +7,15 @@ equal the API's, so a drift in columns or results shows up."""
 
 from __future__ import annotations
 
-from impl.tasks.store import COLUMNS, DIAGNOSE_SQL, GET_SQL, INSERT_SQL, TASK_FIELDS, WRITABLE
 from impl.tasks.list_sql import ListQuery, list_statement
+from impl.tasks.store import (
+    COLUMNS,
+    DIAGNOSE_SQL,
+    GET_SQL,
+    INSERT_SQL,
+    TASK_FIELDS,
+    WRITABLE,
+)
 
 SORT_KEYS = ("created_at", "updated_at", "title", "priority", "due_date")
 # The first page of the default sort, for `status` only: the store's own statement (page and

@@ -38,7 +38,7 @@ from alembic import command
 
 from bench.data import copy_tasks, task_rows
 from impl.platform.migrate import alembic_config, upgrade
-from impl.tasks.store import INSERT_SQL
+from impl.tasks.store import INSERT_SQL, insert_args
 
 TICK = os.sysconf("SC_CLK_TCK")
 UPDATE_SQL = (
@@ -98,11 +98,15 @@ async def _measure(url: str, statements: int) -> tuple[float, float]:
         ids = [uuid.uuid4() for _ in range(statements)]
         start = _cpu(pid)
         for index, task_id in enumerate(ids):
-            await connection.execute(
-                INSERT_SQL, task_id, user, f"Email the quarterly report {index}",
-                "Keep the receipt for the expense report", False, "high",
-                "2030-06-01T09:30:00+02:00", ["work", "urgent"],
-            )
+            fields = {
+                "title": f"Email the quarterly report {index}",
+                "description": "Keep the receipt for the expense report",
+                "completed": False,
+                "priority": "high",
+                "due_date": dt.datetime.fromisoformat("2030-06-01T09:30:00+02:00"),
+                "tags": ["work", "urgent"],
+            }
+            await connection.execute(INSERT_SQL, *insert_args(task_id, user, fields))
         inserted = _cpu(pid)
         for task_id in ids:
             await connection.execute(UPDATE_SQL, task_id, user, True)

@@ -1,4 +1,7 @@
-"""From the generated request models to the store's column values, and the ETag scheme."""
+"""From the generated request models to the store's column values, and the ETag scheme.
+
+Field by field as the table declares them (impl/tasks/columns.py): a new plain column needs
+nothing here. Only a field with a rule of its own names itself (tags: duplicates merged)."""
 
 from __future__ import annotations
 
@@ -9,12 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from generated.models import Priority, TaskPatch, TaskWrite
+from generated.models import TaskPatch, TaskWrite
 from impl.platform.errors import InvalidInput
-
-# Fields that the contract declares nullable; the generated PATCH model also takes null for the
-# others (it cannot tell "absent" from "null" for optional fields), so that is refused here.
-NULLABLE = {"description", "due_date"}
+from impl.tasks.columns import DATETIMES, NULLABLE, WRITABLE
 
 
 def _plain(value: Any) -> Any:
@@ -45,31 +45,35 @@ def instant(text: str | None, field: str) -> datetime | None:
         raise InvalidInput(field, "Not a valid RFC 3339 date-time", "datetime") from None
 
 
+# Rules of single fields, by name (the contract states them).
+_RULES = {"tags": _unique}
+
+
+def _column_value(name: str, value: Any) -> Any:
+    value = _plain(value)
+    if value is None:
+        return None
+    if name in DATETIMES:
+        return instant(value, f"body.{name}")
+    rule = _RULES.get(name)
+    return rule(value) if rule else value
+
+
 def write_fields(body: TaskWrite) -> dict[str, Any]:
-    """Every writable field: what PUT sets and POST inserts. Omitted fields take defaults."""
-    return {
-        "title": body.title,
-        "description": body.description,
-        "completed": bool(body.completed),
-        # The generator writes enum defaults as plain strings: normalize through the enum.
-        "priority": Priority(_plain(body.priority) or "medium").value,
-        "due_date": instant(body.due_date, "body.due_date"),
-        "tags": _unique(_plain(body.tags) or []),
-    }
+    """Every writable field: what PUT sets and POST inserts. Omitted fields take the defaults of
+    the contract (the generated model holds them)."""
+    return {name: _column_value(name, getattr(body, name)) for name in WRITABLE}
 
 
 def patch_changes(body: TaskPatch) -> dict[str, Any]:
-    """Only the fields the client sent; explicit null only where the contract allows it."""
+    """Only the fields the client sent; explicit null only where the table allows it (the
+    generated PATCH model takes null for every field: it cannot tell "absent" from "null")."""
     changes: dict[str, Any] = {}
     for name in body.model_fields_set:
-        value = _plain(getattr(body, name))
+        value = getattr(body, name)
         if value is None and name not in NULLABLE:
             raise InvalidInput(f"body.{name}", "Field may not be null", "null_not_allowed")
-        if name == "tags":
-            value = _unique(value)
-        elif name == "due_date":
-            value = instant(value, "body.due_date")
-        changes[name] = value
+        changes[name] = _column_value(name, value)
     return changes
 
 

@@ -29,17 +29,14 @@ and a total above TOTAL_CAP is reported as TOTAL_CAP with `total_exact` false.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from impl.tasks.columns import select_list
 from impl.tasks.cursor import Position
 
-COLUMNS = (
-    "tasks.id, tasks.user_id, tasks.title, tasks.description, tasks.completed, "
-    "tasks.completed_at, tasks.priority::text AS priority, tasks.due_date, "
-    "tasks.tags::text[] AS tags, tasks.created_at, tasks.updated_at, tasks.version"
-)
+COLUMNS = select_list("tasks.")  # the returned fields, in the order of columns.FIELDS
 # sort name -> (expression, SQL type of the cursor value). Columns are qualified: a bare
 # `priority` in ORDER BY would name the text output column, not the enum.
 SORT_EXPRESSIONS = {
@@ -69,16 +66,33 @@ WALK_MAX = 1500
 PEEK_ROWS, PEEK_HITS = 150, 2
 
 
+# How each filter's `meta.total` is known: from the per-user counters (exact), or by counting
+# the matching tasks up to TOTAL_CAP. Every filter of ListQuery says which (FILTERS), so a new
+# filter cannot be served the counters' total by omission (tests/tasks/test_task_fields.py
+# checks FILTERS against the contract's list parameters).
+COUNTERS = {"total": "counters"}
+CAPPED = {"total": "capped"}
+
+
 @dataclass(frozen=True)
 class ListQuery:
-    status: str = "all"
-    priority: str | None = None
-    tag: str | None = None
-    q: str | None = None
-    due_before: datetime | None = None
-    due_after: datetime | None = None
+    status: str = field(default="all", metadata=COUNTERS)
+    priority: str | None = field(default=None, metadata=COUNTERS)
+    tag: str | None = field(default=None, metadata=COUNTERS)
+    q: str | None = field(default=None, metadata=CAPPED)
+    due_before: datetime | None = field(default=None, metadata=CAPPED)
+    due_after: datetime | None = field(default=None, metadata=CAPPED)
     sort: str = "-created_at"
     limit: int = 50
+
+    @property
+    def counted(self) -> bool:
+        """meta.total comes from the counters: no filter that needs counting is given."""
+        return all(getattr(self, name) is None for name in CAPPED_FILTERS)
+
+
+FILTERS = {f.name: f.metadata["total"] for f in fields(ListQuery) if "total" in f.metadata}
+CAPPED_FILTERS = tuple(name for name, total in FILTERS.items() if total == "capped")
 
 
 @dataclass(frozen=True)
@@ -194,7 +208,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     ordered = "".join(f" AND {condition}" for condition in conditions.ordered)
     tested = " AND ".join(conditions.tested)
     every = " AND ".join([user, *conditions.ordered, *conditions.tested])
-    counted = (query.q, query.due_before, query.due_after) == (None, None, None)
+    counted = query.counted
 
     ctes: list[str] = []
     if conditions.searched:

@@ -2,7 +2,9 @@
 
 Every function that reads or writes tasks takes the caller's `user_id` as a required keyword
 argument and filters on it: no handler can reach a row without it. Queries are hand-written SQL
-(one round trip each where possible, no ORM hydration); the schema lives in models.py.
+(one round trip each where possible, no ORM hydration); their column lists and parameters derive
+from the table (impl/tasks/columns.py), so they name no task field but the ones with a rule of
+their own (completed_at follows completed).
 """
 
 from __future__ import annotations
@@ -12,43 +14,55 @@ from dataclasses import dataclass
 from typing import Any
 
 from impl.platform.database import Database
+from impl.tasks.columns import (
+    DATETIMES,
+    FIELDS,
+    WRITABLE,
+    WRITABLE_COLUMNS,
+    parameter_type,
+    select_list,
+)
 from impl.tasks.cursor import Position
 from impl.tasks.errors import ForeignTask, KeyReused, OverQuota, StaleTask, TaskNotFound
 from impl.tasks.list_sql import TOTAL_CAP, ListQuery, last_position, list_statement, timestamp
 
-__all__ = ["ListQuery", "Page", "TaskStore"]  # ListQuery: the handlers build it
+__all__ = ["ListQuery", "Page", "TaskStore", "insert_args"]  # ListQuery: the handlers build it
 
-TASK_FIELDS = (
-    "id", "user_id", "title", "description", "completed", "completed_at", "priority",
-    "due_date", "tags", "created_at", "updated_at", "version",
-)
-COLUMNS = (
-    "id, user_id, title, description, completed, completed_at, priority::text AS priority, "
-    "due_date, tags::text[] AS tags, created_at, updated_at, version"
-)
-WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
+# The returned fields, in the order COLUMNS selects them (both from the table).
+TASK_FIELDS = FIELDS
+COLUMNS = select_list()
 # The fixed statements (bench/baseline_app.py runs the same text, imported from here).
 GET_SQL = f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"
-INSERT_SQL = (
-    "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
-    "priority, due_date, tags) VALUES ($1, $2, $3, $4, $5, "
-    "CASE WHEN $5 THEN now() END, $6::task_priority, $7::text::timestamptz, $8) "
-    f"RETURNING {COLUMNS}"
-)
-# The same insert under a per-user quota ($9 tasks at most). The upsert takes the user's counter
-# row lock first, so concurrent creates of one user queue there and each sees the count the
-# previous one left (kept by the tasks trigger, migration 0002): no race can exceed the quota.
-# No row comes back when the user is at the quota.
+# Parameters of an insert (insert_args): $1 id, $2 user_id, then the writable fields in WRITABLE's
+# order, each cast to its column's type; completed_at is set with completed.
+_WRITE_PARAMS = [
+    f"${index}::{parameter_type(column)}" for index, column in enumerate(WRITABLE_COLUMNS, 3)
+]
+_COMPLETED_AT = f"CASE WHEN ${3 + WRITABLE.index('completed')} THEN now() END"
+_INSERT_INTO = f"INSERT INTO tasks (id, user_id, {', '.join(WRITABLE)}, completed_at)"
+_INSERT_VALUES = ", ".join(["$1::uuid", "$2::text", *_WRITE_PARAMS, _COMPLETED_AT])
+INSERT_SQL = f"{_INSERT_INTO} VALUES ({_INSERT_VALUES}) RETURNING {COLUMNS}"
+# The same insert under a per-user quota (one more parameter: the quota). The upsert takes the
+# user's counter row lock first, so concurrent creates of one user queue there and each sees the
+# count the previous one left (kept by the tasks trigger, migration 0002): no race can exceed
+# the quota. No row comes back when the user is at the quota.
 QUOTA_INSERT_SQL = (
     "WITH quota AS (INSERT INTO task_counts AS c (user_id) VALUES ($2) "
     "ON CONFLICT (user_id) DO UPDATE SET total = c.total RETURNING total) "
-    "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
-    "priority, due_date, tags) SELECT $1::uuid, $2::text, $3::text, $4::text, $5::boolean, "
-    "CASE WHEN $5 THEN now() END, $6::task_priority, $7::text::timestamptz, $8::text[] "
-    f"FROM quota WHERE quota.total < $9 RETURNING {COLUMNS}"
+    f"{_INSERT_INTO} SELECT {_INSERT_VALUES} "
+    f"FROM quota WHERE quota.total < ${3 + len(WRITABLE)} RETURNING {COLUMNS}"
 )
 # Only on a failure path: tell a missing task from another user's or a stale one.
 DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
+
+
+def _parameter(name: str, value: Any) -> Any:
+    return timestamp(value) if name in DATETIMES else value
+
+
+def insert_args(task_id: uuid.UUID, user_id: str, fields: dict[str, Any]) -> tuple[Any, ...]:
+    """INSERT_SQL's parameters; `fields` holds every writable field (KeyError otherwise)."""
+    return (task_id, user_id, *(_parameter(name, fields[name]) for name in WRITABLE))
 
 
 @dataclass
@@ -94,10 +108,7 @@ class TaskStore:
         request_hash: str | None = None,
     ) -> dict[str, Any]:
         task_id = uuid.uuid4()
-        args = (
-            task_id, user_id, fields["title"], fields["description"], fields["completed"],
-            fields["priority"], timestamp(fields["due_date"]), fields["tags"],
-        )
+        args = insert_args(task_id, user_id, fields)
         if idempotency_key is None:
             async with self.database.connection() as connection:
                 return await self._insert(connection, args)
@@ -147,14 +158,11 @@ class TaskStore:
             return task
         args: list[Any] = [task_id, user_id, versions]
         sets = []
-        for name in WRITABLE:
+        for column in WRITABLE_COLUMNS:
+            name = column.name
             if name in changes:
-                value = changes[name]
-                args.append(timestamp(value) if name == "due_date" else value)
-                cast = {"priority": "::task_priority", "due_date": "::text::timestamptz"}.get(
-                    name, ""
-                )
-                sets.append(f"{name} = ${len(args)}{cast}")
+                args.append(_parameter(name, changes[name]))
+                sets.append(f"{name} = ${len(args)}::{parameter_type(column)}")
                 if name == "completed":
                     sets.append(
                         f"completed_at = CASE WHEN ${len(args)} "

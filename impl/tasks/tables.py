@@ -18,10 +18,28 @@ from impl.platform import user_ids
 PRIORITIES = ("low", "medium", "high")
 
 
+# How a column of `Task` says that the API does not write it (impl/tasks/columns.py derives the
+# returned and writable fields from the table): the server or the database sets it, or it never
+# leaves the database. A column without either is a field a client reads and writes.
+SET_BY_SERVER = {"set_by": "server"}
+INTERNAL = {"internal": True}
+
+
+def is_set_by_server(column: sa.Column[object]) -> bool:
+    return bool(column.info.get("set_by") == "server")
+
+
+def is_internal(column: sa.Column[object]) -> bool:
+    return bool(column.info.get("internal"))
+
+
 # User ids (impl/platform/user_ids.py) are stored as text in the "C" collation: compared byte for byte, as
 # an identifier must be, and cheaper to compare and index than a locale's rules.
 def user_id_column(*, primary_key: bool = False) -> sa.Column[str]:
-    return sa.Column("user_id", sa.Text(collation="C"), primary_key=primary_key, nullable=False)
+    return sa.Column(
+        "user_id", sa.Text(collation="C"), primary_key=primary_key, nullable=False,
+        info=SET_BY_SERVER,
+    )
 
 
 def user_id_check() -> sa.CheckConstraint:
@@ -75,7 +93,7 @@ class Task(SQLModel, table=True):
         sa.Index("ix_tasks_search", "search", postgresql_using="gin"),
     )
 
-    id: uuid.UUID = Field(primary_key=True)
+    id: uuid.UUID = Field(primary_key=True, sa_column_kwargs={"info": SET_BY_SERVER})
     user_id: str = Field(sa_column=user_id_column())
     title: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
     description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
@@ -83,7 +101,8 @@ class Task(SQLModel, table=True):
         default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
     )
     completed_at: datetime | None = Field(
-        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+        default=None,
+        sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True, info=SET_BY_SERVER),
     )
     priority: str = Field(
         default="medium",
@@ -100,16 +119,19 @@ class Task(SQLModel, table=True):
     )
     created_at: datetime = Field(
         sa_column=sa.Column(
-            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
+            info=SET_BY_SERVER,
         )
     )
     updated_at: datetime = Field(
         sa_column=sa.Column(
-            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
+            info=SET_BY_SERVER,
         )
     )
     version: int = Field(
-        default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1")
+        default=1,
+        sa_column=sa.Column(sa.Integer, nullable=False, server_default="1", info=SET_BY_SERVER),
     )
     # What `q` and `tag` search (SEARCH_TERMS).
     search: str = Field(
@@ -117,6 +139,7 @@ class Task(SQLModel, table=True):
             postgresql.TSVECTOR,
             sa.Computed(SEARCH_TERMS, persisted=True),
             nullable=False,
+            info=INTERNAL,
         )
     )
 
