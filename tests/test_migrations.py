@@ -1,4 +1,6 @@
-"""The Alembic migrations build exactly the schema that impl/tasks/tables.py describes."""
+"""The Alembic migrations build exactly the schema that impl/tasks/tables.py describes: what
+Alembic's comparison sees (tables, columns, types, indexes), and the CHECK constraints, which it
+does not compare."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
+
+from impl.tasks.tables import PRIORITIES
 
 import impl.tasks.tables  # noqa: F401 - registers the tables
 from impl.platform.database import connect_options
@@ -31,6 +35,45 @@ async def test_models_and_migrations_agree(database_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+CHECKS_SQL = (
+    "SELECT c.conrelid::regclass::text AS tbl, c.conname, pg_get_constraintdef(c.oid) AS def "
+    "FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+    "WHERE c.contype = 'c' AND n.nspname = 'public' ORDER BY 1, 2"
+)
+
+
+async def _checks(url: str) -> set[tuple[str, str, str]]:
+    connection = await asyncpg.connect(connect_options(url).dsn)
+    try:
+        return {(r["tbl"], r["conname"], r["def"]) for r in await connection.fetch(CHECKS_SQL)}
+    finally:
+        await connection.close()
+
+
+async def test_models_and_migrations_have_the_same_checks(
+    database_url: str, fresh_database: str
+) -> None:
+    """The tables created from the models (in an empty database) and by the migrations carry
+    the same CHECK constraints, each as PostgreSQL prints it back (so spelling does not count,
+    meaning does)."""
+    dsn = connect_options(fresh_database).dsn
+
+    async def creator() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
+    engine = create_async_engine("postgresql+asyncpg://", async_creator=creator)
+    try:
+        async with engine.begin() as connection:
+            values = ", ".join(f"'{p}'" for p in PRIORITIES)
+            await connection.exec_driver_sql(f"CREATE TYPE task_priority AS ENUM ({values})")
+            await connection.run_sync(SQLModel.metadata.create_all)
+    finally:
+        await engine.dispose()
+    from_models = await _checks(fresh_database)
+    assert from_models, "the models declare CHECK constraints"
+    assert await _checks(database_url) == from_models
 
 
 @pytest.mark.parametrize(
