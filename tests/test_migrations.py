@@ -14,10 +14,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-from impl.tasks.tables import PRIORITIES
-
 import impl.tasks.tables  # noqa: F401 - registers the tables
 from impl.platform.database import connect_options
+from impl.tasks.tables import PRIORITIES
 
 
 async def test_models_and_migrations_agree(database_url: str) -> None:

@@ -12,6 +12,11 @@ from typing import Any
 
 import asyncpg
 
+from impl.platform.database import connect_options
+from impl.tasks import store
+from impl.tasks.columns import WRITABLE
+from impl.tasks.tables import Task
+
 # User ids are opaque strings; the demo users' ids happen to be UUIDs (they predate that), and
 # their task ids derive from them, so a seed run after the upgrade still finds its rows.
 ALICE = "a11ce000-0000-4000-8000-000000000001"
@@ -19,47 +24,64 @@ BOB = "b0b00000-0000-4000-8000-000000000002"
 DEMO_USERS = {"alice": ALICE, "bob": BOB}
 
 
-def _tasks(now: datetime) -> list[dict[str, Any]]:
+def demo_tasks(now: datetime) -> list[dict[str, Any]]:
+    """Each task by field name; a writable field left out takes the table's default."""
     day = timedelta(days=1)
-    rows = []
-    specs = {
+    specs: dict[str, list[dict[str, Any]]] = {
         ALICE: [
-            ("Buy groceries", "Milk, eggs, bread", False, "high", now + 2 * day, ["home"]),
-            ("Write quarterly report", None, False, "medium", now - day, ["work"]),
-            ("Book dentist appointment", None, True, "low", None, ["health"]),
-            ("Plan weekend trip", "Look at trains first", False, "low", None, []),
-            ("Renew passport", None, True, "high", now - 10 * day, ["admin", "travel"]),
+            {"title": "Buy groceries", "description": "Milk, eggs, bread", "priority": "high",
+             "due_date": now + 2 * day, "tags": ["home"]},
+            {"title": "Write quarterly report", "due_date": now - day, "tags": ["work"]},
+            {"title": "Book dentist appointment", "completed": True, "priority": "low",
+             "tags": ["health"]},
+            {"title": "Plan weekend trip", "description": "Look at trains first",
+             "priority": "low"},
+            {"title": "Renew passport", "completed": True, "priority": "high",
+             "due_date": now - 10 * day, "tags": ["admin", "travel"]},
         ],
         BOB: [
-            ("Fix bike tyre", None, False, "medium", now + day, ["home"]),
-            ("Prepare team demo", "Slides and live API", False, "high", now + 3 * day, ["work"]),
-            ("Call grandma", None, True, "medium", None, []),
-            ("Pay electricity bill", None, False, "high", now - 2 * day, ["admin"]),
-            ("Read a novel", None, False, "low", None, ["leisure"]),
+            {"title": "Fix bike tyre", "due_date": now + day, "tags": ["home"]},
+            {"title": "Prepare team demo", "description": "Slides and live API",
+             "priority": "high", "due_date": now + 3 * day, "tags": ["work"]},
+            {"title": "Call grandma", "completed": True},
+            {"title": "Pay electricity bill", "priority": "high", "due_date": now - 2 * day,
+             "tags": ["admin"]},
+            {"title": "Read a novel", "priority": "low", "tags": ["leisure"]},
         ],
     }
+    rows = []
     for user_id, tasks in specs.items():
-        for index, (title, description, completed, priority, due, tags) in enumerate(tasks):
+        for index, spec in enumerate(tasks):
+            unknown = set(spec) - set(WRITABLE)
+            assert not unknown, f"not writable fields of a task: {unknown}"
             rows.append(
                 {
                     "id": uuid.uuid5(uuid.UUID(user_id), f"seed-task-{index}"),
                     "user_id": user_id,
-                    "title": title,
-                    "description": description,
-                    "completed": completed,
-                    "priority": priority,
-                    "due_date": due,
-                    "tags": tags,
+                    **{name: spec.get(name, _default(name)) for name in WRITABLE},
                     "created_at": now - (5 - index) * timedelta(hours=1),
                 }
             )
     return rows
 
 
-async def seed(database_url: str, *, reset: bool = False) -> int:
-    """Load the demo data; returns how many tasks were inserted."""
-    from impl.platform.database import connect_options
+def _default(name: str) -> Any:
+    return Task.model_fields[name].get_default(call_default_factory=True)
 
+
+# The store's insert (its columns and casts derive from the table) with one more parameter, the
+# creation time: completed_at (for a completed task), created_at and updated_at.
+_CREATED = f"${len(store.INSERT_PARAMETERS) + 1}::timestamptz"
+INSERT_SQL = (
+    f"INSERT INTO tasks ({', '.join(store.INSERT_COLUMNS)}, completed_at, created_at, updated_at) "
+    f"VALUES ({', '.join(store.INSERT_PARAMETERS)}, CASE WHEN {store.COMPLETED} THEN {_CREATED} "
+    f"END, {_CREATED}, {_CREATED}) ON CONFLICT (id) DO NOTHING"
+)
+
+
+async def seed(database_url: str, *, reset: bool = False, now: datetime | None = None) -> int:
+    """Load the demo data (due dates and creation times around `now`, the current time by
+    default); returns how many tasks were inserted."""
     options = connect_options(database_url)
     connection = await asyncpg.connect(options.dsn, statement_cache_size=0)
     try:
@@ -71,15 +93,9 @@ async def seed(database_url: str, *, reset: bool = False) -> int:
                     "DELETE FROM idempotency_keys WHERE user_id = ANY($1::text[])", users
                 )
             inserted = 0
-            for row in _tasks(datetime.now(UTC)):
-                status = await connection.execute(
-                    "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
-                    "priority, due_date, tags, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, "
-                    "CASE WHEN $5 THEN $9::timestamptz END, $6::task_priority, $7, $8, $9, $9) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    row["id"], row["user_id"], row["title"], row["description"], row["completed"],
-                    row["priority"], row["due_date"], row["tags"], row["created_at"],
-                )
+            for row in demo_tasks(now or datetime.now(UTC)):
+                args = store.insert_args(row["id"], row["user_id"], row)
+                status = await connection.execute(INSERT_SQL, *args, row["created_at"])
                 inserted += int(status.rsplit(" ", 1)[1])
             return inserted
     finally:

@@ -35,12 +35,15 @@ COLUMNS = select_list()
 GET_SQL = f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"
 # Parameters of an insert (insert_args): $1 id, $2 user_id, then the writable fields in WRITABLE's
 # order, each cast to its column's type; completed_at is set with completed.
-_WRITE_PARAMS = [
-    f"${index}::{parameter_type(column)}" for index, column in enumerate(WRITABLE_COLUMNS, 3)
-]
-_COMPLETED_AT = f"CASE WHEN ${3 + WRITABLE.index('completed')} THEN now() END"
-_INSERT_INTO = f"INSERT INTO tasks (id, user_id, {', '.join(WRITABLE)}, completed_at)"
-_INSERT_VALUES = ", ".join(["$1::uuid", "$2::text", *_WRITE_PARAMS, _COMPLETED_AT])
+INSERT_COLUMNS = ("id", "user_id", *WRITABLE)
+INSERT_PARAMETERS = (
+    "$1::uuid",
+    "$2::text",
+    *(f"${index}::{parameter_type(column)}" for index, column in enumerate(WRITABLE_COLUMNS, 3)),
+)
+COMPLETED = f"${INSERT_COLUMNS.index('completed') + 1}"  # the parameter completed_at follows
+_INSERT_INTO = f"INSERT INTO tasks ({', '.join(INSERT_COLUMNS)}, completed_at)"
+_INSERT_VALUES = ", ".join([*INSERT_PARAMETERS, f"CASE WHEN {COMPLETED} THEN now() END"])
 INSERT_SQL = f"{_INSERT_INTO} VALUES ({_INSERT_VALUES}) RETURNING {COLUMNS}"
 # The same insert under a per-user quota (one more parameter: the quota). The upsert takes the
 # user's counter row lock first, so concurrent creates of one user queue there and each sees the
