@@ -34,7 +34,7 @@ RETURNING tokens
 
 
 async def measure(requests: int) -> None:
-    import pgserver  # type: ignore[import-untyped]
+    import pgserver
 
     limiter = RateLimiter("per-user", 1e9, 10**9)
     keys = [f"user-{n % 100}" for n in range(requests)]
@@ -44,7 +44,9 @@ async def measure(requests: int) -> None:
     in_process_us = (time.perf_counter() - started) / requests * 1e6
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            Path(tmp) / "pg", cleanup_mode="delete"
+        )
         connection = await asyncpg.connect(server.get_uri())
         await connection.execute(
             "CREATE TABLE rate_buckets (key text COLLATE \"C\" PRIMARY KEY, "

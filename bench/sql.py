@@ -7,6 +7,7 @@ equal the API's, so a drift in columns or results shows up."""
 
 from __future__ import annotations
 
+from impl.tasks.columns import WRITABLE
 from impl.tasks.list_sql import ListQuery, list_statement
 from impl.tasks.store import (
     COLUMNS,
@@ -14,7 +15,6 @@ from impl.tasks.store import (
     GET_SQL,
     INSERT_SQL,
     TASK_FIELDS,
-    WRITABLE,
 )
 
 SORT_KEYS = ("created_at", "updated_at", "title", "priority", "due_date")

@@ -812,6 +812,41 @@ def draw_scale(results: dict[str, Any], config: Config) -> None:
     plt.close(figure)
 
 
+def check_only() -> int:
+    """The equivalence check alone, on the bench user's tasks only (2,000): both servers, the
+    same requests, the same answers; no wrk, no figures. The test command runs it
+    (tests/test_bench_equivalence.py), so a drift of the baseline shows up in CI, not at the
+    next benchmark."""
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="task-api-bench-check-") as tmp:
+        workdir = Path(tmp)
+        pg = pgserver.get_server(workdir / "pg", cleanup_mode="delete")
+        servers: list[Server] = []
+        try:
+            url = pg.get_uri()
+            upgrade(url)
+            loaded = asyncio.run(load_data(url, (), 0))
+            ours = start_ours(url, 1, workdir)
+            baseline = start_baseline(url, workdir)
+            servers += [ours, baseline]
+            ours.wait_ready()
+            baseline.wait_ready()
+            token = mint_hs256(SECRET, BENCH_USER, 3600)
+            writer_token = mint_hs256(SECRET, WRITER_USER, 3600)
+            problems = check_equivalence(ours, baseline, token, writer_token, loaded["ids"][0])
+        finally:
+            for server in servers:
+                server.stop()
+            pg.cleanup()
+    if problems:
+        say("bench --check-only: the baseline does not answer like the API:\n"
+            + "\n".join(f"    {p}" for p in problems))
+        return 1
+    say("bench --check-only: baseline and API give the same answers")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=None,
@@ -824,7 +859,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write latest.json, latest.md and scale.png (default "
                              "docs/perf, artifacts/perf with --quick)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="only check that the baseline answers like the API, on 2,000 "
+                             "tasks (about 15 s; the test command runs it)")
     args = parser.parse_args()
+    if args.check_only:
+        return check_only()
     quick = args.quick
     config = Config(
         duration=args.duration or (3 if quick else 10),

@@ -28,9 +28,9 @@ step "PgBouncer for the pooler tests (Debian package)"
 scripts/ensure_pgbouncer.sh
 
 step "ruff"
-"$UV" run --locked ruff check impl tests scripts
+"$UV" run --locked ruff check impl tests scripts bench
 
-step "mypy (strict on impl/)"
+step "mypy (strict on impl/; generated/ and bench/ too)"
 "$UV" run --locked mypy
 
 step "pytest (real PostgreSQL, real HTTP)"
