@@ -1,4 +1,4 @@
-"""Realistic tasks for the benchmark and the query-plan guard (tests/test_query_plans.py), and a
+"""Realistic tasks for the benchmark and the query-plan guard (tests/tasks/test_query_plans.py), and a
 fast way to load many of them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The list query shapes the benchmark measures and tests/test_query_plans.py guards: each
+"""The list query shapes the benchmark measures and tests/tasks/test_query_plans.py guards: each
 filter alone, each sort in both directions, and the common combinations (limit 20)."""
 
 from __future__ import annotations

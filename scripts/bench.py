@@ -815,7 +815,7 @@ def draw_scale(results: dict[str, Any], config: Config) -> None:
 def check_only() -> int:
     """The equivalence check alone, on the bench user's tasks only (2,000): both servers, the
     same requests, the same answers; no wrk, no figures. The test command runs it
-    (tests/test_bench_equivalence.py), so a drift of the baseline shows up in CI, not at the
+    (tests/bench/test_bench_equivalence.py), so a drift of the baseline shows up in CI, not at the
     next benchmark."""
     import pgserver
 

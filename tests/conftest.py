@@ -1,5 +1,6 @@
 """Fixtures: one real PostgreSQL and one real HTTP server per test session; users are fresh
-random UUIDs per test, so tests never see each other's tasks."""
+random ids per test, so tests never see each other's tasks. Fixtures only: what tests import
+lives in tests/support/ (factories.py: users and tokens)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,22 +17,15 @@ import pytest
 
 from impl.platform.database import connect_options
 from impl.platform.migrate import upgrade
-from impl.platform.token_verifier import mint_hs256
-from tests.pgbouncer import PgBouncer, running_pgbouncer
-from tests.servers import (
+from tests.support.factories import THROUGH_PGBOUNCER, User, new_user
+from tests.support.pgbouncer import PgBouncer, running_pgbouncer
+from tests.support.servers import (
     POOLED,
-    SECRET,
     StoppablePostgres,
     direct_connection,
-    random_user_id,
     running_server,
     settings,
 )
-
-# TEST_THROUGH_PGBOUNCER=1 (scripts/test.sh, second pass): the API servers reach the session
-# database through PgBouncer in transaction mode, like Neon's pooled endpoint; migrations and
-# the `db` fixture still connect directly.
-THROUGH_PGBOUNCER = os.environ.get("TEST_THROUGH_PGBOUNCER") == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -84,7 +77,7 @@ def pgbouncer(request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _through_pgbouncer(request: pytest.FixtureRequest) -> None:
-    """Before any server is built: route tests.servers.settings(database_url) via PgBouncer."""
+    """Before any server is built: route tests.support.servers.settings(database_url) via PgBouncer."""
     if THROUGH_PGBOUNCER:
         request.getfixturevalue("pgbouncer")
 
@@ -138,21 +131,6 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, to check what the API really wrote."""
     async with direct_connection(database_url) as connection:
         yield connection
-
-
-@dataclass
-class User:
-    id: str  # opaque, as Better Auth makes them
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def new_user() -> User:
-    user_id = random_user_id()
-    return User(user_id, mint_hs256(SECRET, user_id))
 
 
 @pytest.fixture

@@ -111,3 +111,20 @@ def test_generic_http_modules_say_nothing_about_tasks(module: str) -> None:
     for name in ("task_api", "task-api", "task api"):  # the application's name is fine
         text = text.replace(name, "")
     assert "task" not in text, f"{module} mentions tasks"
+
+
+TESTS = ROOT / "tests"
+
+
+def test_tests_mirror_the_layout() -> None:
+    """A folder of tests per package of impl/ (and contract/, bench/), helpers in support/, and
+    nothing imported from conftest.py (it declares fixtures only)."""
+    packages = {path.name for path in (ROOT / "impl").iterdir() if (path / "__init__.py").exists()}
+    folders = {path.name for path in TESTS.iterdir() if (path / "__init__.py").exists()}
+    assert packages - {"migrations"} <= folders
+    assert folders <= packages | {"contract", "bench", "support"}
+    for path in TESTS.rglob("*.py"):
+        text = path.read_text()
+        assert "from tests" + ".conftest" not in text, f"{path} imports from conftest.py"
+        if path.parent == TESTS:
+            assert path.name in ("__init__.py", "conftest.py", "test_layers.py"), path

@@ -112,7 +112,7 @@ class Database:
         if self.options.statement_cache_size:
             # Cached statements keep their generic plan instead of being planned again for
             # each call's values: every statement here is written so that its generic plan is
-            # the right one (impl/tasks/list_sql.py; tests/test_query_plans.py checks both), and
+            # the right one (impl/tasks/list_sql.py; tests/tasks/test_query_plans.py checks both), and
             # planning a list statement costs more than running it. Not behind a pooler, which
             # refuses unknown startup parameters (and plans every unnamed statement anyway).
             kwargs["server_settings"] = {"plan_cache_mode": "force_generic_plan"}

@@ -194,7 +194,7 @@ def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) 
 
 
 def list_statement(user_id: str, query: ListQuery, after: Position | None) -> Statement:
-    """One page of a listing and its total, in one statement (tests/test_query_plans.py runs
+    """One page of a listing and its total, in one statement (tests/tasks/test_query_plans.py runs
     EXPLAIN on exactly this)."""
     descending = query.sort.startswith("-")
     sort_name = query.sort.lstrip("-")

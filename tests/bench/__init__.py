@@ -1,0 +1,1 @@
+"""Tests of bench/: the baseline answers like the API."""

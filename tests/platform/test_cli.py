@@ -1,0 +1,126 @@
+"""The `task-api` console script, run as a user would: serve, seed, token."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from tests.support.servers import SECRET, TASK_API, free_port, random_user_id
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """No settings from the developer's shell: only what a fresh machine has."""
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return {**keep, **extra}
+
+
+def run(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TASK_API, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+
+
+def test_serve_refuses_a_short_secret(database_url: str) -> None:
+    result = run("serve", env=bare_env(DATABASE_URL=database_url, BETTER_AUTH_SECRET="short"))
+    assert result.returncode == 2
+    assert "BETTER_AUTH_SECRET is 5 bytes; HS256 needs at least 32" in result.stderr
+
+
+def test_serve_refuses_to_start_without_a_key(database_url: str) -> None:
+    result = run("serve", env=bare_env(DATABASE_URL=database_url))
+    assert result.returncode == 2
+    assert "no token key configured" in result.stderr
+
+
+def test_serve_with_no_environment_serves_the_seeded_tasks_to_its_token(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [TASK_API, "serve", "--port", str(port)], env=bare_env(), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        token = None
+        deadline = time.monotonic() + 90
+        assert server.stdout is not None
+        while token is None and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if not line and server.poll() is not None:
+                pytest.fail(f"task-api serve exited with {server.returncode}")
+            match = re.fullmatch(r"\s+(eyJ[\w-]+\.[\w-]+\.[\w-]+)\s*", line)
+            token = match.group(1) if match else None
+        assert token, "no token printed"
+        body = None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/api/tasks",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                body = response.json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert body is not None
+        assert body["meta"]["total"] == 5
+        assert {t["user_id"] for t in body["data"]} == {"a11ce000-0000-4000-8000-000000000001"}
+        assert (tmp_path / ".data" / "pg" / "PG_VERSION").exists()
+    finally:
+        server.terminate()
+        code = server.wait(timeout=60)
+        rest = server.stdout.read() if server.stdout else ""
+        assert code == 0, f"exit {code} after SIGTERM; output:\n{rest[-3000:]}"
+
+
+async def test_seed_is_idempotent_and_reset_reloads(database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    env = bare_env(DATABASE_URL=database_url, BETTER_AUTH_SECRET=SECRET)
+    demo = ["a11ce000-0000-4000-8000-000000000001", "b0b00000-0000-4000-8000-000000000002"]
+    count = "SELECT count(*) FROM tasks WHERE user_id = ANY($1::text[])"
+    first = run("seed", env=env)
+    assert first.returncode == 0, first.stderr
+    assert await db.fetchval(count, demo) == 10
+    again = run("seed", env=env)
+    assert "seeded 0 tasks" in again.stdout
+    assert await db.fetchval(count, demo) == 10
+    await db.execute("UPDATE tasks SET title = 'changed' WHERE user_id = $1", demo[0])
+    await db.execute(
+        "INSERT INTO tasks (id, user_id, title) VALUES ($1, $2, 'extra')", uuid.uuid4(), demo[1]
+    )
+    reset = run("seed", "--reset", env=env)
+    assert reset.returncode == 0 and "seeded 10 tasks" in reset.stdout
+    assert await db.fetchval(count, demo) == 10
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE title = 'changed' AND user_id = $1", demo[0]) == 0
+    script = subprocess.run(  # noqa: ASYNC221 - the test waits for the CLI on purpose
+        [sys.executable, "scripts/seed.py"], env=env, capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2], check=False,
+    )
+    assert script.returncode == 0 and "seeded 0 tasks" in script.stdout
+
+
+@pytest.mark.parametrize("user_id", [random_user_id(), str(uuid.uuid4()), "42"])
+def test_token_mints_a_verifiable_hs256_token(user_id: str) -> None:
+    env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
+    result = run("token", user_id, "--ttl", "120", env=env)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == user_id
+    assert 100 <= claims["exp"] - time.time() <= 121
+
+
+@pytest.mark.parametrize(
+    ("user_id", "reason"),
+    [("", "empty"), ("x" * 256, "longer than 255"), ("a\tb", "control characters")],
+)
+def test_token_refuses_what_is_not_a_user_id(user_id: str, reason: str) -> None:
+    env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
+    bad = run("token", user_id, env=env)
+    assert bad.returncode == 2 and reason in bad.stderr, bad.stderr

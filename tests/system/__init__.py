@@ -1,0 +1,1 @@
+"""Tests of impl/system/: the probes."""

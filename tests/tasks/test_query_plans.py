@@ -1,0 +1,178 @@
+"""Structural guard: every list query shape reads an index and a bounded number of rows, on a
+table big enough that the planner's choices are real. Not a timing test: it counts what
+EXPLAIN ANALYZE says each plan read, which is the same on a fast machine and a slow one.
+
+One user has 30,000 tasks and 50 others 400 each (the benchmark's realistic rows, with its
+statistics gathered). For every shape of the benchmark's matrix (bench/shapes.py), first page
+and the page after it, with the plan PostgreSQL makes for the values (custom) and the plan a
+cached statement may switch to after five runs (generic):
+
+- no sequential scan of `tasks`;
+- at most READ_LIMIT rows read from `tasks` and its indexes in all, where reading the user's
+  tasks would be 30,000: the bound that holds for 100 tasks holds for 100,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from bench.data import copy_tasks, task_rows
+from bench.shapes import Shape, matrix
+from impl.platform.database import connect_options
+from impl.platform.migrate import upgrade
+from impl.tasks.list_sql import ListQuery, Statement, last_position, list_statement
+from tests.support.factories import THROUGH_PGBOUNCER
+
+USER, USER_TASKS = "guard-user-with-30000-tasks", 30_000
+NEEDLE_USER = "guard-needle"
+OTHERS, OTHER_TASKS = 50, 400
+READ_LIMIT = 5_000
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+SHAPES = matrix(NOW)
+NO_SECOND_PAGE = {"q=zzznomatch"}
+
+
+def _query(shape: Shape) -> ListQuery:
+    params: dict[str, Any] = dict(shape.params)
+    for name in ("due_before", "due_after"):
+        if name in params:
+            params[name] = dt.datetime.fromisoformat(params[name])  # Python 3.11: Z too
+    return ListQuery(limit=20, **params)
+
+
+@pytest.fixture(scope="module")
+async def big(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    if THROUGH_PGBOUNCER:
+        pytest.skip("plans do not depend on the pooler: the direct pass checks them")
+    admin = await asyncpg.connect(connect_options(database_url).dsn)
+    name = "query_plans"
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    try:
+        await asyncio.to_thread(upgrade, url)
+        connection = await asyncpg.connect(connect_options(url).dsn)
+        rng = random.Random(11)
+        await copy_tasks(connection, [USER], task_rows(USER, USER_TASKS, rng, NOW))
+        for index in range(OTHERS):
+            other = f"guard-other-{index}"
+            await copy_tasks(connection, [other], task_rows(other, OTHER_TASKS, rng, NOW))
+        # A word in all but the newest 300 of 2,000 tasks: the search's peek at the newest
+        # finds none, yet more than 1,000 match (tests the walk after a full collection).
+        rows = task_rows(NEEDLE_USER, 2_000, rng, NOW)
+        rows[300:] = [(row[0], row[1], f"needle {row[2]}", *row[3:]) for row in rows[300:]]
+        await copy_tasks(connection, [NEEDLE_USER], rows)
+        await connection.execute("VACUUM ANALYZE")
+        yield connection
+        await connection.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _read(plan: dict[str, Any]) -> tuple[int, list[str]]:
+    """Rows read from tasks and its indexes (returned or filtered out), and the scans of it."""
+    read, scans = 0, []
+    for node in _nodes(plan):
+        on_tasks = node.get("Relation Name") == "tasks" or str(
+            node.get("Index Name", "")
+        ).startswith(("ix_tasks_", "tasks_pkey"))
+        if not on_tasks or node.get("Actual Loops", 0) == 0:
+            continue
+        scans.append(node["Node Type"])
+        rows = node["Actual Rows"] + node.get("Rows Removed by Filter", 0) + node.get(
+            "Rows Removed by Index Recheck", 0
+        )
+        read += rows * node["Actual Loops"]
+    return read, scans
+
+
+def _describe(plan: dict[str, Any], depth: int = 0) -> Iterator[str]:
+    rows = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
+    yield f"{'  ' * depth}{plan['Node Type']} {plan.get('Index Name', '')} rows read {rows}"
+    for child in plan.get("Plans", []):
+        yield from _describe(child, depth + 1)
+
+
+async def _explain(connection: asyncpg.Connection, statement: Statement, generic: bool) -> dict:
+    await connection.execute(
+        f"SET plan_cache_mode = {'force_generic_plan' if generic else 'force_custom_plan'}"
+    )
+    try:
+        await connection.execute(f"PREPARE guard AS {statement.sql}")
+        # EXECUTE takes no bind parameters: literals (test values, standard_conforming_strings).
+        values = ", ".join(
+            str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+            for value in statement.args
+        )
+        raw = await connection.fetchval(
+            f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) EXECUTE guard({values})"
+        )
+    finally:
+        await connection.execute("DEALLOCATE guard")
+        await connection.execute("RESET plan_cache_mode")
+    plan: dict = json.loads(raw)[0]["Plan"]
+    return plan
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[shape.name for shape in SHAPES])
+async def test_every_shape_reads_an_index_and_a_bounded_number_of_rows(
+    big: asyncpg.Connection, shape: Shape
+) -> None:
+    query = _query(shape)
+    first = list_statement(USER, query, None)
+    records = await big.fetch(first.sql, *first.args)
+    pages = {"first page": first}
+    if len(records) == 21:
+        pages["next page"] = list_statement(USER, query, last_position(records[19]))
+    else:  # only the shapes that match almost nothing
+        assert shape.name in NO_SECOND_PAGE, f"{shape.name}: {len(records)} rows"
+    for page, statement in pages.items():
+        for generic in (False, True):
+            plan = await _explain(big, statement, generic)
+            read, scans = _read(plan)
+            where = f"{shape.name}, {page}, {'generic' if generic else 'custom'} plan"
+            assert "Seq Scan" not in scans, f"{where}: scans tasks sequentially ({scans})"
+            assert read <= READ_LIMIT, f"{where}: reads {read} rows of tasks and its indexes:\n" + (
+                "\n".join(_describe(plan))
+            )
+
+
+async def test_a_word_absent_from_the_newest_tasks_still_finds_the_older_ones(
+    big: asyncpg.Connection,
+) -> None:
+    """The listing peeks at the newest tasks to choose between walking and collecting: when
+    the peek finds nothing but more than 1,000 tasks match, it walks. Same pages as a plain
+    query, and the usual bounds."""
+    expected = [
+        row["id"] for row in await big.fetch(
+            "SELECT id FROM tasks WHERE user_id = $1 AND title LIKE 'needle %' "
+            "ORDER BY created_at DESC, id DESC LIMIT 40", NEEDLE_USER,
+        )
+    ]
+    query = ListQuery(limit=20, q="NEEDLE")
+    first = list_statement(NEEDLE_USER, query, None)
+    records = await big.fetch(first.sql, *first.args)
+    assert [r["id"] for r in records[:20]] == expected[:20]
+    assert (records[0]["total"] > 20) and len(records) == 21
+    after = list_statement(NEEDLE_USER, query, last_position(records[19]))
+    assert [r["id"] for r in (await big.fetch(after.sql, *after.args))[:20]] == expected[20:]
+    for statement in (first, after):
+        for generic in (False, True):
+            read, scans = _read(await _explain(big, statement, generic))
+            assert "Seq Scan" not in scans and read <= READ_LIMIT, (read, scans)
