@@ -26,6 +26,7 @@ from impl.contract import install_contract_routes
 from impl.cursor import CursorCodec
 from impl.db import Database
 from impl.errors import install_error_handlers
+from impl.mcp import install_mcp
 from impl.rate_limit import RateLimiter
 from impl.request_context_middleware import RequestContextMiddleware
 from impl.request_guard import RequestGuardMiddleware
@@ -120,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
     # in a router include that FastAPI walks on every request.
     app.router.routes.extend(router.routes)
     install_contract_routes(app)
+    install_mcp(app, settings.cors_origins)  # /mcp: the task operations as AI-assistant tools
     for route in app.router.routes:
         # The routes that run FastAPI's own request handler (the contract's documents; the
         # generated ones have their own, impl/contract_route.py) need its file exit stack.
