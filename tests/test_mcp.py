@@ -29,6 +29,7 @@ from generated.mcp_tools import TOOLS
 from impl.token_verifier import mint_hs256
 from tests.conftest import User, new_user
 from tests.servers import SECRET, random_user_id
+from tests.test_auth import JwksDocument, Keys, claims, jwks, keys  # noqa: F401 (fixtures)
 from tests.test_better_auth import running_api
 
 ALLOWED_ORIGIN = "https://app.example.com"
@@ -275,3 +276,42 @@ def test_a_page_on_another_origin_is_refused(api_url: str) -> None:
     assert refused_origin.json()["error"]["code"] == "FORBIDDEN"
     allowed = post_mcp(api_url, Authorization=token, Origin=ALLOWED_ORIGIN)
     assert allowed.status_code == 200, allowed.text
+
+
+# -- JWKS mode: the tokens of Better Auth's jwt plugin ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jwks_api_url(database_url: str, jwks: JwksDocument) -> Iterator[str]:  # noqa: F811
+    """`task-api serve` with only BETTER_AUTH_URL: keys from the JWKS, iss and aud required."""
+    with running_api(database_url, BETTER_AUTH_URL=jwks.base_url) as url:
+        yield url
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_jwks_tokens_work_and_others_are_refused(
+    jwks_api_url: str,
+    jwks: JwksDocument,  # noqa: F811
+    keys: Keys,  # noqa: F811
+    db: asyncpg.Connection,
+    mode: str,
+) -> None:
+    """As configured: an EdDSA token of the JWKS acts as its user; an HS256 one (no secret
+    here) and one for another audience are refused by /mcp before any tool runs."""
+    user_id = random_user_id()
+    issued = claims(sub=user_id, iss=jwks.base_url, aud=jwks.base_url)
+    token = keys.ed25519.sign(issued, "EdDSA")
+    async with connect(jwks_api_url, token, mode) as client:
+        task = ok(await client.call_tool("add_task", {"title": "Signed by Better Auth"}))
+        assert task["user_id"] == user_id
+        listed = ok(await client.call_tool("list_tasks", {}))
+        assert [t["id"] for t in listed["data"]] == [task["id"]]
+    for bad, message in (
+        (mint_hs256(SECRET, user_id), "Invalid token: algorithm not allowed"),
+        (keys.ed25519.sign({**issued, "aud": "https://elsewhere.example"}, "EdDSA"),
+         "Invalid token: wrong audience"),
+    ):
+        response = post_mcp(jwks_api_url, Authorization=f"Bearer {bad}")
+        assert response.status_code == 401
+        assert response.json()["error"]["message"] == message
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE user_id = $1", user_id) == 1
