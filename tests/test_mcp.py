@@ -10,10 +10,13 @@ Each flow runs twice: with the 2025 protocol (initialize, then requests) and wit
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -315,3 +318,55 @@ async def test_jwks_tokens_work_and_others_are_refused(
         assert response.status_code == 401
         assert response.json()["error"]["message"] == message
     assert await db.fetchval("SELECT count(*) FROM tasks WHERE user_id = $1", user_id) == 1
+
+
+# -- the MCP Inspector's command line (npm; the TypeScript SDK's client) --------------------------
+
+INSPECTOR_DIR = Path(__file__).resolve().parent.parent / "clients" / "mcp-inspector"
+INSPECTOR = INSPECTOR_DIR / "node_modules/@modelcontextprotocol/inspector-cli/build/index.js"
+
+
+def inspector(api_url: str, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """`mcp-inspector-cli URL --transport http --header "Authorization: Bearer ..." ARGS`."""
+    assert INSPECTOR.exists(), "run scripts/ensure_npm.sh clients/mcp-inspector"
+    auth = ["--header", f"Authorization: Bearer {token}"] if token else []
+    return subprocess.run(
+        ["node", str(INSPECTOR), f"{api_url}/mcp", "--transport", "http", *auth, *args],
+        # The CLI reads its own package.json as "../package.json" only when that path exists
+        # from the working directory: node_modules/ is such a directory.
+        cwd=INSPECTOR_DIR / "node_modules",
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+async def test_the_inspector_cli_lists_and_calls_the_tools(
+    api_url: str, db: asyncpg.Connection
+) -> None:
+    """Another implementation of the protocol, as a person tries a server by hand: the same
+    tools, a task added and listed as the token's user, another user's task a FORBIDDEN tool
+    error, and no connection at all without a token."""
+    alice, bob = new_user(), new_user()
+    listed = inspector(api_url, alice.token, "--method", "tools/list")
+    assert listed.returncode == 0, listed.stderr
+    assert [tool["name"] for tool in json.loads(listed.stdout)["tools"]] == [t.name for t in TOOLS]
+
+    added = inspector(api_url, alice.token, "--method", "tools/call", "--tool-name", "add_task",
+                      "--tool-arg", "title=Buy milk", 'tags=["home"]', "priority=high")
+    assert added.returncode == 0, added.stderr
+    task = json.loads(added.stdout)["structuredContent"]
+    assert (task["user_id"], task["title"], task["tags"], task["priority"]) == (
+        alice.id, "Buy milk", ["home"], "high")
+    page = inspector(api_url, alice.token, "--method", "tools/call", "--tool-name", "list_tasks",
+                     "--tool-arg", "status=pending", "tag=home")
+    assert [t["id"] for t in json.loads(page.stdout)["structuredContent"]["data"]] == [task["id"]]
+
+    foreign = inspector(api_url, bob.token, "--method", "tools/call", "--tool-name",
+                        "delete_task", "--tool-arg", f"task_id={task['id']}")
+    result = json.loads(foreign.stdout)
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"]["code"] == "FORBIDDEN"
+
+    anonymous = inspector(api_url, None, "--method", "tools/list")
+    assert anonymous.returncode != 0
+    assert "UNAUTHORIZED" in anonymous.stdout + anonymous.stderr
+    assert [r["id"] for r in await rows(db, alice)] == [uuid.UUID(task["id"])]
