@@ -270,6 +270,39 @@ async def test_the_sdk_client_cannot_connect_with_a_bad_token(
     assert await db.fetchval("SELECT count(*) FROM tasks WHERE user_id = $1", user_id) == 0
 
 
+async def test_hostile_requests_to_the_endpoint_are_4xx_and_change_nothing(
+    api_url: str, db: asyncpg.Connection
+) -> None:
+    """With a valid token: other methods (stateless: no stream to GET, no session to DELETE),
+    bodies that are not JSON, not JSON-RPC, too large or with arguments that are no object get
+    a 4xx (the API's envelope, or a JSON-RPC error from the SDK), never a 5xx, and write
+    nothing."""
+    user = new_user()
+    headers = {**MCP_HEADERS, **user.headers}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "add_task", "arguments": "title=x"}}
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as http:
+        for method in ("GET", "DELETE", "PUT"):
+            response = await http.request(method, "/mcp")
+            assert response.status_code == 405, response.text
+            assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+            assert response.headers["Allow"] == "POST"
+        cases = [
+            ("application/json", b"{not json", 400),
+            ("application/json", b"[]", 400),
+            ("text/plain", json.dumps(INITIALIZE).encode(), 415),
+            ("application/json", b'{"padding": "' + b"x" * 70_000 + b'"}', 413),
+        ]
+        for content_type, body, status in cases:
+            response = await http.post("/mcp", content=body,
+                                       headers={"Content-Type": content_type})
+            assert response.status_code == status, (body[:40], response.text)
+        response = await http.post("/mcp", json=call)
+        assert response.status_code < 500
+        assert response.json()["error"]["code"] == -32602  # JSON-RPC: invalid params
+    assert await rows(db, user) == []
+
+
 def test_a_page_on_another_origin_is_refused(api_url: str) -> None:
     """The transport's DNS-rebinding rule with the API's CORS_ORIGINS: a browser Origin that is
     not allowed is a 403 even with a valid token; an allowed one passes."""

@@ -117,7 +117,9 @@ def install_mcp(app: FastAPI, allowed_origins: list[str]) -> None:
     """Serve the MCP endpoint at MCP_PATH and run its session manager with the app."""
     manager = StreamableHTTPSessionManager(app=build_server(app), json_response=True, stateless=True)
     endpoint = BearerGate(StreamableHTTPASGIApp(manager), allowed_origins)
-    app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, methods=["GET", "POST", "DELETE"]))
+    # POST only: stateless, there is no stream for a GET to open (it would stay open, idle) and
+    # no session for a DELETE to end; the spec's answer to both is a 405.
+    app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, methods=["POST"]))
     inner: Callable[[Any], AbstractAsyncContextManager[Any]] = app.router.lifespan_context
 
     @asynccontextmanager
