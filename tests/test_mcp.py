@@ -303,6 +303,43 @@ async def test_hostile_requests_to_the_endpoint_are_4xx_and_change_nothing(
     assert await rows(db, user) == []
 
 
+@pytest.fixture(scope="module")
+def limited_api_url(database_url: str) -> Iterator[str]:
+    """A bucket of 3 requests that takes 1,000 s to refill one."""
+    with running_api(database_url, BETTER_AUTH_SECRET=SECRET, RATE_LIMIT_BURST="3",
+                     RATE_LIMIT_PER_SECOND="0.001") as url:
+        yield url
+
+
+def test_the_rate_limit_counts_the_endpoint_and_each_call(limited_api_url: str) -> None:
+    """A tool call costs two requests of the caller's bucket: the POST to /mcp and the API
+    request it makes. Over the limit, the call's own request is a TOO_MANY_REQUESTS tool error;
+    then /mcp itself answers 429 with Retry-After."""
+    user = new_user()
+    stats = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+             "params": {"name": "get_task_stats", "arguments": {}}}
+    headers = {**MCP_HEADERS, **user.headers}
+
+    def call() -> httpx.Response:
+        return httpx.post(f"{limited_api_url}/mcp", json=stats, headers=headers, timeout=30)
+
+    first = call()  # requests 1 and 2
+    assert first.status_code == 200 and first.json()["result"]["isError"] is False
+    second = call()  # request 3 passes /mcp; the API request is the 4th
+    assert second.status_code == 200
+    result = second.json()["result"]
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"]["code"] == "TOO_MANY_REQUESTS"
+    third = call()
+    assert third.status_code == 429
+    assert third.json()["error"]["code"] == "TOO_MANY_REQUESTS"
+    assert int(third.headers["Retry-After"]) > 0
+    # Another user has a bucket of their own.
+    other = httpx.post(f"{limited_api_url}/mcp", json=stats, timeout=30,
+                       headers={**MCP_HEADERS, **new_user().headers})
+    assert other.json()["result"]["isError"] is False
+
+
 def test_a_page_on_another_origin_is_refused(api_url: str) -> None:
     """The transport's DNS-rebinding rule with the API's CORS_ORIGINS: a browser Origin that is
     not allowed is a 403 even with a valid token; an allowed one passes."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
 import mcp_types as types
@@ -81,6 +82,7 @@ def build_server(app: FastAPI) -> Server[Any]:
 
     server: Server[Any] = Server(
         "task-api",
+        version=version("task-api"),
         title="Task API",
         instructions=(
             "Tools for the caller's own tasks (the user of the bearer token), generated from the "
@@ -88,6 +90,9 @@ def build_server(app: FastAPI) -> Server[Any]:
         ),
         on_list_tools=list_tools,
         on_call_tool=on_call_tool,
+        # A tool's input schema without running tools/list (the 2026-07-28 transport checks
+        # Mcp-Param headers against it).
+        get_tool_input_schema=lambda name: by_name[name].input_schema if name in by_name else None,
     )
     server.middleware.clear()  # no OpenTelemetry span per message: the API has telemetry off
     return server
