@@ -8,7 +8,11 @@ replicas, on a free loopback port, with a generated configuration:
   (`empty-response`, `response-timeout`) is retried only when a replay cannot do harm: GET,
   HEAD, OPTIONS, PUT and DELETE (idempotent in HTTP), and a POST with an Idempotency-Key (the
   API stores the key with the task, so a replay returns the same task). A PATCH or a POST
-  without a key is never sent twice.
+  without a key is never sent twice. `option http-buffer-request` has HAProxy read the whole body
+  before it picks a replica, so a replayable request that a crashed replica dropped mid-way is
+  replayed (measured: without it, POSTs with a key in flight on a SIGKILLed replica failed;
+  with it, none). A request must fit HAProxy's 16 KiB buffer to be replayed: a task the
+  contract accepts is under 4 KiB.
 
 The stats socket (`show stat`) says which replicas are UP and counts connection errors, retries
 and redispatches per replica; only errors and retried requests are logged (dontlog-normal).
@@ -62,6 +66,7 @@ def config(port: int, servers: Sequence[tuple[str, int]], directory: Path) -> st
         "",
         "backend replicas",
         "    balance roundrobin",
+        "    option http-buffer-request",
         "    option httpchk GET /api/ready",
         "    http-check expect status 200",
         f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {FALL} rise {RISE}",
