@@ -26,7 +26,7 @@ READY_GRACE_SECONDS = 2 * FALL * CHECK_INTERVAL_MS / 1000
 @dataclass
 class Stack:
     database_url: str  # direct, for migrations and checks
-    secret: str
+    secret: str | None  # the HS256 secret the replicas were given, if any
     pgbouncer: PgBouncer
     replicas: list[Replica]
     haproxy: HAProxy
@@ -67,7 +67,7 @@ class Stack:
 
 
 def _prepare_database(database_url: str | None, data_dir: Path, secret: str | None,
-                      stack: ExitStack) -> tuple[str, str]:
+                      stack: ExitStack) -> tuple[str, str | None]:
     """(direct URL, HS256 secret): the given database migrated, or the embedded one started,
     migrated and seeded on first run, as `task-api serve` does."""
     from impl.migrate import upgrade
@@ -84,8 +84,6 @@ def _prepare_database(database_url: str | None, data_dir: Path, secret: str | No
             asyncio.run(seed(database_url))
     else:
         upgrade(database_url)
-    if not secret:
-        raise RuntimeError("BETTER_AUTH_SECRET is required with a given DATABASE_URL")
     return database_url, secret
 
 
@@ -93,10 +91,11 @@ def _prepare_database(database_url: str | None, data_dir: Path, secret: str | No
 def running_stack(
     replicas: int = 2, *, database_url: str | None = None, secret: str | None = None,
     data_dir: Path = Path(".data"), port: int | None = None, env: dict[str, str] | None = None,
-    ready_grace: float = READY_GRACE_SECONDS,
+    ready_grace: float = READY_GRACE_SECONDS, cwd: Path | None = None,
 ) -> Iterator[Stack]:
     """The stack, ready (every replica UP in HAProxy); stopped in reverse order on exit.
-    `env`: more settings for the replicas (RATE_LIMIT_PER_SECOND, LOG_LEVEL...)."""
+    `env`: more settings for the replicas (RATE_LIMIT_PER_SECOND, LOG_LEVEL...); `cwd`: where
+    they run (its `.env` is read for what `env` does not set)."""
     with ExitStack() as stack:
         direct_url, secret = _prepare_database(database_url, data_dir, secret, stack)
         bouncer = stack.enter_context(running_pgbouncer(direct_url))
@@ -105,9 +104,11 @@ def running_stack(
         replica_env = {
             "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING", **(env or {}),
             "DATABASE_URL": bouncer.url, "DB_STATEMENT_CACHE": "false",
-            "BETTER_AUTH_SECRET": secret, "SHUTDOWN_READY_GRACE_SECONDS": str(ready_grace),
+            "SHUTDOWN_READY_GRACE_SECONDS": str(ready_grace),
         }
-        members = [Replica(f"r{i}", replica_env, directory) for i in range(replicas)]
+        if secret:
+            replica_env["BETTER_AUTH_SECRET"] = secret
+        members = [Replica(f"r{i}", replica_env, directory, cwd) for i in range(replicas)]
         for member in members:
             stack.callback(member.close)
             member.start()
