@@ -9,6 +9,9 @@ safe retries, redispatch).
   both new replicas serve it), however long that takes on a busy machine.
 - A cursor issued by one replica works on the other.
 - One Idempotency-Key sent to both replicas at once creates one task.
+- The hand-over itself, on one replica: after SIGTERM its listener stays open, /api/ready
+  answers 503, requests are still served and every response closes its connection; once
+  requests stop coming it closes and exits 0.
 
 The stack brings its own PgBouncer: the suite's PgBouncer pass skips these tests.
 """
@@ -29,6 +32,7 @@ import httpx
 import pytest
 
 from impl.token_verifier import mint_hs256
+from scripts.local_stack.replicas import Replica
 from scripts.local_stack.stack import Stack, running_stack
 from scripts.local_stack.writes import differences
 from tests.conftest import THROUGH_PGBOUNCER
@@ -168,3 +172,41 @@ async def test_one_idempotency_key_sent_to_both_replicas_at_once_creates_one_tas
     rows = await db.fetch("SELECT title, count(*) AS n FROM tasks WHERE user_id = $1 "
                           "GROUP BY title", user_id)
     assert {r["title"]: r["n"] for r in rows} == {f"once {n}": 1 for n in range(attempts)}
+
+
+async def test_a_stopping_replica_fails_readiness_keeps_serving_and_closes_connections(
+    database_url: str, tmp_path: Path
+) -> None:
+    grace = 3.0
+    env = {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET, "LOG_FORMAT": "json",
+           "LOG_LEVEL": "INFO", "SHUTDOWN_READY_GRACE_SECONDS": str(grace)}
+    replica = Replica("solo", env, tmp_path)
+    await asyncio.to_thread(replica.start)
+    assert replica.process is not None
+    user_id = random_user_id()
+    try:
+        async with httpx.AsyncClient(base_url=replica.url, timeout=30) as http:
+            ready = await http.get("/api/ready")
+            assert ready.status_code == 200 and "connection" not in ready.headers
+            sigterm_at = time.monotonic()
+            replica.process.send_signal(signal.SIGTERM)
+            while ready.status_code == 200:  # the signal is handled
+                assert time.monotonic() - sigterm_at < grace, "still ready"
+                ready = await http.get("/api/ready")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["error"]["message"] == "Server is stopping"
+            assert ready.headers["connection"] == "close"
+            served = []
+            while time.monotonic() - sigterm_at < grace - 0.5:  # within the grace: served
+                response = await http.post("/api/tasks", json={"title": "while stopping"},
+                                           headers=headers(user_id))
+                served.append((response.status_code, response.headers.get("connection")))
+                await asyncio.sleep(0.1)
+        code = await asyncio.to_thread(replica.process.wait, 60)
+        exited_after = time.monotonic() - sigterm_at
+    finally:
+        replica.close()
+    assert served and set(served) == {(201, "close")}, served
+    assert code == 0, replica.log()[-3000:]
+    assert exited_after >= grace  # the listener stayed open for the whole grace
+    assert "closing the listener" in replica.log()
