@@ -82,12 +82,32 @@ class DrainingServer(uvicorn.Server):
         return bool(readable)
 
 
+class DrainingProcess(multiprocess.Process):
+    """A worker of uvicorn's multi-process supervisor that serves with a DrainingServer.
+
+    The supervisor starts workers with multiprocessing's "spawn": each worker imports afresh
+    and unpickles this object, so it builds its server from this class (found by name, which
+    imports this module in the worker), never from a name patched in the parent."""
+
+    ready_grace = 0.0  # set in the parent before the supervisor builds its workers
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        self.worker_ready_grace = DrainingProcess.ready_grace  # pickled with the worker
+        super().__init__(config, sockets)
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(self.config, self.worker_ready_grace)
+        return self._server
+
+
 def run(config: uvicorn.Config, ready_grace: float = 0.0) -> None:
-    """uvicorn.run(), for a Config, with a DrainingServer in every worker. The ready grace (a
-    hand-over to a load balancer) applies to a single worker: a replica."""
+    """uvicorn.run(), for a Config, with a DrainingServer in every worker."""
     if config.workers > 1:
-        # uvicorn's multi-process supervisor builds each worker's server itself, from this name.
-        multiprocess.Server = DrainingServer  # type: ignore[attr-defined]
+        # The supervisor builds each worker from the name `Process` of its module.
+        DrainingProcess.ready_grace = ready_grace
+        multiprocess.Process = DrainingProcess  # type: ignore[misc]
         multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     config.load_app()

@@ -21,10 +21,11 @@ PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR")
 
 class Replica:
     def __init__(self, name: str, env: dict[str, str], directory: Path,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, workers: int = 1) -> None:
         """`env`: its settings (on top of PATH, HOME, LANG, TMPDIR); `directory`: where its log
         goes; `cwd`: where it runs (a `.env` there is read), `directory` by default."""
         self.name = name
+        self.workers = workers
         self.port = free_port()
         self.env = {**{k: v for k, v in os.environ.items() if k in PASSED_THROUGH}, **env}
         self.directory = directory
@@ -45,7 +46,8 @@ class Replica:
         began = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [TASK_API, "serve", "--port", str(self.port)], env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log,
+                [TASK_API, "serve", "--port", str(self.port), "--workers", str(self.workers)],
+                env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.starts += 1
