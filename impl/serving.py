@@ -1,4 +1,5 @@
-"""How `task-api serve` runs uvicorn: as uvicorn.run does, with one change to its shutdown."""
+"""How `task-api serve` runs uvicorn: as uvicorn.run does, with a hand-over and a drain before
+its shutdown."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ class DrainingServer(uvicorn.Server):
             ):
                 break
             await asyncio.sleep(0.02)
-        log.info("stopping: closing the listener %.2f s after the signal, last request "
+        log.info("stopping: closing the listener %.2f s into the hand-over, last request "
                  "%.2f s ago", time.monotonic() - began, time.monotonic() - hand_over.last_request)
 
     def _connections_waiting(self) -> bool:
