@@ -63,7 +63,7 @@ async def get_health() -> Response:
     },
     tags=["system"],
     summary="Readiness probe",
-    description="Answers 200 when the database answers a query, 503 when it does not.",
+    description="Answers 200 when the database answers a query, 503 when it does not or when the server is stopping (after SIGTERM, so a load balancer stops sending to it before it closes).",
 )
 async def get_readiness() -> Response:
     return await impl.system.get_readiness()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from impl import runtime
+from impl import hand_over, runtime
 from impl.envelope import success
 from impl.errors import DATABASE_DOWN, ServiceUnavailable
 
@@ -14,6 +14,8 @@ async def get_health() -> Response:
 
 
 async def get_readiness() -> Response:
+    if hand_over.stopping():  # a load balancer takes this replica out before it closes
+        raise ServiceUnavailable("Server is stopping")
     try:
         await runtime.current().database.ping()
     except DATABASE_DOWN:

@@ -25,8 +25,9 @@ scripts/ensure_clients_env.sh >/dev/null
 step "headless Chromium for the browser tests (Debian package)"
 scripts/ensure_chromium.sh
 
-step "PgBouncer for the pooler tests (Debian package)"
+step "PgBouncer for the pooler tests and HAProxy for the deploy recipe's (Debian packages)"
 scripts/ensure_pgbouncer.sh
+scripts/ensure_debian_package.sh haproxy haproxy
 
 step "ruff"
 "$UV" run --locked ruff check impl tests scripts
