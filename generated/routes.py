@@ -69,7 +69,7 @@ async def get_health(
     },
     tags=["system"],
     summary="Readiness probe",
-    description="Answers 200 when the database answers a query, 503 when it does not.",
+    description="Answers 200 when the database answers a query, 503 when it does not or when the server is stopping (after SIGTERM, so a load balancer stops sending to it before it closes).",
 )
 async def get_readiness(
     *,

@@ -30,6 +30,7 @@ from impl.http.errors import install_error_handlers
 from impl.http.guards import RequestGuardMiddleware
 from impl.http.middleware import RequestContextMiddleware
 from impl.http.rate_limit import RateLimiter
+from impl.mcp import install_mcp
 from impl.platform.database import Database
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import TokenVerifier
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     # in a router include that FastAPI walks on every request.
     app.router.routes.extend(router.routes)
     install_contract_routes(app)
+    install_mcp(app, settings.cors_origins)  # /mcp: the task operations as AI-assistant tools
     for route in app.router.routes:
         # The routes that run FastAPI's own request handler (the contract's documents; the
         # generated ones have their own, impl/http/route.py) need its file exit stack.

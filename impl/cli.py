@@ -81,7 +81,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=20,
     )
     try:
-        serving.run(config)
+        serving.run(config, ready_grace=settings.shutdown_ready_grace_seconds)
     finally:
         if handle is not None:
             handle.cleanup()

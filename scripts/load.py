@@ -13,6 +13,10 @@ owns. It checks every answer as it goes:
 - every PATCH and DELETE sends If-Match with the last version the user was given, so a lost or
   phantom update answers 412 and counts as an error.
 
+With --idempotency-keys every POST carries a fresh Idempotency-Key (what lets a load balancer
+replay it safely). It runs for --seconds, or until SIGTERM or SIGINT: then every user finishes
+the operation it is in and the figures are written as usual.
+
 It writes the figures (throughput, latency percentiles per operation, error and leak samples) to
 --out, and with --state the tasks each user ended with (id -> title, completed, version), so a
 caller can compare them with the database. Exit status: 0 when there was no error, leak or
@@ -28,8 +32,10 @@ import math
 import os
 import random
 import secrets
+import signal
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,13 +129,15 @@ def _remember(user: User, task: dict[str, Any]) -> None:
 
 
 async def create(http: httpx.AsyncClient, results: Results, user: User, rng: random.Random,
-                 owners: dict[str, str]) -> None:
+                 owners: dict[str, str], keys: bool) -> None:
     user.created += 1
     body = {"title": f"load {str(user.id)[:8]} #{user.created}",
             "priority": rng.choice(("low", "medium", "high"))}
     if rng.random() < 0.3:
         body["tags"] = [f"t{rng.randrange(5)}"]
-    response = await _call(http, results, user, "create", "POST", "/api/tasks", json=body)
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if keys else {}
+    response = await _call(http, results, user, "create", "POST", "/api/tasks", json=body,
+                           headers=headers)
     if response is None:
         user.uncertain = True
         return
@@ -218,7 +226,7 @@ class Clock:
 
 async def user_loop(base_url: str, results: Results, user: User, clock: Clock, seed: int,
                     owners: dict[str, str], start: asyncio.Event,
-                    ready: asyncio.Semaphore) -> None:
+                    ready: asyncio.Semaphore, keys: bool) -> None:
     rng = random.Random(seed)
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
@@ -232,7 +240,7 @@ async def user_loop(base_url: str, results: Results, user: User, clock: Clock, s
                 if op == "create" and len(user.tasks) >= MAX_TASKS_PER_USER:
                     op = "delete"
             if op == "create":
-                await create(http, results, user, rng, owners)
+                await create(http, results, user, rng, owners, keys)
             elif op == "list":
                 await list_own(http, results, user, owners)
             elif op == "patch":
@@ -261,8 +269,8 @@ def summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
     }
 
 
-async def run(base_url: str, secret: str, users: int, seconds: float, seed: int
-              ) -> tuple[dict[str, Any], list[User]]:
+async def run(base_url: str, secret: str, users: int, seconds: float, seed: int,
+              keys: bool = False) -> tuple[dict[str, Any], list[User]]:
     people = [User(user_id, mint_hs256(secret, user_id, int(seconds) + 3600))
               for user_id in (secrets.token_urlsafe(24) for _ in range(users))]
     results = Results()
@@ -272,7 +280,7 @@ async def run(base_url: str, secret: str, users: int, seconds: float, seed: int
     ready = asyncio.Semaphore(0)
     tasks = [
         asyncio.create_task(
-            user_loop(base_url, results, user, clock, seed + index, owners, start, ready)
+            user_loop(base_url, results, user, clock, seed + index, owners, start, ready, keys)
         )
         for index, user in enumerate(people)
     ]
@@ -280,6 +288,13 @@ async def run(base_url: str, secret: str, users: int, seconds: float, seed: int
         await ready.acquire()
     began = time.monotonic()
     clock.deadline = began + seconds
+    loop = asyncio.get_running_loop()
+
+    def stop_early() -> None:  # every user finishes the operation under way
+        clock.deadline = min(clock.deadline, time.monotonic())
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_early)
     start.set()
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - began
@@ -288,6 +303,7 @@ async def run(base_url: str, secret: str, users: int, seconds: float, seed: int
         "base_url": base_url,
         "users": users,
         "seconds": seconds,
+        "idempotency_keys": keys,
         "elapsed_s": round(elapsed, 2),
         "requests": len(everything),
         "throughput_rps": round(len(everything) / elapsed, 1),
@@ -335,13 +351,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="duration (default: $LOAD_SECONDS or 60)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the workload")
     parser.add_argument("--out", type=Path, default=Path("artifacts/load.json"))
+    parser.add_argument("--idempotency-keys", action="store_true",
+                        help="send a fresh Idempotency-Key with every POST")
     parser.add_argument("--state", type=Path,
                         help="write each user's acknowledged tasks here (JSON)")
     args = parser.parse_args(argv)
     if not args.secret:
         parser.error("--secret or BETTER_AUTH_SECRET is required")
     report, people = asyncio.run(
-        run(args.base_url, args.secret, args.users, args.seconds, args.seed)
+        run(args.base_url, args.secret, args.users, args.seconds, args.seed,
+            args.idempotency_keys)
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -10,8 +10,9 @@ scripts/regen.sh --check
 step "contract lint: openapi-spec-validator, @redocly/cli and Spectral (OAS + OWASP API Security)"
 "$UV" run --locked openapi-spec-validator openapi.yaml
 # Node.js from Debian when missing; `npm ci` only where a package-lock.json changed since the
-# last install (stamped by its hash): the root tools and the hey-api client proof's own folder.
-scripts/ensure_npm.sh . clients/hey-api
+# last install (stamped by its hash): the root tools, the hey-api client proof's own folder and
+# the MCP Inspector's command line (tests/mcp/test_mcp.py).
+scripts/ensure_npm.sh . clients/hey-api clients/mcp-inspector
 node_modules/.bin/redocly lint openapi.yaml
 # .spectral.yaml: spectral:oas and the OWASP ruleset; any warning fails too (waivers are there,
 # each with its reason).
@@ -24,8 +25,9 @@ scripts/ensure_clients_env.sh >/dev/null
 step "headless Chromium for the browser tests (Debian package)"
 scripts/ensure_chromium.sh
 
-step "PgBouncer for the pooler tests (Debian package)"
+step "PgBouncer for the pooler tests and HAProxy for the deploy recipe's (Debian packages)"
 scripts/ensure_pgbouncer.sh
+scripts/ensure_debian_package.sh haproxy haproxy
 
 step "ruff"
 "$UV" run --locked ruff check impl tests scripts bench

@@ -1,8 +1,9 @@
 """The layers of impl/ (impl/__init__.py), held by the imports: arrows point down only.
 
-entry (impl.app, impl.asgi, impl.cli, impl.migrations)  ->  generated.routes  ->  resources
-(impl.tasks, impl.system: one package per tag)  ->  impl.http  ->  impl.platform; the generated
-models are a leaf any layer may use. A resource uses no other resource, and within a resource only
+entry (impl.app, impl.asgi, impl.cli, impl.migrations)  ->  generated.routes, impl.mcp (the
+contract's operations as HTTP routes and as MCP tools)  ->  resources (impl.tasks, impl.system:
+one package per tag)  ->  impl.http  ->  impl.platform; the generated models and MCP tool
+descriptions are leaves any layer may use. A resource uses no other resource, and within a resource only
 its handlers speak HTTP (the rest raises domain errors, impl/platform/errors.py). Every import
 counts, also those inside functions.
 """
@@ -17,8 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = {"impl.app", "impl.asgi", "impl.cli", "impl.migrations"}
 RESOURCES = {"impl.tasks", "impl.system"}
-RANK = {"entry": 5, "generated.routes": 4, "resource": 3, "impl.http": 2, "impl.platform": 1,
-        "generated.models": 0}
+RANK = {"entry": 5, "generated.routes": 4, "impl.mcp": 4, "resource": 3, "impl.http": 2,
+        "impl.platform": 1, "generated.models": 0, "generated.mcp_tools": 0}
 
 
 def _module_name(path: Path) -> str:
@@ -44,7 +45,8 @@ def _layer(module: str) -> tuple[str, str]:
     for prefix in RESOURCES:
         if module == prefix or module.startswith(prefix + "."):
             return "resource", prefix
-    for prefix in ("impl.http", "impl.platform", "generated.routes", "generated.models"):
+    for prefix in ("impl.http", "impl.platform", "impl.mcp", "generated.routes",
+                   "generated.models", "generated.mcp_tools"):
         if module == prefix or module.startswith(prefix + "."):
             return prefix, prefix
     return "package", module  # impl/__init__.py, generated/__init__.py: docstrings only
@@ -72,7 +74,7 @@ def _known(name: str) -> str | None:
 
 def test_the_layers_are_found() -> None:
     layers = {_layer(module)[0] for module in MODULES}
-    assert {"entry", "generated.routes", "resource", "impl.http", "impl.platform"} <= layers
+    assert {"entry", "generated.routes", "impl.mcp", "resource", "impl.http", "impl.platform"} <= layers
     assert "impl.tasks.handlers" in MODULES and "impl.system.handlers" in MODULES
 
 

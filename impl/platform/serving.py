@@ -1,16 +1,27 @@
-"""How `task-api serve` runs uvicorn: as uvicorn.run does, with one change to its shutdown."""
+"""How `task-api serve` runs uvicorn: as uvicorn.run does, with a hand-over and a drain before
+its shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import socket
+import time
 
 import uvicorn
 from uvicorn.supervisors import multiprocess
 
+from impl.platform.hand_over import HandOver
+
+log = logging.getLogger("task_api.serving")
+
 # At most this long after SIGTERM, connections already waiting to be accepted are still served.
 DRAIN_SECONDS = 1.0
+# After the ready grace, the listener closes once no request (probes aside) came for this long,
+# and at the latest this long after the grace.
+QUIET_SECONDS = 0.5
+QUIET_WAIT_MAX_SECONDS = 5.0
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app cannot start
 
 
@@ -18,9 +29,28 @@ class DrainingServer(uvicorn.Server):
     """On SIGTERM uvicorn closes its listening sockets at once, and the kernel resets every
     connection still waiting in their accept queues: requests that clients had already sent. This
     server first serves that queue (bounded by DRAIN_SECONDS), then shuts down as uvicorn does:
-    in-flight requests finish, idle connections close, new connections are refused."""
+    in-flight requests finish, idle connections close, new connections are refused.
+
+    With a ready grace (SHUTDOWN_READY_GRACE_SECONDS), a hand-over comes first: for that long
+    the listener stays open, /api/ready answers 503 and responses close their connections
+    (impl/platform/hand_over.py); then it waits until no request but the probes came for QUIET_SECONDS
+    (the load balancer has stopped sending here), at most QUIET_WAIT_MAX_SECONDS more."""
+
+    def __init__(self, config: uvicorn.Config, ready_grace: float = 0.0) -> None:
+        super().__init__(config)
+        self.ready_grace = ready_grace
+        self.hand_over: HandOver | None = None
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.config.loaded:
+            self.config.load()
+        self.hand_over = HandOver(self.config.loaded_app)
+        self.config.loaded_app = self.hand_over
+        await super()._serve(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.hand_over is not None and self.ready_grace > 0:
+            await self._hand_over(self.hand_over)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_SECONDS
         while loop.time() < deadline and self._connections_waiting():
@@ -28,6 +58,22 @@ class DrainingServer(uvicorn.Server):
         # Let the connections accepted last deliver the request they carry.
         await asyncio.sleep(0.05)
         await super().shutdown(sockets)
+
+    async def _hand_over(self, hand_over: HandOver) -> None:
+        hand_over.begin()
+        began = time.monotonic()
+        log.info("stopping: /api/ready answers 503, listener open for at least %.1f s",
+                 self.ready_grace)
+        while not self.force_exit:  # a second Ctrl-C cuts it short
+            now = time.monotonic()
+            if now - began >= self.ready_grace and (
+                now - hand_over.last_request >= QUIET_SECONDS
+                or now - began >= self.ready_grace + QUIET_WAIT_MAX_SECONDS
+            ):
+                break
+            await asyncio.sleep(0.02)
+        log.info("stopping: closing the listener %.2f s into the hand-over, last request "
+                 "%.2f s ago", time.monotonic() - began, time.monotonic() - hand_over.last_request)
 
     def _connections_waiting(self) -> bool:
         listeners = [sock.fileno() for server in self.servers for sock in server.sockets]
@@ -37,15 +83,36 @@ class DrainingServer(uvicorn.Server):
         return bool(readable)
 
 
-def run(config: uvicorn.Config) -> None:
+class DrainingProcess(multiprocess.Process):
+    """A worker of uvicorn's multi-process supervisor that serves with a DrainingServer.
+
+    The supervisor starts workers with multiprocessing's "spawn": each worker imports afresh
+    and unpickles this object, so it builds its server from this class (found by name, which
+    imports this module in the worker), never from a name patched in the parent."""
+
+    ready_grace = 0.0  # set in the parent before the supervisor builds its workers
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        self.worker_ready_grace = DrainingProcess.ready_grace  # pickled with the worker
+        super().__init__(config, sockets)
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(self.config, self.worker_ready_grace)
+        return self._server
+
+
+def run(config: uvicorn.Config, ready_grace: float = 0.0) -> None:
     """uvicorn.run(), for a Config, with a DrainingServer in every worker."""
     if config.workers > 1:
-        # uvicorn's multi-process supervisor builds each worker's server itself, from this name.
-        multiprocess.Server = DrainingServer  # type: ignore[attr-defined]
+        # The supervisor builds each worker from the name `Process` of its module.
+        DrainingProcess.ready_grace = ready_grace
+        multiprocess.Process = DrainingProcess  # type: ignore[misc]
         multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     config.load_app()
-    server = DrainingServer(config)
+    server = DrainingServer(config, ready_grace)
     server.run()
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)

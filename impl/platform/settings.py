@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     # Tasks one user may store; 0: no limit.
     max_tasks_per_user: int = Field(default=100_000, ge=0, description="a whole number, 0 or more")
     cursor_secret: str | None = Field(default=None, description="any string")
+    # After SIGTERM: /api/ready answers 503 and the listener stays open at least this long, so a
+    # load balancer takes the replica out before it closes (impl/platform/hand_over.py). 0: no hand-over.
+    shutdown_ready_grace_seconds: float = Field(
+        default=0.0, ge=0, le=60, allow_inf_nan=False, description="a number of seconds from 0 to 60"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from impl.http.envelope import success
+from impl.platform import hand_over
 from impl.platform.database import Database
 from impl.platform.errors import DATABASE_DOWN, Unavailable
 
@@ -31,6 +32,8 @@ async def get_health(*, resources: Resources) -> Response:
 
 
 async def get_readiness(*, resources: Resources) -> Response:
+    if hand_over.stopping():  # a load balancer takes this replica out before it closes
+        raise Unavailable("Server is stopping")
     if resources.database is None:
         raise Unavailable("Server is starting or stopping")
     try:

@@ -9,6 +9,8 @@ instead of being silently dropped.
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ OPERATION_KEYWORDS = {
     "requestBody",
     "responses",
     "security",
+    "x-mcp-tool",
 }
 RESERVED_ARGUMENTS = {"principal", "body"}
 
@@ -285,13 +288,196 @@ class Contract:
         return result
 
 
+# -- MCP tools --------------------------------------------------------------------------------
+
+# What MCP allows in a tool name (spec 2025-11-25, "Tool names").
+MCP_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+# OpenAPI-only keywords that JSON Schema (an MCP tool's inputSchema) does not know.
+OPENAPI_ONLY = {"example", "discriminator", "xml", "externalDocs"}
+
+
+def unwrap(text: str) -> str:
+    """Markdown's soft line breaks joined: the contract's text wrapped at 100 columns reads as
+    paragraphs (list items keep their own lines)."""
+    lines = text.strip().splitlines()
+    out: list[str] = []
+    for line in lines:
+        line = line.strip()
+        if out and line and out[-1] and not line.startswith("- "):
+            out[-1] += " " + line
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+class McpTools:
+    """The contract's operations as MCP tools (generated/mcp_tools.py, served by impl/mcp).
+
+    Every operation that needs the caller's bearer token is a tool: it acts as that user. Its name
+    is the operation's `x-mcp-tool` when the contract gives one, else the operationId in snake
+    case; its title and description are the operation's summary and description, with the
+    request body's examples. Its input is one flat object: the path, query and header
+    parameters (header names in snake case: `If-Match` -> `if_match`) beside the body's fields,
+    each with its description, constraints and example from the contract. Flat, because an
+    assistant fills `{"task_id": ..., "completed": true}` more reliably than a nested `body`;
+    a body field named like a parameter of the same operation would make that ambiguous, and
+    stops regen.
+    """
+
+    def __init__(self, contract: Contract) -> None:
+        self.contract = contract
+
+    def inline(self, node: Any, where: str) -> Any:
+        """A JSON Schema without $refs (each replaced by its target) or OpenAPI-only keywords
+        (`example` becomes `examples`); `x-` extensions dropped."""
+        if isinstance(node, list):
+            return [self.inline(item, where) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            target = self.inline(self.contract.resolve({"$ref": node["$ref"]}, where), where)
+            return {**target, **self.inline(siblings, where)}
+        result: dict[str, Any] = {}
+        for key, value in node.items():
+            if key.startswith("x-") or key in OPENAPI_ONLY:
+                continue
+            if key in ("enum", "default", "examples", "const"):
+                result[key] = value
+            elif key == "properties":
+                result[key] = {name: self.inline(v, where) for name, v in value.items()}
+            else:
+                result[key] = self.inline(value, where)
+        if "example" in node and "examples" not in node:
+            result["examples"] = [node["example"]]
+        return result
+
+    def body_examples(self, body: dict[str, Any]) -> list[Any]:
+        examples = body.get("content", {}).get("application/json", {}).get("examples", {})
+        return [self.contract.resolve(e, "example")["value"] for e in examples.values()]
+
+    def success(self, operation: dict[str, Any], where: str) -> tuple[str, Any, str]:
+        """(result, output schema, description) of the operation's one 2xx response: `data` when
+        the envelope's data is an object (the tool returns it), `envelope` when it is not (MCP
+        structured content is an object: a listing comes back as {data, meta}, with the
+        cursor), `none` without a body."""
+        (status,) = [s for s in operation["responses"] if str(s).startswith("2")]
+        response = self.contract.resolve(operation["responses"][status], where)
+        content = response.get("content", {}).get("application/json")
+        if not content:
+            return "none", None, response.get("description", "")
+        envelope = self.inline(content["schema"], where)
+        data = envelope.get("properties", {}).get("data")
+        if data is None:
+            raise ContractError(f"{where}: the success body must be a {{data, meta}} envelope")
+        if data.get("type") == "object":
+            return "data", data, response.get("description", "")
+        return "envelope", envelope, response.get("description", "")
+
+    def tool(self, path: str, method: str, operation: dict[str, Any], shared: list[Any]) -> dict[str, Any]:
+        where = f"{method.upper()} {path}"
+        name = operation.get("x-mcp-tool", snake(operation["operationId"]))
+        if not isinstance(name, str) or not MCP_TOOL_NAME.match(name):
+            raise ContractError(f"{where}: x-mcp-tool {name!r} is not an MCP tool name")
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        arguments: list[dict[str, str]] = []
+        for raw in [*shared, *operation.get("parameters", [])]:
+            param = self.contract.resolve(raw, where)
+            arg = snake(param["name"])
+            schema = self.inline(param["schema"], where)
+            if param.get("description"):
+                schema["description"] = unwrap(param["description"])
+            if "example" in param:
+                schema["examples"] = [param["example"]]
+            properties[arg] = schema
+            if param.get("required"):
+                required.append(arg)
+            arguments.append({"name": arg, "location": param["in"], "wire_name": param["name"]})
+        examples: list[Any] = []
+        if "requestBody" in operation:
+            body = self.contract.resolve(operation["requestBody"], where)
+            schema = self.inline(body["content"]["application/json"]["schema"], where)
+            if schema.get("type") != "object" or schema.get("additionalProperties") is not False:
+                raise ContractError(f"{where}: a tool's body must be a closed object")
+            for field, field_schema in schema["properties"].items():
+                if field in properties or not IDENTIFIER.match(field):
+                    raise ContractError(
+                        f"{where}: body field {field!r} cannot be a flat tool argument"
+                    )
+                properties[field] = field_schema
+                arguments.append({"name": field, "location": "body", "wire_name": field})
+            required.extend(schema.get("required", []))
+            examples = self.body_examples(body)
+        input_schema: dict[str, Any] = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+        }
+        if required:
+            input_schema["required"] = required
+        result, output_schema, result_description = self.success(operation, where)
+        summary = operation.get("summary", "").strip()
+        description = "\n\n".join(
+            part
+            for part in (
+                summary.rstrip(".") + ".",
+                unwrap(operation.get("description", "")),
+                *(f"Example arguments: {json.dumps(e, sort_keys=False)}" for e in examples),
+            )
+            if part
+        )
+        fields = {
+            "name": name,
+            "operation_id": operation["operationId"],
+            "method": method.upper(),
+            "path": path,
+            "title": summary,
+            "description": description,
+            "arguments": tuple(
+                (arg["name"], arg["location"], arg["wire_name"]) for arg in arguments
+            ),
+            "input_schema": input_schema,
+            "output_schema": output_schema,
+            "result": result,
+            "result_description": unwrap(result_description),
+            # What the HTTP method promises (RFC 9110) as MCP tool annotations: a GET changes
+            # nothing, a POST only adds, PUT, PATCH and DELETE change what exists.
+            "read_only": method == "get",
+            "destructive": method in ("put", "patch", "delete"),
+            "idempotent": method in ("get", "put", "delete"),
+        }
+        # Python literals for the template (repr: the formatter then lays them out).
+        literals = {key: repr(value) for key, value in fields.items()}
+        literals["arguments"] = [repr(argument) for argument in fields["arguments"]]
+        return literals
+
+    def tools(self) -> list[dict[str, Any]]:
+        result = []
+        for path, item in self.contract.raw["paths"].items():
+            shared = item.get("parameters", [])
+            for method, operation in item.items():
+                if method not in SUPPORTED_METHODS:
+                    continue
+                if self.contract.secured(operation, f"{method.upper()} {path}"):
+                    result.append(self.tool(path, method, operation, shared))
+        names = [str(ast.literal_eval(tool["name"])) for tool in result]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ContractError(f"MCP tool names used twice: {duplicates}")
+        return result
+
+
 def visit(parser: Any, model_path: Path) -> dict[str, object]:
     contract = Contract(parser.raw_obj)
     try:
         operations = contract.operations()
+        tools = McpTools(contract).tools()
     except ContractError as error:
         raise SystemExit(f"regen: openapi.yaml: {error}") from None
     return {
+        "mcp_tools": tools,
         "stub_operations": operations,
         "stub_modules": sorted({op["module"] for op in operations}),
         "stub_models": sorted(contract.models),

@@ -110,6 +110,7 @@ WRITTEN = {
     "RATE_LIMIT_BURST": "40",
     "MAX_TASKS_PER_USER": "500",
     "CURSOR_SECRET": "cursor-SECRET-value",
+    "SHUTDOWN_READY_GRACE_SECONDS": "1.5",
 }
 READ = {
     "DATABASE_URL": "postgresql://app:***@db.example.com:5433/app?sslmode=require",
@@ -136,6 +137,7 @@ READ = {
     "RATE_LIMIT_BURST": 40,
     "MAX_TASKS_PER_USER": 500,
     "CURSOR_SECRET": "*** (19 bytes)",
+    "SHUTDOWN_READY_GRACE_SECONDS": 1.5,
 }
 # README's defaults, as the commands read them with nothing set.
 DEFAULTS = {
@@ -146,7 +148,7 @@ DEFAULTS = {
     "DB_POOL_MAX_SIZE": 16, "DB_COMMAND_TIMEOUT_SECONDS": 10, "DB_CONNECT_TIMEOUT_SECONDS": 5,
     "DB_ACQUIRE_TIMEOUT_SECONDS": 5, "DB_STATEMENT_CACHE": None, "MAX_BODY_BYTES": 65536,
     "RATE_LIMIT_PER_SECOND": 20, "RATE_LIMIT_BURST": 200, "MAX_TASKS_PER_USER": 100_000,
-    "CURSOR_SECRET": None,
+    "CURSOR_SECRET": None, "SHUTDOWN_READY_GRACE_SECONDS": 0,
 }
 
 
@@ -221,6 +223,8 @@ BAD = [
     ("DB_CONNECT_TIMEOUT_SECONDS", "-1", "above 0"),
     ("DB_ACQUIRE_TIMEOUT_SECONDS", "inf", "above 0"),
     ("DB_ACQUIRE_TIMEOUT_SECONDS", "5s", "above 0"),
+    ("SHUTDOWN_READY_GRACE_SECONDS", "61", "0 to 60"),
+    ("SHUTDOWN_READY_GRACE_SECONDS", "-1", "0 to 60"),
     ("RATE_LIMIT_PER_SECOND", "-1", "0 or more"),
     ("RATE_LIMIT_PER_SECOND", "inf", "0 or more"),
     ("RATE_LIMIT_BURST", "0", "from 1 to 1000000000"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 import string
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import uvicorn
 from impl.app import create_app
 from impl.platform.database import connect_options
 from impl.platform.settings import Settings
+from scripts.local_stack.processes import free_port, stop  # noqa: F401 - the tests' names
 
 SECRET = "test-secret-" + "x" * 40
 ALPHANUMERIC = string.ascii_letters + string.digits
@@ -30,12 +30,6 @@ def random_user_id() -> str:
     return "".join(secrets.choice(ALPHANUMERIC) for _ in range(32))
 # The console script of this environment, to run the server exactly as users do.
 TASK_API = str(Path(sys.executable).parent / "task-api")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # A database URL -> the URL of a pooler in front of it. Set by conftest when
@@ -180,14 +174,3 @@ async def direct_connection(database_url: str) -> AsyncIterator[asyncpg.Connecti
         yield connection
     finally:
         await connection.close()
-
-
-def stop(process: subprocess.Popen[Any], timeout: float) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited within `timeout` seconds."""
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The deploy recipe on loopback (scripts/deploy_local.py): PostgreSQL (DATABASE_URL or the
+# embedded one), PgBouncer in transaction mode, N `task-api serve` replicas, HAProxy in front.
+# Installs Debian's haproxy and pgbouncer when missing (as root). Arguments go to the script
+# (--replicas N, --port P, --ready-grace S).
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+scripts/ensure_debian_package.sh haproxy haproxy
+scripts/ensure_pgbouncer.sh
+exec "$UV" run --locked python scripts/deploy_local.py "$@"

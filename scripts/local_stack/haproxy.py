@@ -1,0 +1,178 @@
+"""HAProxy (Debian's package, scripts/ensure_debian_package.sh haproxy haproxy) in front of the
+replicas, on a free loopback port, with a generated configuration:
+
+- health checks: GET /api/ready every CHECK_INTERVAL_MS; FALL failures take a replica out, RISE
+  successes put it back (a stopping replica answers 503 while it still serves, impl/platform/hand_over.py);
+- safe retries: a request whose connection could not be made (nothing was sent) is retried on
+  another replica (`option redispatch 1`); one the replica may have received and dropped
+  (`empty-response`, `response-timeout`) is retried only when a replay cannot do harm: GET,
+  HEAD, OPTIONS, PUT and DELETE (idempotent in HTTP), and a POST with an Idempotency-Key (the
+  API stores the key with the task, so a replay returns the same task). A PATCH or a POST
+  without a key is never sent twice. `option http-buffer-request` has HAProxy read the whole body
+  before it picks a replica, so a replayable request that a crashed replica dropped mid-way is
+  replayed (measured: without it, POSTs with a key in flight on a SIGKILLed replica failed;
+  with it, none). A request must fit HAProxy's 16 KiB buffer to be replayed: a task the
+  contract accepts is under 4 KiB.
+
+The stats socket (`show stat`) says which replicas are UP and counts connection errors, retries
+and redispatches per replica; only errors and retried requests are logged (dontlog-normal).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.local_stack.processes import free_port, stop
+
+CHECK_INTERVAL_MS = 250
+FALL = 2
+RISE = 2
+
+
+def config(port: int, servers: Sequence[tuple[str, int]], directory: Path) -> str:
+    lines = [
+        "global",
+        "    maxconn 4096",
+        f"    stats socket {directory / 'haproxy.sock'} mode 600 level admin",
+        "    log stdout format raw local0 info",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlog-normal",
+        "    timeout connect 2s",
+        "    timeout client 60s",
+        # Above the API's own bounds (a query 10 s, a pooled connection 5 s).
+        "    timeout server 30s",
+        "    timeout http-keep-alive 10s",
+        "    timeout check 2s",
+        "    retries 3",
+        "    option redispatch 1",
+        "    retry-on conn-failure empty-response response-timeout",
+        "",
+        "frontend api",
+        f"    bind 127.0.0.1:{port}",
+        "    default_backend replicas",
+        "",
+        "backend replicas",
+        "    balance roundrobin",
+        "    option http-buffer-request",
+        "    option httpchk GET /api/ready",
+        "    http-check expect status 200",
+        f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {FALL} rise {RISE}",
+        "    acl replay_safe method GET HEAD OPTIONS PUT DELETE",
+        "    acl replay_safe req.hdr(idempotency-key) -m found",
+        "    http-request disable-l7-retry unless replay_safe",
+        *(f"    server {name} 127.0.0.1:{server_port}" for name, server_port in servers),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class HAProxy:
+    process: subprocess.Popen[bytes]
+    port: int
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        path = self.directory / "haproxy.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def command(self, line: str) -> str:
+        """One command on the stats socket, its answer."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.directory / "haproxy.sock"))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def servers(self) -> dict[str, dict[str, str]]:
+        """`show stat` of the backend's servers: name -> column -> value (status, econ,
+        eresp, wretr, wredis, stot, hrsp_5xx, lastchg...)."""
+        text = self.command("show stat").lstrip("# ")
+        rows = csv.DictReader(text.splitlines())
+        return {row["svname"]: row for row in rows
+                if row["pxname"] == "replicas" and row["svname"] != "BACKEND"}
+
+    def wait_status(self, name: str, status: str, timeout: float) -> float:
+        """Until the server's status starts with `status` (UP, DOWN); returns the seconds
+        waited."""
+        began = time.monotonic()
+        while True:
+            current = self.servers()[name]["status"]
+            if current.split()[0] == status:
+                return time.monotonic() - began
+            if time.monotonic() - began > timeout:
+                raise TimeoutError(f"haproxy: {name} is {current!r}, not {status} after "
+                                   f"{timeout} s")
+            time.sleep(0.02)
+
+
+def binary() -> str:
+    for candidate in ("haproxy", "/usr/sbin/haproxy"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise RuntimeError("haproxy is not installed: run scripts/ensure_debian_package.sh "
+                       "haproxy haproxy")
+
+
+def _wait_for_stats(haproxy: HAProxy, timeout: float) -> None:
+    """Until the stats socket answers (the listeners are bound before it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if haproxy.process.poll() is not None:
+            raise RuntimeError(f"haproxy exited with {haproxy.process.returncode}:\n"
+                               f"{haproxy.log}")
+        try:
+            haproxy.servers()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start:\n{haproxy.log}") from None
+            time.sleep(0.05)
+
+
+@contextmanager
+def running_haproxy(servers: Sequence[tuple[str, int]], port: int | None = None
+                    ) -> Iterator[HAProxy]:
+    """HAProxy in the foreground (-db) on a free loopback port (or `port`), in front of
+    `servers` (name, port on 127.0.0.1)."""
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="task-api-haproxy-") as tmp:
+        directory = Path(tmp)
+        cfg = directory / "haproxy.cfg"
+        cfg.write_text(config(port, servers, directory))
+        check = subprocess.run([binary(), "-c", "-q", "-f", str(cfg)], capture_output=True,
+                               text=True, check=False)
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy refused its configuration:\n{check.stderr}")
+        with (directory / "haproxy.log").open("wb") as log:
+            process = subprocess.Popen(
+                [binary(), "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        haproxy = HAProxy(process, port, directory)
+        try:
+            _wait_for_stats(haproxy, timeout=15)
+            yield haproxy
+        finally:
+            stop(process, timeout=10)

@@ -1,0 +1,442 @@
+"""The MCP server, proven with the SDK's own client over streamable HTTP against `task-api serve`
+and real PostgreSQL: the tools it lists are the generated ones; two users add, list with
+filters, complete, replace, update and delete through them, each only ever reaching their own
+tasks (403 and 404 come back as tool errors); bad arguments give a clear tool error and change
+nothing; and /mcp itself refuses a request without a valid token, as the API does.
+
+Each flow runs twice: with the 2025 protocol (initialize, then requests) and with the
+2026-07-28 one the SDK's client picks by default (self-contained requests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult
+
+from generated.mcp_tools import TOOLS
+from impl.platform.token_verifier import mint_hs256
+from tests.http.test_auth import JwksDocument, Keys, claims, jwks, keys  # noqa: F401 (fixtures)
+from tests.http.test_better_auth import running_api
+from tests.support.factories import User, new_user
+from tests.support.servers import SECRET, random_user_id
+
+ALLOWED_ORIGIN = "https://app.example.com"
+MODES = ["legacy", "auto"]  # the 2025 handshake; the SDK's default (2026-07-28)
+
+
+@pytest.fixture(scope="module")
+def api_url(database_url: str) -> Iterator[str]:
+    with running_api(database_url, BETTER_AUTH_SECRET=SECRET, CORS_ORIGINS=ALLOWED_ORIGIN) as url:
+        yield url
+
+
+@asynccontextmanager
+async def connect(api_url: str, token: str, mode: str) -> AsyncIterator[Client]:
+    """The SDK's client on /mcp, every request carrying the user's bearer token."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        transport = streamable_http_client(f"{api_url}/mcp", http_client=http)
+        async with Client(transport, mode=mode) as client:
+            yield client
+
+
+def ok(result: CallToolResult) -> Any:
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+def refused(result: CallToolResult, code: str) -> dict[str, Any]:
+    """A tool error carrying the API's error code and message, in both the text an assistant
+    reads and the structured content."""
+    assert result.is_error, result.structured_content
+    error: dict[str, Any] = result.structured_content["error"]
+    assert error["code"] == code, error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text.startswith(f"{code}: {error['message']}"), text
+    return error
+
+
+async def rows(db: asyncpg.Connection, user: User) -> list[dict[str, Any]]:
+    records = await db.fetch("SELECT * FROM tasks WHERE user_id = $1 ORDER BY id", user.id)
+    return [dict(record) for record in records]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_lists_the_tools_generated_from_the_contract(api_url: str, mode: str) -> None:
+    user = new_user()
+    async with connect(api_url, user.token, mode) as client:
+        assert client.protocol_version == ("2025-11-25" if mode == "legacy" else "2026-07-28")
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert list(listed) == [tool.name for tool in TOOLS]
+    for tool in TOOLS:
+        served = listed[tool.name]
+        assert served.input_schema == tool.input_schema
+        assert served.output_schema == tool.output_schema
+        assert (served.title, served.description) == (tool.title, tool.description)
+        assert served.annotations is not None
+        assert served.annotations.read_only_hint is (tool.method == "GET")
+    assert listed["add_task"].input_schema["required"] == ["title"]
+    assert listed["update_task"].input_schema["required"] == ["task_id"]
+    assert "if_match" in listed["update_task"].input_schema["properties"]
+    assert listed["delete_task"].annotations.destructive_hint is True  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_two_users_manage_their_tasks_through_the_tools(
+    api_url: str, db: asyncpg.Connection, mode: str
+) -> None:
+    alice, bob = new_user(), new_user()
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat()
+    async with connect(api_url, alice.token, mode) as a, connect(api_url, bob.token, mode) as b:
+        # "Add a task to buy milk tomorrow", retried with the same Idempotency-Key: one task.
+        milk_args = {"title": "Buy milk", "due_date": tomorrow, "tags": ["home"],
+                     "idempotency_key": f"milk-{uuid.uuid4()}"}
+        milk = ok(await a.call_tool("add_task", milk_args))
+        assert ok(await a.call_tool("add_task", milk_args))["id"] == milk["id"]
+        assert (milk["user_id"], milk["completed"], milk["priority"]) == (alice.id, False, "medium")
+        report = ok(await a.call_tool("add_task", {"title": "Write report", "priority": "high"}))
+        bobs = ok(await b.call_tool("add_task", {"title": "Bob's own", "tags": ["home"]}))
+
+        # List with filters: alice's pending home tasks are her milk only, never bob's.
+        page = ok(await a.call_tool("list_tasks", {"status": "pending", "tag": "home"}))
+        assert [t["id"] for t in page["data"]] == [milk["id"]]
+        assert page["meta"]["total"] == 1 and page["meta"]["next_cursor"] is None
+        page = ok(await a.call_tool("list_tasks", {"sort": "title", "limit": 1}))
+        assert [t["title"] for t in page["data"]] == ["Buy milk"]
+        cursor = page["meta"]["next_cursor"]
+        page = ok(await a.call_tool("list_tasks", {"sort": "title", "limit": 1, "cursor": cursor}))
+        assert [t["title"] for t in page["data"]] == ["Write report"]
+        assert [t["id"] for t in ok(await b.call_tool("list_tasks", {}))["data"]] == [bobs["id"]]
+
+        # Complete (with the ETag it was read at), replace, update, stats.
+        done = ok(await a.call_tool("update_task", {
+            "task_id": milk["id"], "completed": True, "if_match": f'"{milk["version"]}"'}))
+        assert done["completed"] is True and done["completed_at"] is not None
+        completed = ok(await a.call_tool("list_tasks", {"status": "completed"}))
+        assert [t["id"] for t in completed["data"]] == [milk["id"]]
+        replaced = ok(await a.call_tool("replace_task", {
+            "task_id": report["id"], "title": "Write the quarterly report"}))
+        assert (replaced["title"], replaced["priority"]) == ("Write the quarterly report", "medium")
+        updated = ok(await a.call_tool("update_task", {
+            "task_id": report["id"], "description": "Due Friday", "tags": ["work"]}))
+        assert (updated["description"], updated["tags"]) == ("Due Friday", ["work"])
+        assert ok(await a.call_tool("get_task", {"task_id": report["id"]})) == updated
+        stats = ok(await a.call_tool("get_task_stats", {}))
+        assert (stats["total"], stats["completed"], stats["pending"]) == (2, 1, 1)
+
+        # Isolation: bob can neither read nor change nor delete alice's task (403), and an
+        # unknown id is a 404; alice's rows are exactly as they were.
+        before = await rows(db, alice)
+        refused(await b.call_tool("get_task", {"task_id": milk["id"]}), "FORBIDDEN")
+        refused(await b.call_tool("update_task", {"task_id": milk["id"], "completed": False}),
+                "FORBIDDEN")
+        refused(await b.call_tool("replace_task", {"task_id": milk["id"], "title": "Mine"}),
+                "FORBIDDEN")
+        refused(await b.call_tool("delete_task", {"task_id": milk["id"]}), "FORBIDDEN")
+        refused(await b.call_tool("get_task", {"task_id": str(uuid.uuid4())}), "NOT_FOUND")
+        assert await rows(db, alice) == before
+        assert ok(await b.call_tool("get_task_stats", {}))["total"] == 1
+
+        # Delete: the result is the contract's description of the 204; then it is gone.
+        deleted = await a.call_tool("delete_task", {"task_id": milk["id"]})
+        assert not deleted.is_error and deleted.structured_content is None
+        assert deleted.content[0].text == "The task was deleted; no body."  # type: ignore[union-attr]
+        refused(await a.call_tool("get_task", {"task_id": milk["id"]}), "NOT_FOUND")
+
+    assert [(r["id"], r["title"]) for r in await rows(db, alice)] == [
+        (uuid.UUID(report["id"]), "Write the quarterly report")]
+    assert [r["id"] for r in await rows(db, bob)] == [uuid.UUID(bobs["id"])]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_bad_arguments_give_a_tool_error_and_change_nothing(
+    api_url: str, db: asyncpg.Connection, mode: str
+) -> None:
+    alice = new_user()
+    async with connect(api_url, alice.token, mode) as client:
+        task = ok(await client.call_tool("add_task", {"title": "Keep me", "priority": "low"}))
+        before = await rows(db, alice)
+        task_id = task["id"]
+
+        error = refused(await client.call_tool("add_task", {"title": " "}), "VALIDATION_ERROR")
+        assert error["details"][0]["field"] == "body.title"
+        error = refused(await client.call_tool("add_task", {"title": "x", "priority": "urgent"}),
+                        "VALIDATION_ERROR")
+        assert error["details"][0]["field"] == "body.priority"
+        refused(await client.call_tool("add_task", {}), "VALIDATION_ERROR")
+        error = refused(await client.call_tool("add_task", {"title": "x", "user_id": "bob"}),
+                        "VALIDATION_ERROR")
+        assert error["details"][0]["field"] == "user_id"
+        assert "Unknown argument" in error["details"][0]["message"]
+        error = refused(await client.call_tool("update_task", {"task_id": task_id,
+                                                               "completed": "yes please"}),
+                        "VALIDATION_ERROR")
+        assert error["details"][0]["field"] == "body.completed"
+        refused(await client.call_tool("update_task", {"task_id": task_id, "title": None}),
+                "VALIDATION_ERROR")
+        refused(await client.call_tool("update_task", {"task_id": task_id, "completed": True,
+                                                       "if_match": '"999"'}),
+                "PRECONDITION_FAILED")
+        error = refused(await client.call_tool("list_tasks", {"limit": 1000}), "VALIDATION_ERROR")
+        assert error["details"][0]["field"] == "query.limit"
+        refused(await client.call_tool("list_tasks", {"due_before": "tomorrow"}),
+                "VALIDATION_ERROR")
+        error = refused(await client.call_tool("get_task", {"task_id": "not-a-uuid"}),
+                        "VALIDATION_ERROR")
+        assert error["details"][0]["field"] == "path.task_id"
+        # A path argument never reaches another resource: "stats" is not a task, "../x" no path.
+        for sneaky in ("stats", "../tasks", f"{task_id}/x", ""):
+            error = refused(await client.call_tool("delete_task", {"task_id": sneaky}),
+                            "VALIDATION_ERROR")
+            assert error["details"][0]["field"] == "path.task_id"
+        refused(await client.call_tool("get_task", {}), "VALIDATION_ERROR")
+        with pytest.raises(MCPError, match="Unknown tool: drop_tasks"):
+            await client.call_tool("drop_tasks", {})
+        # Nothing changed, and the task is still there as it was.
+        assert ok(await client.call_tool("get_task", {"task_id": task_id})) == task
+    assert await rows(db, alice) == before
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+               "clientInfo": {"name": "test", "version": "1"}},
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+def post_mcp(api_url: str, **headers: str) -> httpx.Response:
+    return httpx.post(f"{api_url}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **headers},
+                      timeout=30)
+
+
+def test_the_endpoint_refuses_a_request_without_a_valid_token(api_url: str) -> None:
+    """Like every secured operation: 401 with the envelope and WWW-Authenticate saying why."""
+    user_id = random_user_id()
+    cases = {
+        "Authorization header required": {},
+        "Invalid token: bad signature": {
+            "Authorization": f"Bearer {mint_hs256('another-secret-' + 'y' * 40, user_id)}"},
+        "Token expired": {"Authorization": f"Bearer {mint_hs256(SECRET, user_id, -600)}"},
+        "Invalid token: malformed": {"Authorization": "Bearer not.a.jwt"},
+    }
+    for message, headers in cases.items():
+        response = post_mcp(api_url, **headers)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == {"code": "UNAUTHORIZED", "message": message}
+        assert response.headers["WWW-Authenticate"].startswith('Bearer realm="task-api"')
+        assert response.headers["X-Request-ID"] == response.json()["meta"]["request_id"]
+    good = post_mcp(api_url, Authorization=f"Bearer {mint_hs256(SECRET, user_id)}")
+    assert good.status_code == 200, good.text
+    assert good.json()["result"]["serverInfo"]["name"] == "task-api"
+    assert good.headers["RateLimit-Policy"].startswith('"per-user"')
+
+
+def leaf_errors(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaf_errors(inner)
+    else:
+        yield error
+
+
+async def test_the_sdk_client_cannot_connect_with_a_bad_token(
+    api_url: str, db: asyncpg.Connection
+) -> None:
+    user_id = random_user_id()
+    forged = mint_hs256("another-secret-" + "y" * 40, user_id)
+    for mode in MODES:
+        with pytest.raises(BaseException) as raised:  # the SDK wraps its errors in groups
+            async with connect(api_url, forged, mode) as client:
+                await client.call_tool("add_task", {"title": "Sneaked in"})
+        leaves = list(leaf_errors(raised.value))
+        assert leaves and all(isinstance(e, MCPError | httpx2.HTTPStatusError) for e in leaves), (
+            leaves)
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE user_id = $1", user_id) == 0
+
+
+async def test_hostile_requests_to_the_endpoint_are_4xx_and_change_nothing(
+    api_url: str, db: asyncpg.Connection
+) -> None:
+    """With a valid token: other methods (stateless: no stream to GET, no session to DELETE),
+    bodies that are not JSON, not JSON-RPC, too large or with arguments that are no object get
+    a 4xx (the API's envelope, or a JSON-RPC error from the SDK), never a 5xx, and write
+    nothing."""
+    user = new_user()
+    headers = {**MCP_HEADERS, **user.headers}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "add_task", "arguments": "title=x"}}
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as http:
+        for method in ("GET", "DELETE", "PUT"):
+            response = await http.request(method, "/mcp")
+            assert response.status_code == 405, response.text
+            assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+            assert response.headers["Allow"] == "POST"
+        cases = [
+            ("application/json", b"{not json", 400),
+            ("application/json", b"[]", 400),
+            ("text/plain", json.dumps(INITIALIZE).encode(), 415),
+            ("application/json", b'{"padding": "' + b"x" * 70_000 + b'"}', 413),
+        ]
+        for content_type, body, status in cases:
+            response = await http.post("/mcp", content=body,
+                                       headers={"Content-Type": content_type})
+            assert response.status_code == status, (body[:40], response.text)
+        response = await http.post("/mcp", json=call)
+        assert response.status_code < 500
+        assert response.json()["error"]["code"] == -32602  # JSON-RPC: invalid params
+    assert await rows(db, user) == []
+
+
+@pytest.fixture(scope="module")
+def limited_api_url(database_url: str) -> Iterator[str]:
+    """A bucket of 3 requests that takes 1,000 s to refill one."""
+    with running_api(database_url, BETTER_AUTH_SECRET=SECRET, RATE_LIMIT_BURST="3",
+                     RATE_LIMIT_PER_SECOND="0.001") as url:
+        yield url
+
+
+def test_the_rate_limit_counts_the_endpoint_and_each_call(limited_api_url: str) -> None:
+    """A tool call costs two requests of the caller's bucket: the POST to /mcp and the API
+    request it makes. Over the limit, the call's own request is a TOO_MANY_REQUESTS tool error;
+    then /mcp itself answers 429 with Retry-After."""
+    user = new_user()
+    stats = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+             "params": {"name": "get_task_stats", "arguments": {}}}
+    headers = {**MCP_HEADERS, **user.headers}
+
+    def call() -> httpx.Response:
+        return httpx.post(f"{limited_api_url}/mcp", json=stats, headers=headers, timeout=30)
+
+    first = call()  # requests 1 and 2
+    assert first.status_code == 200 and first.json()["result"]["isError"] is False
+    second = call()  # request 3 passes /mcp; the API request is the 4th
+    assert second.status_code == 200
+    result = second.json()["result"]
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"]["code"] == "TOO_MANY_REQUESTS"
+    third = call()
+    assert third.status_code == 429
+    assert third.json()["error"]["code"] == "TOO_MANY_REQUESTS"
+    assert int(third.headers["Retry-After"]) > 0
+    # Another user has a bucket of their own.
+    other = httpx.post(f"{limited_api_url}/mcp", json=stats, timeout=30,
+                       headers={**MCP_HEADERS, **new_user().headers})
+    assert other.json()["result"]["isError"] is False
+
+
+def test_a_page_on_another_origin_is_refused(api_url: str) -> None:
+    """The transport's DNS-rebinding rule with the API's CORS_ORIGINS: a browser Origin that is
+    not allowed is a 403 even with a valid token; an allowed one passes."""
+    token = f"Bearer {mint_hs256(SECRET, random_user_id())}"
+    refused_origin = post_mcp(api_url, Authorization=token, Origin="https://evil.example")
+    assert refused_origin.status_code == 403
+    assert refused_origin.json()["error"]["code"] == "FORBIDDEN"
+    allowed = post_mcp(api_url, Authorization=token, Origin=ALLOWED_ORIGIN)
+    assert allowed.status_code == 200, allowed.text
+
+
+# -- JWKS mode: the tokens of Better Auth's jwt plugin ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jwks_api_url(database_url: str, jwks: JwksDocument) -> Iterator[str]:  # noqa: F811
+    """`task-api serve` with only BETTER_AUTH_URL: keys from the JWKS, iss and aud required."""
+    with running_api(database_url, BETTER_AUTH_URL=jwks.base_url) as url:
+        yield url
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_jwks_tokens_work_and_others_are_refused(
+    jwks_api_url: str,
+    jwks: JwksDocument,  # noqa: F811
+    keys: Keys,  # noqa: F811
+    db: asyncpg.Connection,
+    mode: str,
+) -> None:
+    """As configured: an EdDSA token of the JWKS acts as its user; an HS256 one (no secret
+    here) and one for another audience are refused by /mcp before any tool runs."""
+    user_id = random_user_id()
+    issued = claims(sub=user_id, iss=jwks.base_url, aud=jwks.base_url)
+    token = keys.ed25519.sign(issued, "EdDSA")
+    async with connect(jwks_api_url, token, mode) as client:
+        task = ok(await client.call_tool("add_task", {"title": "Signed by Better Auth"}))
+        assert task["user_id"] == user_id
+        listed = ok(await client.call_tool("list_tasks", {}))
+        assert [t["id"] for t in listed["data"]] == [task["id"]]
+    for bad, message in (
+        (mint_hs256(SECRET, user_id), "Invalid token: algorithm not allowed"),
+        (keys.ed25519.sign({**issued, "aud": "https://elsewhere.example"}, "EdDSA"),
+         "Invalid token: wrong audience"),
+    ):
+        response = post_mcp(jwks_api_url, Authorization=f"Bearer {bad}")
+        assert response.status_code == 401
+        assert response.json()["error"]["message"] == message
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE user_id = $1", user_id) == 1
+
+
+# -- the MCP Inspector's command line (npm; the TypeScript SDK's client) --------------------------
+
+INSPECTOR_DIR = Path(__file__).resolve().parents[2] / "clients" / "mcp-inspector"
+INSPECTOR = INSPECTOR_DIR / "node_modules/@modelcontextprotocol/inspector-cli/build/index.js"
+
+
+def inspector(api_url: str, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """`mcp-inspector-cli URL --transport http --header "Authorization: Bearer ..." ARGS`."""
+    assert INSPECTOR.exists(), "run scripts/ensure_npm.sh clients/mcp-inspector"
+    auth = ["--header", f"Authorization: Bearer {token}"] if token else []
+    return subprocess.run(
+        ["node", str(INSPECTOR), f"{api_url}/mcp", "--transport", "http", *auth, *args],
+        # The CLI reads its own package.json as "../package.json" only when that path exists
+        # from the working directory: node_modules/ is such a directory.
+        cwd=INSPECTOR_DIR / "node_modules",
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+async def test_the_inspector_cli_lists_and_calls_the_tools(
+    api_url: str, db: asyncpg.Connection
+) -> None:
+    """Another implementation of the protocol, as a person tries a server by hand: the same
+    tools, a task added and listed as the token's user, another user's task a FORBIDDEN tool
+    error, and no connection at all without a token."""
+    alice, bob = new_user(), new_user()
+    listed = inspector(api_url, alice.token, "--method", "tools/list")
+    assert listed.returncode == 0, listed.stderr
+    assert [tool["name"] for tool in json.loads(listed.stdout)["tools"]] == [t.name for t in TOOLS]
+
+    added = inspector(api_url, alice.token, "--method", "tools/call", "--tool-name", "add_task",
+                      "--tool-arg", "title=Buy milk", 'tags=["home"]', "priority=high")
+    assert added.returncode == 0, added.stderr
+    task = json.loads(added.stdout)["structuredContent"]
+    assert (task["user_id"], task["title"], task["tags"], task["priority"]) == (
+        alice.id, "Buy milk", ["home"], "high")
+    page = inspector(api_url, alice.token, "--method", "tools/call", "--tool-name", "list_tasks",
+                     "--tool-arg", "status=pending", "tag=home")
+    assert [t["id"] for t in json.loads(page.stdout)["structuredContent"]["data"]] == [task["id"]]
+
+    foreign = inspector(api_url, bob.token, "--method", "tools/call", "--tool-name",
+                        "delete_task", "--tool-arg", f"task_id={task['id']}")
+    result = json.loads(foreign.stdout)
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"]["code"] == "FORBIDDEN"
+
+    anonymous = inspector(api_url, None, "--method", "tools/list")
+    assert anonymous.returncode != 0
+    assert "UNAUTHORIZED" in anonymous.stdout + anonymous.stderr
+    assert [r["id"] for r in await rows(db, alice)] == [uuid.UUID(task["id"])]
