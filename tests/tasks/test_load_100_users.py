@@ -16,15 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
+from scripts.local_stack.writes import differences as rows_differing_from
 from tests.support.reporting import show
 from tests.support.servers import SECRET, TASK_API, free_port, server_environment, stop
 
@@ -66,7 +65,6 @@ def serve(database_url: str, log_path: Path) -> Iterator[tuple[str, subprocess.P
 
 async def test_100_users_mixed_workload_no_error_no_leak_no_lost_write(
     database_url: str,
-    db: asyncpg.Connection,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -95,25 +93,12 @@ async def test_100_users_mixed_workload_no_error_no_leak_no_lost_write(
     # The database holds exactly what each user was told: created and not deleted, last values.
     state = json.loads(state_path.read_text())
     assert len(state) == USERS
-    rows = await db.fetch(
-        "SELECT id, user_id, title, completed, version FROM tasks WHERE user_id = ANY($1::text[])",
-        list(state),
-    )
-    actual: dict[str, dict[str, dict[str, object]]] = defaultdict(dict)
-    for row in rows:
-        actual[str(row["user_id"])][str(row["id"])] = {
-            "title": row["title"], "completed": row["completed"], "version": row["version"],
-        }
-    differences = {
-        user_id: {"expected": user["tasks"], "in_database": actual.get(user_id, {})}
-        for user_id, user in state.items()
-        if actual.get(user_id, {}) != user["tasks"]
-    }
+    differences, row_count = await rows_differing_from(database_url, state)
     assert not differences, (
         f"{len(differences)} users' rows differ from what they were acknowledged, e.g. "
         f"{json.dumps(next(iter(differences.items())), indent=1)[:3000]}"
     )
-    assert len(rows) == report["tasks_remaining"]
+    assert row_count == report["tasks_remaining"]
 
     assert exit_code == 0, server_log[-3000:]
     errors = [line for line in server_log.splitlines()
@@ -121,5 +106,5 @@ async def test_100_users_mixed_workload_no_error_no_leak_no_lost_write(
     assert not errors, "\n".join(errors[:10])
 
     report["database_rows_match"] = True
-    report["database_rows"] = len(rows)
+    report["database_rows"] = row_count
     REPORT.write_text(json.dumps(report, indent=2) + "\n")
