@@ -35,7 +35,7 @@ from tests.support.better_auth import (
     running_better_auth,
 )
 from tests.support.factories import THROUGH_PGBOUNCER
-from tests.support.servers import TASK_API, free_port, server_environment, stop
+from tests.support.servers import TASK_API, free_port, server_environment, stop, wait_ready
 
 pytestmark = pytest.mark.skipif(
     THROUGH_PGBOUNCER,
@@ -66,19 +66,7 @@ def running_api(database_url: str, **env: str) -> Iterator[str]:
             )
         base_url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + API_START_TIMEOUT_SECONDS
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"task-api serve did not become ready (exit {process.poll()}):\n"
-                        + log_path.read_text()[-5000:]
-                    )
-                try:
-                    if httpx.get(f"{base_url}/api/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+            wait_ready(process, base_url, log_path, API_START_TIMEOUT_SECONDS)
             yield base_url
         finally:
             stop(process, timeout=15)

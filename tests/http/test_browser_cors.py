@@ -41,7 +41,14 @@ from tests.support.chromium import (
     static_server,
 )
 from tests.support.factories import THROUGH_PGBOUNCER, User, new_user
-from tests.support.servers import SECRET, TASK_API, free_port, server_environment, stop
+from tests.support.servers import (
+    SECRET,
+    TASK_API,
+    free_port,
+    server_environment,
+    stop,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.skipif(
     THROUGH_PGBOUNCER, reason="browser origins do not depend on the pooler: direct pass only"
@@ -165,16 +172,7 @@ def api(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"task-api serve exited:\n{log_path.read_text()}"
-            assert time.monotonic() < deadline, f"not ready in 60 s:\n{log_path.read_text()}"
-            try:
-                if httpx.get(f"{url}/api/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_ready(process, url, log_path)
         server = Api(url, log_path)
         # The readiness check's own access line is in the log before any test reads it.
         assert ("GET", "/api/ready", 200) in server.requests_since(0, at_least=1)

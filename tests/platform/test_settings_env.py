@@ -32,6 +32,7 @@ from tests.support.servers import (
     random_user_id,
     server_environment,
     stop,
+    wait_ready,
 )
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -340,19 +341,6 @@ def serving(database_url: str, cwd: Path, env: dict[str, str], dotenv: str | Non
         yield process, f"http://127.0.0.1:{port}"
     finally:
         stop(process, 30)
-
-
-def wait_ready(process: subprocess.Popen[str], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{base}/api/ready", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"not ready: {log.read_text()[-3000:]}")
 
 
 def test_cors_origins_in_every_form_on_task_api_serve(database_url: str, tmp_path: Path) -> None:

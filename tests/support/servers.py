@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import uvicorn
 
 from impl.app import create_app
@@ -61,6 +62,23 @@ def server_environment(database_url: str) -> dict[str, str]:
     if database_url in POOLED:
         return {"DATABASE_URL": POOLED[database_url], "DB_STATEMENT_CACHE": "false"}
     return {"DATABASE_URL": database_url}
+
+
+def wait_ready(process: subprocess.Popen[Any], base_url: str, log_path: Path,
+               timeout: float = 60) -> None:
+    """Until the `task-api serve` process at base_url answers /api/ready with 200; fails with
+    its log's tail when it exits or is not ready in `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (
+            f"task-api serve exited ({process.poll()}):\n{log_path.read_text()[-5000:]}")
+        try:
+            if httpx.get(f"{base_url}/api/ready", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"task-api serve not ready in {timeout:.0f} s:\n{log_path.read_text()[-5000:]}")
 
 
 @contextmanager

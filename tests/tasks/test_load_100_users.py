@@ -15,17 +15,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from scripts.local_stack.writes import differences as rows_differing_from
 from tests.support.reporting import show
-from tests.support.servers import SECRET, TASK_API, free_port, server_environment, stop
+from tests.support.servers import (
+    SECRET,
+    TASK_API,
+    free_port,
+    server_environment,
+    stop,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = 100
@@ -48,16 +53,7 @@ def serve(database_url: str, log_path: Path) -> Iterator[tuple[str, subprocess.P
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"server exited: {log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "server did not become ready"
-            try:
-                if httpx.get(f"{base_url}/api/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_ready(process, base_url, log_path)
         yield base_url, process
     finally:
         stop(process, timeout=30)
