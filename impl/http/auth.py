@@ -40,6 +40,10 @@ class Authentication:
 
 
 STATE_KEY = "authentication"
+# An in-process request made on behalf of one the user already paid for (an MCP tool call runs
+# its operation as a second request: impl/mcp/tools.py) carries this scope key, so one call
+# counts once. Only code in this process can set an ASGI scope key; no client can.
+ALREADY_COUNTED = "task_api.rate_limit_already_counted"
 
 
 def _limit(request: Request, limiter: RateLimiter, key: str) -> None:
@@ -58,7 +62,7 @@ async def authenticate(request: Request) -> Principal:
         if limits is not None:
             _limit(request, limits.per_address, request.client.host if request.client else "")
         raise
-    if limits is not None:
+    if limits is not None and not request.scope.get(ALREADY_COUNTED):
         _limit(request, limits.per_user, user_id)
     request.state.user_id = user_id  # for the access log
     return Principal(user_id=user_id)

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Scope
 
 from generated.mcp_tools import ToolOperation
+from impl.http.auth import ALREADY_COUNTED
 
 
 def _text(value: Any) -> str:
@@ -152,6 +153,8 @@ async def call_tool(
         "headers": headers,
         # The app's lifespan state, as the caller's request got it: what the operation uses.
         "state": dict(caller.get("state") or {}),
+        # The POST to /mcp that carries this call took from the caller's rate limit already.
+        ALREADY_COUNTED: True,
     }
     status, answer = await _run(app, scope, content)
     return _result(tool, status, answer)

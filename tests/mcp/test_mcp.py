@@ -311,33 +311,35 @@ def limited_api_url(database_url: str) -> Iterator[str]:
         yield url
 
 
-def test_the_rate_limit_counts_the_endpoint_and_each_call(limited_api_url: str) -> None:
-    """A tool call costs two requests of the caller's bucket: the POST to /mcp and the API
-    request it makes. Over the limit, the call's own request is a TOO_MANY_REQUESTS tool error;
-    then /mcp itself answers 429 with Retry-After."""
+async def test_the_rate_limit_counts_each_mcp_request_once(
+    limited_api_url: str, db: asyncpg.Connection
+) -> None:
+    """Every POST to /mcp costs one request of the caller's bucket, a tool call included (the
+    API request it runs in-process is not counted again); a listing costs one too. Over the
+    limit, /mcp answers 429 with Retry-After before any tool runs: the call created nothing."""
     user = new_user()
-    stats = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-             "params": {"name": "get_task_stats", "arguments": {}}}
-    headers = {**MCP_HEADERS, **user.headers}
+    stats = {"name": "get_task_stats", "arguments": {}}
+    add = {"name": "add_task", "arguments": {"title": "over the limit"}}
+    async with httpx.AsyncClient(base_url=limited_api_url, timeout=30) as http:
 
-    def call() -> httpx.Response:
-        return httpx.post(f"{limited_api_url}/mcp", json=stats, headers=headers, timeout=30)
+        async def post(method: str, params: dict[str, object], who: User = user) -> httpx.Response:
+            return await http.post("/mcp", headers={**MCP_HEADERS, **who.headers}, json={
+                "jsonrpc": "2.0", "id": 1, "method": method, "params": params})
 
-    first = call()  # requests 1 and 2
-    assert first.status_code == 200 and first.json()["result"]["isError"] is False
-    second = call()  # request 3 passes /mcp; the API request is the 4th
-    assert second.status_code == 200
-    result = second.json()["result"]
-    assert result["isError"] is True
-    assert result["structuredContent"]["error"]["code"] == "TOO_MANY_REQUESTS"
-    third = call()
-    assert third.status_code == 429
-    assert third.json()["error"]["code"] == "TOO_MANY_REQUESTS"
-    assert int(third.headers["Retry-After"]) > 0
-    # Another user has a bucket of their own.
-    other = httpx.post(f"{limited_api_url}/mcp", json=stats, timeout=30,
-                       headers={**MCP_HEADERS, **new_user().headers})
-    assert other.json()["result"]["isError"] is False
+        assert (await post("tools/list", {})).status_code == 200  # request 1
+        for _ in range(2):  # requests 2 and 3: each call's own API request passes too
+            answer = await post("tools/call", stats)
+            assert answer.status_code == 200
+            assert answer.json()["result"]["isError"] is False, answer.json()
+            assert answer.headers["RateLimit-Policy"] == '"per-user";q=3;w=3000'
+        refused = await post("tools/call", add)  # request 4
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "TOO_MANY_REQUESTS"
+        assert int(refused.headers["Retry-After"]) > 0
+        assert await rows(db, user) == []
+        # Another user has a bucket of their own.
+        other = await post("tools/call", stats, new_user())
+        assert other.json()["result"]["isError"] is False
 
 
 def test_a_page_on_another_origin_is_refused(api_url: str) -> None:
