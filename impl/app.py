@@ -28,7 +28,7 @@ from impl.http.auth import Authentication, RateLimits
 from impl.http.contract import install_contract_routes
 from impl.http.errors import install_error_handlers
 from impl.http.guards import RequestGuardMiddleware
-from impl.http.middleware import RequestContextMiddleware
+from impl.http.middleware import LastResortMiddleware, RequestContextMiddleware
 from impl.http.rate_limit import RateLimiter
 from impl.mcp import install_mcp
 from impl.platform.database import Database
@@ -139,6 +139,8 @@ def create_app(settings: Settings) -> FastAPI:
             route.app = AsyncExitStackMiddleware(route.app)
     install_error_handlers(app)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Inside CORSMiddleware: a failure's envelope gets the CORS headers like any answer.
+    app.add_middleware(LastResortMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

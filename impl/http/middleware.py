@@ -75,3 +75,33 @@ class RequestContextMiddleware:
                     },
                 )
             reset_request_id(token)
+
+
+class LastResortMiddleware:
+    """The 500 (or 503) envelope for an exception no handler took, answered inside
+    CORSMiddleware, so a page on an allowed origin can read it and its request id (the
+    request-context middleware, outermost, would answer without the CORS headers). That
+    middleware keeps the same answer as a backstop for the few layers outside this one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def watching_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        except Exception as exc:
+            if response_started:
+                raise
+            response = unexpected_error_response(exc, scope["method"], scope["path"])
+            await response(scope, receive, send)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 import uvicorn
+from starlette.routing import BaseRoute
 
 from impl.app import create_app
 from impl.platform.database import connect_options
@@ -82,11 +83,16 @@ def wait_ready(process: subprocess.Popen[Any], base_url: str, log_path: Path,
 
 
 @contextmanager
-def running_server(app_settings: Settings) -> Iterator[str]:
-    """uvicorn serving create_app(settings) on a free loopback port, in a thread."""
+def running_server(
+    app_settings: Settings, extra_routes: Sequence[BaseRoute] = ()
+) -> Iterator[str]:
+    """uvicorn serving create_app(settings) on a free loopback port, in a thread; extra_routes
+    are added to the app's router (a test's own route, e.g. one that fails)."""
     port = free_port()
+    app = create_app(app_settings)
+    app.router.routes.extend(extra_routes)
     config = uvicorn.Config(
-        create_app(app_settings), host="127.0.0.1", port=port, log_level="warning",
+        app, host="127.0.0.1", port=port, log_level="warning",
         access_log=False, lifespan="on",
     )
     server = uvicorn.Server(config)
