@@ -41,12 +41,10 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         started = time.perf_counter()
         status = 500
-        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                response_started = True
                 status = message["status"]
                 headers = [*message.get("headers", []), header]
                 rate_limit = state.get("rate_limit")  # a Decision, set by auth for a caller
@@ -56,12 +54,8 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
-        except Exception as exc:
-            if response_started:
-                raise
-            response = unexpected_error_response(exc, scope["method"], scope["path"])
-            await response(scope, receive, send_with_id)
+            # The backstop for the few layers outside LastResortMiddleware (CORSMiddleware).
+            await answer_failures(self.app, scope, receive, send_with_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):  # not even the record's fields otherwise
                 access_log.info(
@@ -77,11 +71,32 @@ class RequestContextMiddleware:
             reset_request_id(token)
 
 
+
+async def answer_failures(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Runs `app`; an exception no handler took before a response started becomes the 500 (or
+    503) envelope, sent through `send`."""
+    response_started = False
+
+    async def watching_send(message: Message) -> None:
+        nonlocal response_started
+        if message["type"] == "http.response.start":
+            response_started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, watching_send)
+    except Exception as exc:
+        if response_started:
+            raise
+        response = unexpected_error_response(exc, scope["method"], scope["path"])
+        await response(scope, receive, send)
+
+
 class LastResortMiddleware:
-    """The 500 (or 503) envelope for an exception no handler took, answered inside
-    CORSMiddleware, so a page on an allowed origin can read it and its request id (the
-    request-context middleware, outermost, would answer without the CORS headers). That
-    middleware keeps the same answer as a backstop for the few layers outside this one."""
+    """The failure envelope (answer_failures) answered inside CORSMiddleware, so a page on an
+    allowed origin can read it and its request id: the request-context middleware, outermost,
+    would answer without the CORS headers. It keeps the same answer as a backstop for the few
+    layers outside this one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -90,18 +105,4 @@ class LastResortMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        response_started = False
-
-        async def watching_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watching_send)
-        except Exception as exc:
-            if response_started:
-                raise
-            response = unexpected_error_response(exc, scope["method"], scope["path"])
-            await response(scope, receive, send)
+        await answer_failures(self.app, scope, receive, send)
