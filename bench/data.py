@@ -63,20 +63,31 @@ _COUNTS = ", ".join([
     *(f"count(*) FILTER (WHERE priority = '{p}')" for p in ("low", "medium", "high")),
     *(f"count(*) FILTER (WHERE completed AND priority = '{p}')" for p in ("low", "medium", "high")),
 ])
+# The triggers an INSERT fires (migrations 0002, 0005): off while copying, their work done once.
+TRIGGERS = ("tasks_count_writes", "tasks_tags_insert")
 _COUNTERS = ("total, completed, low, medium, high, low_completed, medium_completed, "
              "high_completed")
 
 
 async def copy_tasks(connection: asyncpg.Connection, users: Sequence[str],
                      rows: list[tuple[Any, ...]]) -> None:
-    """COPY rows (COPY_COLUMNS) of new users in one transaction, with the counter triggers off,
-    then count them once: with the triggers on, every row would update its user's counter row
-    again, and a row updated thousands of times in one transaction gets slower at each update.
+    """COPY rows (COPY_COLUMNS) of new users in one transaction, with the insert triggers off,
+    then count them and list their tags (task_tags) once: with the triggers on, every row would
+    update its user's counter row again, and a row updated thousands of times in one
+    transaction gets slower at each update.
     Only for a database of its own (the table stays locked until the commit)."""
     async with connection.transaction():
-        await connection.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_count_writes")
+        for trigger in TRIGGERS:
+            await connection.execute(f"ALTER TABLE tasks DISABLE TRIGGER {trigger}")
         await connection.copy_records_to_table("tasks", records=rows, columns=COPY_COLUMNS)
-        await connection.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_count_writes")
+        for trigger in TRIGGERS:
+            await connection.execute(f"ALTER TABLE tasks ENABLE TRIGGER {trigger}")
+        await connection.execute(
+            "INSERT INTO task_tags (user_id, tag, created_at, task_id, word_bits) "
+            "SELECT DISTINCT user_id, unnest(tags), created_at, id, "
+            "task_word_bits(title || ' ' || coalesce(description, '')) "
+            "FROM tasks WHERE user_id = ANY($1::text[])", list(users),
+        )
         await connection.execute(
             f"INSERT INTO task_counts (user_id, {_COUNTERS}) SELECT user_id, {_COUNTS} "
             "FROM tasks WHERE user_id = ANY($1::text[]) GROUP BY user_id", list(users),

@@ -64,6 +64,7 @@ COLLECT_MAX = 1000
 # A word search first walks at most this many of the user's tasks in sort order (see below).
 WALK_MAX = 1500
 PEEK_ROWS, PEEK_HITS = 150, 2
+TAG_SEARCH = "tasks.search @@ (SELECT tag FROM search)"
 
 
 # How each filter's `meta.total` is known: from the per-user counters (exact), or by counting
@@ -151,6 +152,89 @@ class _Conditions:
     searched: list[str] = field(default_factory=list)  # the GIN conditions (also in tested)
 
 
+@dataclass(frozen=True)
+class _Walk:
+    """What a walk reads in the page's order, testing each row: the user's tasks through the
+    sort index, or (with a tag, sorted by created_at) the tag's rows of task_tags, which skip
+    the tasks without the tag instead of testing them, and with `q` also most of the tasks
+    without its words: a row's word bits (migration 0005) must hold the query's before its task
+    is looked up and tested."""
+
+    source: str  # the FROM clause
+    where: str  # the range read: the user, and the conditions that bound it
+    key: str  # the sort key and its tie-break, in the order of the range's index
+    tie: str
+    direction: str
+    tested: list[str]  # conditions on the task, tested row by row
+    searched: list[str]  # the search conditions among them (what the peek tests)
+    length: str  # how many rows the whole range holds
+    prefilter: str | None  # an index-only test each row passes before its task is tested
+    # What testing a row costs, in rows of the walk of the sort index (for the choice between
+    # walking and collecting): a task_tags row's task is a primary key lookup away.
+    row_cost: int
+
+    @property
+    def order(self) -> str:
+        return f"{self.key} {self.direction}, {self.tie} {self.direction}"
+
+    def test(self, conditions: list[str]) -> str:
+        """True when the row's task meets every condition; coalesce() (which no index serves, and
+        which the planner rates as half the rows) keeps the planner walking the index."""
+        both = " AND ".join(conditions)
+        if self.source == "tasks":
+            return f"coalesce({both}, false)"
+        task = (f"coalesce((SELECT {both} FROM tasks WHERE tasks.id = tagged.task_id "
+                "AND tasks.user_id = $1), false)")
+        if self.prefilter is None:
+            return task
+        return f"CASE WHEN {self.prefilter} THEN {task} ELSE false END"
+
+    def page(self, columns: str, order: str, condition: str, keyset: str, limit: str) -> str:
+        """The first `limit` rows of the range that meet `condition`, after `keyset`."""
+        rows = (f"FROM {self.source} WHERE {self.where}{condition}{keyset} "
+                f"ORDER BY {self.order} LIMIT {limit}")
+        if self.source == "tasks":
+            return f"SELECT {columns} {rows}"
+        return (f"SELECT {columns} FROM (SELECT {self.tie} AS id {rows}) AS chosen "
+                f"JOIN tasks ON tasks.id = chosen.id AND tasks.user_id = $1 ORDER BY {order}")
+
+
+def _walk(query: ListQuery, conditions: _Conditions, sort_name: str, direction: str,
+          arg: _Args) -> _Walk:
+    if query.tag is None or sort_name != "created_at":
+        expression, _ = _sort_expression(sort_name, direction == "DESC")
+        return _Walk(
+            source="tasks",
+            where="".join(["tasks.user_id = $1", *(f" AND {c}" for c in conditions.ordered)]),
+            key=expression,
+            tie="tasks.id",
+            direction=direction,
+            tested=conditions.tested,
+            searched=conditions.searched,
+            length="coalesce((SELECT total FROM task_counts WHERE user_id = $1), 0)",
+            prefilter=None,
+            row_cost=1,
+        )
+    # The tag's range of task_tags (user_id, tag, created_at, task_id) INCLUDE (word_bits),
+    # read index-only; the status bound of the created_at index becomes a test.
+    tag = arg(query.tag)
+    return _Walk(
+        source="task_tags AS tagged",
+        where=f"tagged.user_id = $1 AND tagged.tag = {tag}",
+        key="tagged.created_at",
+        tie="tagged.task_id",
+        direction=direction,
+        tested=[c for c in [*conditions.ordered, *conditions.tested] if c != TAG_SEARCH],
+        searched=[c for c in conditions.searched if c != TAG_SEARCH],
+        length=f"coalesce((SELECT total FROM task_tag_counts WHERE user_id = $1 AND tag = {tag}), 0)",
+        prefilter=(
+            "tagged.word_bits & (SELECT bits FROM search) = (SELECT bits FROM search)"
+            if query.q is not None else None
+        ),
+        row_cost=8,
+    )
+
+
 def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) -> _Conditions:
     conditions = _Conditions()
     if query.status != "all":
@@ -184,7 +268,7 @@ def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) 
         conditions.collect_order = due
     # The search queries come from the `search` CTE: computed once per statement, not per row.
     if query.tag is not None:
-        conditions.searched.append("tasks.search @@ (SELECT tag FROM search)")
+        conditions.searched.append(TAG_SEARCH)
     if query.q is not None:
         conditions.searched.append("tasks.search @@ (SELECT words FROM search)")
     if conditions.searched:
@@ -205,8 +289,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     user = f"tasks.user_id = {arg(user_id)}"
     limit = arg(query.limit + 1)  # a parameter, so that one statement serves every page size
     conditions = _conditions(query, sort_name, descending, arg)
-    ordered = "".join(f" AND {condition}" for condition in conditions.ordered)
-    tested = " AND ".join(conditions.tested)
+    walk = _walk(query, conditions, sort_name, direction, arg)
     every = " AND ".join([user, *conditions.ordered, *conditions.tested])
     counted = query.counted
 
@@ -214,7 +297,10 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     if conditions.searched:
         tag = f"task_tag_query($1, {arg(query.tag)})" if query.tag is not None else "NULL"
         words = f"task_search_query($1, {arg(query.q)})" if query.q is not None else "NULL"
-        ctes.append(f"search AS MATERIALIZED (SELECT {tag} AS tag, {words} AS words)")
+        bits = f"task_word_bits({arg(query.q)})" if query.q is not None else "0"
+        ctes.append(
+            f"search AS MATERIALIZED (SELECT {tag} AS tag, {words} AS words, {bits} AS bits)"
+        )
     if counted:
         # The counters know how many tasks match: collect them if that is few.
         column = _counter_column(query.status, query.priority)
@@ -223,15 +309,16 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             counters = f"task_tag_counts WHERE user_id = $1 AND tag = {arg(query.tag)}"
         collect_max = COLLECT_MAX
         # Few: collecting M matches costs about as much as walking past (limit + 1) * N / M
-        # tasks when M * M = (limit + 1) * N / 8 (measured: a collected row costs about eight
-        # walked ones), N the user's tasks; and never more than COLLECT_MAX.
+        # rows when M * M * cost = (limit + 1) * N * 8 (measured: a collected row costs about
+        # eight rows of a sort index walked, about one of task_tags), N the rows of the walk's
+        # range (the user's tasks, or the tag's); and never more than COLLECT_MAX.
         ctes.append(
             f"counts AS MATERIALIZED (SELECT coalesce((SELECT {column} FROM {counters}), 0) "
-            "AS matches, coalesce((SELECT total FROM task_counts WHERE user_id = $1), 0) AS tasks)"
+            f"AS matches, {walk.length} AS tasks)"
         )
         ctes.append(
-            f"decision AS (SELECT matches, matches <= {COLLECT_MAX} AND matches * matches * 8 "
-            f"<= {limit} * tasks AS few FROM counts)"
+            f"decision AS (SELECT matches, matches <= {COLLECT_MAX} AND matches * matches * "
+            f"{walk.row_cost} <= {limit} * tasks * 8 AS few FROM counts)"
         )
         gate = " AND (SELECT few FROM decision)"
     elif query.q is None:
@@ -246,20 +333,19 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         # are found there (or the words are rare), the matches are sparse: collect them through
         # the index (up to COLLECT_MAX), which beats walking past the others for every page.
         collect_max = COLLECT_MAX
-        searched = " AND ".join(conditions.searched)
         ctes.append(
-            f"peek AS MATERIALIZED (SELECT count(*) AS hits FROM (SELECT {searched} AS hit "
-            f"FROM tasks WHERE {user}{ordered} ORDER BY {order} LIMIT {PEEK_ROWS}) AS first "
-            f"WHERE first.hit)"
+            f"peek AS MATERIALIZED (SELECT count(*) AS hits FROM (SELECT "
+            f"{walk.test(walk.searched)} AS hit FROM {walk.source} WHERE {walk.where} "
+            f"ORDER BY {walk.order} LIMIT {PEEK_ROWS}) AS first WHERE first.hit)"
         )
         ctes.append(
-            f"walked AS MATERIALIZED (SELECT walk.id, walk.sort_key FROM (SELECT tasks.id, "
-            f"{expression} AS sort_key, {tested} AS hit FROM tasks WHERE {user}{ordered} "
-            f"AND (SELECT hits FROM peek) >= {PEEK_HITS} ORDER BY {order} LIMIT {WALK_MAX}) "
-            f"AS walk WHERE walk.hit LIMIT {TOTAL_CAP + 1})"
+            f"walked AS MATERIALIZED (SELECT walk.id, walk.sort_key FROM (SELECT {walk.tie} AS id, "
+            f"{walk.key} AS sort_key, {walk.test(walk.tested)} AS hit FROM {walk.source} WHERE {walk.where} "
+            f"AND (SELECT hits FROM peek) >= {PEEK_HITS} ORDER BY {walk.order} "
+            f"LIMIT {WALK_MAX}) AS walk WHERE walk.hit LIMIT {TOTAL_CAP + 1})"
         )
         gate = f" AND (SELECT count(*) FROM walked) <= {TOTAL_CAP}"
-    if conditions.tested or not counted:
+    if walk.tested or not counted:
         # All the matching tasks, when there are few (or the first TOTAL_CAP + 1 of them, to
         # count them): through a filter's index, never walking the user's other tasks. With a
         # search condition, that is the GIN index alone: the others are tested on its rows
@@ -303,16 +389,13 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"({arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}, "
             f"{arg(after.task_id)}::uuid)"
         )
-        keyset = f" AND ({expression}, tasks.id) {op} {position}"
+        keyset = f" AND ({walk.key}, {walk.tie}) {op} {position}"
         collected_keyset = f" AND (collected.sort_key, collected.id) {op} {position}"
     page_columns = f"{COLUMNS}, {CURSOR_KEYS}, row_number() OVER (ORDER BY {order}) AS ordinal"
 
-    if not conditions.tested:
-        # Every condition bounds the sort index: the page is a range of it.
-        branches = (
-            f"SELECT {page_columns} FROM tasks WHERE {user}{ordered}{keyset} "
-            f"ORDER BY {order} LIMIT {limit}"
-        )
+    if not walk.tested:
+        # Every condition bounds the walk's index: the page is a range of it.
+        branches = walk.page(page_columns, order, "", keyset, limit)
     else:
         # Few matches: sort the collected ones. Many: walk the sort index, testing each row;
         # coalesce() keeps the planner from serving the tests with an index and sorting.
@@ -323,10 +406,11 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"LIMIT {limit}) AS chosen JOIN tasks ON tasks.id = chosen.id AND {user} "
             f"ORDER BY {order}"
         )
-        many = (
-            f"SELECT {page_columns} FROM tasks WHERE {user}{ordered} "
-            f"AND coalesce({tested}, false){keyset} AND NOT decision.few "
-            f"ORDER BY {order} LIMIT {limit}"
+        not_few = " AND NOT decision.few"
+        if query.q is not None and after is None and query.limit <= TOTAL_CAP:
+            not_few += " AND NOT decision.walked_many"  # the walked_page branch below
+        many = walk.page(
+            page_columns, order, f" AND {walk.test(walk.tested)}{not_few}", keyset, limit
         )
         branches = f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({many}) AS many"
         if query.q is not None and after is None and query.limit <= TOTAL_CAP:
@@ -338,8 +422,6 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
                 f"ORDER BY walked.sort_key {direction}, walked.id {direction} LIMIT {limit}) "
                 f"AS chosen JOIN tasks ON tasks.id = chosen.id AND {user} ORDER BY {order}"
             )
-            many = many.replace("AND NOT decision.few", "AND NOT decision.few "
-                                "AND NOT decision.walked_many")
             branches = (f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({walked}) "
                         f"AS walked_page UNION ALL SELECT * FROM ({many}) AS many")
     # The outer row always exists, so an empty page still brings its total (as one row of NULL

@@ -199,3 +199,25 @@ class TaskTagCounts(SQLModel, table=True):
     low_completed: int = Field(sa_column=counter())
     medium_completed: int = Field(sa_column=counter())
     high_completed: int = Field(sa_column=counter())
+
+
+class TaskTag(SQLModel, table=True):
+    """A tag's tasks in creation order (migration 0005, kept by a `tasks` trigger): a listing
+    with `tag` in the default order reads this range instead of testing every task for it, and
+    with `q` tests the words' bits (task_word_bits) in the index before looking a task up."""
+
+    __tablename__ = "task_tags"
+    __table_args__ = (
+        user_id_check(),
+        sa.PrimaryKeyConstraint(
+            "user_id", "tag", "created_at", "task_id", postgresql_include=["word_bits"]
+        ),
+    )
+
+    user_id: str = Field(sa_column=user_id_column(primary_key=True))
+    tag: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    created_at: datetime = Field(
+        sa_column=sa.Column(sa.DateTime(timezone=True), primary_key=True)
+    )
+    task_id: uuid.UUID = Field(primary_key=True)
+    word_bits: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))

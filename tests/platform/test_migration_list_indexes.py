@@ -11,7 +11,7 @@ from alembic import command
 
 from impl.platform.database import connect_options
 from impl.platform.migrate import alembic_config, upgrade
-from tests.support.factories import RECOUNT, RECOUNT_TAGS
+from tests.support.factories import RECOUNT, RECOUNT_TAGS, RELIST_TAGS
 
 USERS = ("a11ce000-0000-4000-8000-000000000001", "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY")
 INDEXES = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tasks' ORDER BY 1"
@@ -52,6 +52,7 @@ async def test_upgrade_counts_and_indexes_what_was_there_and_downgrade_restores_
         await asyncio.to_thread(upgrade, fresh_database, "head")
         assert await connection.fetch(RECOUNT) == []
         assert await connection.fetch(RECOUNT_TAGS) == []
+        assert await connection.fetch(RELIST_TAGS) == []  # 0005 too
         for user in USERS:
             assert await connection.fetchval(
                 "SELECT total FROM task_tag_counts WHERE user_id = $1 AND tag = 'home'", user
@@ -70,6 +71,13 @@ async def test_upgrade_counts_and_indexes_what_was_there_and_downgrade_restores_
             assert await found("task_search_query($1, $2)", "%") == 0
             assert await found("task_tag_query($1, $2)", "it's") == 3
             assert await found("task_tag_query($1, $2)", "it") == 0
+        # task_tags' word bits (0005) never hide a task that matches q.
+        for q in ("quart REP", "CAFÉ été", "l'ét", "report 4"):
+            assert await connection.fetchval(
+                "SELECT count(*) FROM task_tags JOIN tasks ON tasks.id = task_tags.task_id "
+                "WHERE tasks.search @@ task_search_query(tasks.user_id, $1) "
+                "AND task_tags.word_bits & task_word_bits($1) <> task_word_bits($1)", q,
+            ) == 0, q
 
         config = alembic_config(fresh_database)
         await asyncio.to_thread(command.downgrade, config, "0003")
@@ -77,5 +85,6 @@ async def test_upgrade_counts_and_indexes_what_was_there_and_downgrade_restores_
         assert await connection.fetch(INDEXES) == indexes_before
         await asyncio.to_thread(upgrade, fresh_database, "head")
         assert await connection.fetch(RECOUNT_TAGS) == []
+        assert await connection.fetch(RELIST_TAGS) == []
     finally:
         await connection.close()

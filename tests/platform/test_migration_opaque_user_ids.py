@@ -105,7 +105,8 @@ async def test_upgrade_from_0002_keeps_every_row_and_the_database_keeps_working(
         connection = await _connect(fresh_database)
         assert await _snapshot(connection) == before
         columns_0003 = await _columns(connection)
-        # Later migrations add columns (0004: tasks.search, more counters), never change these.
+        # Later migrations add columns and tables (0004: tasks.search, more counters; 0005:
+        # task_tags), never change these.
         await connection.close()
         await asyncio.to_thread(upgrade, fresh_database, "head")
         connection = await _connect(fresh_database)
@@ -116,7 +117,7 @@ async def test_upgrade_from_0002_keeps_every_row_and_the_database_keeps_working(
             "WHERE column_name = 'user_id' ORDER BY table_name"
         )
         assert [tuple(row) for row in types] == [
-            (table, "text", "C") for table in sorted((*TABLES, "task_tag_counts"))
+            (table, "text", "C") for table in sorted((*TABLES, "task_tag_counts", "task_tags"))
         ]
 
         # The counters trigger was recreated: writes under an old and a new id keep counting.

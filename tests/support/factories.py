@@ -50,6 +50,16 @@ RECOUNT = f"""
         ON r.user_id = c.user_id
     WHERE {_DIFFERS}
 """
+# task_tags (migration 0005) against what the tasks say it holds: rows missing or extra.
+_TAG_ROWS = (
+    "SELECT DISTINCT user_id, unnest(tags) AS tag, created_at, id AS task_id, "
+    "task_word_bits(title || ' ' || coalesce(description, '')) AS word_bits FROM tasks"
+)
+_TAG_INDEX = "SELECT user_id, tag, created_at, task_id, word_bits FROM task_tags"
+RELIST_TAGS = (
+    f"SELECT * FROM (({_TAG_ROWS} EXCEPT ALL {_TAG_INDEX}) "
+    f"UNION ALL ({_TAG_INDEX} EXCEPT ALL {_TAG_ROWS})) AS differences"
+)
 RECOUNT_TAGS = f"""
     SELECT coalesce(c.user_id, r.user_id) AS user_id, coalesce(c.tag, r.tag) AS tag
     FROM task_tag_counts AS c

@@ -53,6 +53,11 @@ def tasks(base_url: str) -> tuple[User, list[dict[str, Any]]]:
         for task in created[5:65:10]:
             response = http.patch(f"/api/tasks/{task['id']}", json={"title": task["title"] + "!"})
             assert response.status_code == 200
+        # New words and tags after the fact: task_tags (migration 0005) must follow them.
+        for task in created[7:77:10]:
+            change = {"description": "Zebra crossing report", "tags": ["home", "urgent"]}
+            response = http.patch(f"/api/tasks/{task['id']}", json=change)
+            assert response.status_code == 200
         listed = http.get("/api/tasks", params={"limit": 100}).json()["data"]
     assert len(listed) == 80
     return user, listed
@@ -138,6 +143,12 @@ FILTERS: list[dict[str, str]] = [
     {"tag": "home", "due_before": BEFORE},
     {"q": "report", "due_after": AFTER},
     {"status": "pending", "q": "rep", "tag": "work"},
+    # A tag sorted by created_at walks task_tags, testing word bits before the words.
+    {"tag": "work", "q": "report"},
+    {"tag": "home", "q": "re"},  # too short for word bits: every row is tested
+    {"tag": "urgent", "q": "zebra cross"},
+    {"tag": "home", "q": "receipt expense"},
+    {"tag": "work", "status": "completed", "priority": "low"},
 ]
 
 
