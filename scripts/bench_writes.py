@@ -1,6 +1,6 @@
-"""What each part of migration 0004 costs a write: the database's CPU time per INSERT and per
-UPDATE (a PATCH of `completed`), with the schema of 0003 and then each part of 0004 added in
-turn, on the same data.
+"""What each part of migrations 0004 and 0005 costs a write: the database's CPU time per INSERT,
+per UPDATE of `completed` and per UPDATE of `title` (a PATCH of each), with the schema of 0003
+and then each part added in turn, on the same data.
 
     uv run python scripts/bench_writes.py [--statements 2000] [--rounds 5]
 
@@ -45,11 +45,15 @@ UPDATE_SQL = (
     "UPDATE tasks SET completed = $3, completed_at = CASE WHEN $3 THEN COALESCE(completed_at, "
     "now()) END, version = version + 1, updated_at = now() WHERE id = $1 AND user_id = $2"
 )
+RETITLE_SQL = (
+    "UPDATE tasks SET title = $3, version = version + 1, updated_at = now() "
+    "WHERE id = $1 AND user_id = $2"
+)
 
 
-def _migration() -> Any:
-    path = REPO / "impl/migrations/versions/0004_list_indexes.py"
-    spec = importlib.util.spec_from_file_location("migration_0004", path)
+def _migration(name: str = "0004_list_indexes") -> Any:
+    path = REPO / f"impl/migrations/versions/{name}.py"
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,8 +61,9 @@ def _migration() -> Any:
 
 
 def steps() -> dict[str, list[str]]:
-    """0003, then the parts of 0004 one by one (the last step is exactly 0004's schema)."""
+    """0003, then the parts of 0004 one by one, then 0005 (the last step is the head)."""
     m = _migration()
+    tags = _migration("0005_task_tags")
     indexes = []
     for name, columns in m.SORT_INDEXES.items():
         indexes += [f"DROP INDEX IF EXISTS {name}", f"CREATE INDEX {name} ON tasks ({columns})"]
@@ -81,6 +86,9 @@ def steps() -> dict[str, list[str]]:
         "+ search column (generated tsvector)": column,
         "+ GIN index on search": ["CREATE INDEX ix_tasks_search ON tasks USING gin (search)"],
         "- GIN index on tags (= 0004)": ["DROP INDEX ix_tasks_tags"],
+        "+ task_tags with word bits (trigger; = 0005)": [
+            tags.BITS_FUNCTION, tags.TABLE, tags.FUNCTION, *tags.TRIGGERS, tags.BACKFILL,
+        ],
     }
 
 
@@ -90,7 +98,7 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-async def _measure(url: str, statements: int) -> tuple[float, float]:
+async def _measure(url: str, statements: int) -> tuple[float, float, float]:
     connection = await asyncpg.connect(url)
     try:
         pid = await connection.fetchval("SELECT pg_backend_pid()")
@@ -111,9 +119,13 @@ async def _measure(url: str, statements: int) -> tuple[float, float]:
         for task_id in ids:
             await connection.execute(UPDATE_SQL, task_id, user, True)
         updated = _cpu(pid)
+        for index, task_id in enumerate(ids):
+            await connection.execute(RETITLE_SQL, task_id, user, f"Email the annual budget {index}")
+        retitled = _cpu(pid)
         await connection.execute("DELETE FROM tasks WHERE user_id = $1", user)
-        await connection.execute("VACUUM ANALYZE tasks")
-        return ((inserted - start) / statements * 1e6, (updated - inserted) / statements * 1e6)
+        await connection.execute("VACUUM ANALYZE")
+        return ((inserted - start) / statements * 1e6, (updated - inserted) / statements * 1e6,
+                (retitled - updated) / statements * 1e6)
     finally:
         await connection.close()
 
@@ -177,7 +189,9 @@ def main() -> int:
             upgrade(_database(admin_url, "timed"))
             migrate_s = time.monotonic() - started
             databases = asyncio.run(_build(admin_url, "data"))
-            results: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in databases}
+            results: dict[str, list[tuple[float, float, float]]] = {
+                label: [] for label, _ in databases
+            }
             for round_number in range(args.rounds):
                 for label, url in databases:
                     results[label].append(asyncio.run(_measure(url, args.statements)))
@@ -187,12 +201,11 @@ def main() -> int:
     print(f"\nPostgreSQL backend CPU per statement (autocommit), median of {args.rounds} rounds "
           f"of {args.statements}; 61,000 tasks; 1-minute load average "
           f"{os.getloadavg()[0]:.2f}:\n")
-    print("| schema | INSERT us | UPDATE (completed) us |\n|---|---:|---:|")
+    print("| schema | INSERT us | UPDATE (completed) us | UPDATE (title) us |\n|---|---:|---:|---:|")
     for label, runs in results.items():
-        insert = statistics.median(r[0] for r in runs)
-        update = statistics.median(r[1] for r in runs)
-        print(f"| {label} | {insert:.0f} | {update:.0f} |")
-    print(f"\n`task-api migrate` 0003 -> 0004 on those 61,000 tasks: {migrate_s:.1f} s")
+        insert, update, retitle = (statistics.median(r[i] for r in runs) for i in range(3))
+        print(f"| {label} | {insert:.0f} | {update:.0f} | {retitle:.0f} |")
+    print(f"\n`task-api migrate` 0003 -> head (0005) on those 61,000 tasks: {migrate_s:.1f} s")
     return 0
 
 

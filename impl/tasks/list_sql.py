@@ -21,6 +21,10 @@ of the rows, so it always walks the sort index; the collecting query reads no mo
 LIMIT. So a cached generic plan is as good as a custom one, and misleading statistics (a user's
 tasks are not distributed like everybody's) cannot turn a page into a scan of the user's rows.
 
+A tag sorted by created_at walks the tag's rows of task_tags (migration 0005) instead of the
+sort index: the tasks without the tag are never read, and with `q` a row whose word bits lack
+the query's is skipped in the index (_Walk).
+
 `meta.total`: from the per-user counters (task_counts, task_tag_counts: exact) unless `q`,
 `due_before` or `due_after` filters; then the matching tasks are counted up to TOTAL_CAP + 1,
 and a total above TOTAL_CAP is reported as TOTAL_CAP with `total_exact` false.
