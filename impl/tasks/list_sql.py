@@ -313,16 +313,17 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             counters = f"task_tag_counts WHERE user_id = $1 AND tag = {arg(query.tag)}"
         collect_max = COLLECT_MAX
         # Few: collecting M matches costs about as much as walking past (limit + 1) * N / M
-        # rows when M * M * cost = (limit + 1) * N * 8 (measured: a collected row costs about
-        # eight rows of a sort index walked, about one of task_tags), N the rows of the walk's
-        # range (the user's tasks, or the tag's); and never more than COLLECT_MAX.
+        # rows when M * M * 8 = (limit + 1) * N * row_cost (measured: a collected row costs
+        # about eight rows of a sort index walked, about one of task_tags, whose task is looked
+        # up), N the rows of the walk's range (the user's tasks, or the tag's); and never more
+        # than COLLECT_MAX.
         ctes.append(
             f"counts AS MATERIALIZED (SELECT coalesce((SELECT {column} FROM {counters}), 0) "
             f"AS matches, {walk.length} AS tasks)"
         )
         ctes.append(
-            f"decision AS (SELECT matches, matches <= {COLLECT_MAX} AND matches * matches * "
-            f"{walk.row_cost} <= {limit} * tasks * 8 AS few FROM counts)"
+            f"decision AS (SELECT matches, matches <= {COLLECT_MAX} AND matches * matches * 8 "
+            f"<= {limit} * tasks * {walk.row_cost} AS few FROM counts)"
         )
         gate = " AND (SELECT few FROM decision)"
     elif query.q is None:
