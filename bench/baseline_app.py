@@ -7,8 +7,9 @@ could not also do:
   of 1-255 characters without control characters, tokens over 8 KiB refused);
 - the same SQL text as impl/tasks/store.py and impl/tasks/list_sql.py (bench/sql.py imports it): same
   columns, casts and ORDER BY, the list's page (LIMIT n+1) and total in one statement, the same
-  INSERT and UPDATE, one pooled connection per operation and, like the API, no reset query when
-  it goes back to the pool;
+  INSERT (under the same per-user task quota, MAX_TASKS_PER_USER as the API reads it: the
+  statement that takes the user's counter row lock first) and UPDATE, one pooled connection per
+  operation and, like the API, no reset query when it goes back to the pool;
 - the same envelope: {data, meta{timestamp, request_id, ...}}, with total, limit and an
   HMAC-signed next_cursor on lists, an ETag on single tasks, Location on 201, X-Request-ID on
   every response;
@@ -54,15 +55,21 @@ from bench.sql import (
     GET_SQL,
     INSERT_SQL,
     LIST_SQL,
+    QUOTA_INSERT_SQL,
     SORT_KEYS,
     TASK_FIELDS,
     WRITABLE,
 )
+from impl.platform.settings import Settings
 
 SECRET = os.environ["BETTER_AUTH_SECRET"]
 DATABASE_URL = os.environ["DATABASE_URL"]
 CURSOR_SECRET = hashlib.sha256(b"task-api cursor\0" + SECRET.encode()).digest()
 MAX_BODY_BYTES = 65536
+# The API's per-user task quota, as it reads it (impl/platform/settings.py; 0: none): the quota
+# decides which INSERT the API sends, so the baseline sends the same one.
+MAX_TASKS_PER_USER = int(os.environ.get("MAX_TASKS_PER_USER")
+                         or Settings.model_fields["max_tasks_per_user"].default)
 MAX_TOKEN_BYTES = 8192
 RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -239,7 +246,13 @@ async def tasks_collection(request: Request) -> Response:
             async with pool.acquire() as connection:
                 # INSERT_SQL takes the writable fields in WRITABLE's order (date-times as text).
                 values = [fields.get(name, DEFAULTS.get(name)) for name in WRITABLE]
-                record = await connection.fetchrow(INSERT_SQL, uuid.uuid4(), user_id, *values)
+                if MAX_TASKS_PER_USER:
+                    record = await connection.fetchrow(QUOTA_INSERT_SQL, uuid.uuid4(), user_id,
+                                                       *values, MAX_TASKS_PER_USER)
+                    if record is None:
+                        raise Failure(409, "quota_exceeded", "Task quota reached")
+                else:
+                    record = await connection.fetchrow(INSERT_SQL, uuid.uuid4(), user_id, *values)
             return task_response(record, 201, request_id, location=True)
         status = request.query_params.get("status", "all")
         if status not in LIST_SQL:

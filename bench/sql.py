@@ -14,6 +14,7 @@ from impl.tasks.store import (
     DIAGNOSE_SQL,
     GET_SQL,
     INSERT_SQL,
+    QUOTA_INSERT_SQL,
     TASK_FIELDS,
 )
 
@@ -36,5 +37,5 @@ CASTS = {"priority": "::task_priority", "due_date": "::text::timestamptz"}
 
 __all__ = [
     "CASTS", "COLUMNS", "COUNT_SQL", "DIAGNOSE_SQL", "GET_SQL", "INSERT_SQL", "LIST_SQL",
-    "SORT_KEYS", "TASK_FIELDS", "WRITABLE",
+    "QUOTA_INSERT_SQL", "SORT_KEYS", "TASK_FIELDS", "WRITABLE",
 ]

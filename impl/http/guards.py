@@ -7,6 +7,7 @@ actually reads a body, and raise typed errors there, which FastAPI passes to the
 
 from __future__ import annotations
 
+import functools
 from email.message import Message
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,7 +23,10 @@ from impl.http.errors import (
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
+@functools.lru_cache(maxsize=64)
 def is_json(content_type: str | None) -> bool:
+    """A pure function of the header's text, which clients repeat on every request: parsed once
+    (the email parser builds a message per call)."""
     if not content_type:
         return False
     parsed = Message()

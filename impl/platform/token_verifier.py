@@ -11,6 +11,14 @@ first request; concurrent refetches are coalesced into one and spaced by a minim
 random `kid`s cannot make the API hammer the auth server.
 
 Every refusal says why (TokenRefused.reason), never echoing the token.
+
+A client sends the same token with every request for its lifetime, and checking its signature
+and claims is the largest single cost of a request's Python (about 45 us for HS256, 160 for
+EdDSA).
+A token that passed is remembered (its exact text, the key object it was checked with and the
+window of time in which its claims hold); the same text with the same key inside that window
+passes again without a second check. Anything else (another key, a rotated JWKS, a time outside
+the window, an unknown token) goes through the full check, which refuses it with its reason.
 """
 
 from __future__ import annotations
@@ -71,6 +79,8 @@ _SUBJECT_PROBLEM = {
     user_ids.CONTROL: SUBJECT_CONTROL,
 }
 INVALID = "Invalid token"
+# Tokens remembered as verified (bounded: an entry is at most MAX_TOKEN_BYTES of text).
+VERIFIED_CACHE_SIZE = 1024
 
 _MISSING_CLAIM = {"sub": NO_SUBJECT, "exp": NO_EXPIRY, "iss": NO_ISSUER, "aud": NO_AUDIENCE}
 
@@ -102,6 +112,27 @@ def _allowed_algorithms(data: dict[str, Any]) -> frozenset[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed every check: its user id, the key that verified it, and the span of
+    its time claims (iat, nbf: not before; exp: until), which PyJWT checks against the clock."""
+
+    subject: str
+    key: Any
+    not_before: float
+    expires: float
+
+    def holds(self, key: Any, now: float, leeway: float) -> bool:
+        # PyJWT's own comparisons (jwt/api_jwt.py: _validate_iat, _validate_nbf, _validate_exp).
+        return key is self.key and self.not_before <= now + leeway and self.expires > now - leeway
+
+
+def _verified(subject: str, key: Any, claims: dict[str, Any]) -> _Verified:
+    # The claims passed PyJWT's checks, so each present time claim is a number int() takes.
+    starts = [int(claims[name]) for name in ("iat", "nbf") if name in claims]
+    return _Verified(subject, key, max(starts, default=float("-inf")), int(claims["exp"]))
+
+
+@dataclass(frozen=True, slots=True)
 class _Key:
     key: Any  # the public key object PyJWT verifies with
     algorithms: frozenset[str]
@@ -120,6 +151,7 @@ class TokenVerifier:
         self._fetched_at = float("-inf")  # last successful fetch
         self._attempted_at = float("-inf")  # start of the last attempt, successful or not
         self._refresh: asyncio.Task[None] | None = None
+        self._verified: dict[str, _Verified] = {}  # token text -> what its check found
         self._options: dict[str, Any] = {
             "require": ["sub", "exp"],
             # With no audience configured, an `aud` the token carries is not ours to judge (a
@@ -150,12 +182,19 @@ class TokenVerifier:
             key = found.key
         else:
             raise TokenRefused(ALGORITHM_NOT_ALLOWED)
+        known = self._verified.get(token)
+        # PyJWT reads the same clock (datetime.now(UTC).timestamp()).
+        if known is not None and known.holds(key, time.time(), self.leeway):
+            return known.subject
         claims = self._decode(token, key, algorithm)
         subject = claims.get("sub")
         problem = user_ids.problem(subject)
         if problem:
             raise TokenRefused(_SUBJECT_PROBLEM[problem])
         assert isinstance(subject, str)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))  # the oldest entry
+        self._verified[token] = _verified(subject, key, claims)
         return subject
 
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
