@@ -90,7 +90,11 @@ class Task(SQLModel, table=True):
         sa.Index("ix_tasks_user_priority", "user_id", "priority", "id"),
         sa.Index("ix_tasks_user_title", "user_id", "title", "id"),
         # Word prefixes and tags, scoped to the user (the functions of migration 0004).
-        sa.Index("ix_tasks_search", "search", postgresql_using="gin"),
+        # fastupdate off (migration 0005): no pending list for every search to read.
+        sa.Index(
+            "ix_tasks_search", "search", postgresql_using="gin",
+            postgresql_with={"fastupdate": "off"},
+        ),
     )
 
     id: uuid.UUID = Field(primary_key=True, sa_column_kwargs={"info": SET_BY_SERVER})

@@ -19,6 +19,9 @@ costs about the same at 100 tasks and at 100,000.
 A trigger keeps it: an INSERT adds the rows of its distinct tags, a DELETE removes them, an
 UPDATE of tags, title or description (or of the owner or creation time, which the API never
 changes) replaces them. The triggers fire only for tasks with tags (their WHEN clauses).
+
+Also: the GIN index of `search` no longer defers writes to a pending list (fastupdate off), which
+every search read in full (see upgrade()).
 """
 
 from __future__ import annotations
@@ -122,6 +125,12 @@ BACKFILL = (
 
 
 def upgrade() -> None:
+    # The search's GIN index takes each write into its entries at once. With fastupdate (the
+    # default) writes go to a pending list that every search reads in full until VACUUM or 4 MB
+    # of writes flush it: on a table written by many users, a q or tag search of a user with 100
+    # tasks took 1.4 ms instead of 0.3 with 457 pending pages (measured), whatever its own size.
+    op.execute("ALTER INDEX ix_tasks_search SET (fastupdate = off)")
+    op.execute("SELECT gin_clean_pending_list('ix_tasks_search')")
     op.execute(BITS_FUNCTION)
     op.execute(TABLE)
     op.execute(FUNCTION)
@@ -133,6 +142,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("ALTER INDEX ix_tasks_search RESET (fastupdate)")
     for name in ("tasks_tags_insert", "tasks_tags_delete", "tasks_tags_update"):
         op.execute(f"DROP TRIGGER {name} ON tasks")
     op.execute("DROP FUNCTION task_tags_apply()")
