@@ -86,8 +86,8 @@ def steps() -> dict[str, list[str]]:
         "+ search column (generated tsvector)": column,
         "+ GIN index on search": ["CREATE INDEX ix_tasks_search ON tasks USING gin (search)"],
         "- GIN index on tags (= 0004)": ["DROP INDEX ix_tasks_tags"],
-        "+ GIN index on search without a pending list (fastupdate off)": [
-            "ALTER INDEX ix_tasks_search SET (fastupdate = off)",
+        "+ GIN pending list of at most 64 kB": [
+            "ALTER INDEX ix_tasks_search SET (gin_pending_list_limit = 64)",
         ],
         "+ task_tags with word bits (trigger; = 0005)": [
             tags.BITS_FUNCTION, tags.TABLE, tags.FUNCTION, *tags.TRIGGERS, tags.BACKFILL,
