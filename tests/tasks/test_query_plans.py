@@ -140,18 +140,26 @@ async def _explain(connection: asyncpg.Connection, statement: Statement, generic
     return plan
 
 
+async def _pages(
+    connection: asyncpg.Connection, user: str, shape: Shape
+) -> dict[str, Statement]:
+    """The first page's statement, and the next page's when the first is full."""
+    query = _query(shape)
+    first = list_statement(user, query, None)
+    records = await connection.fetch(first.sql, *first.args)
+    pages = {"first page": first}
+    if len(records) == 21:
+        pages["next page"] = list_statement(user, query, last_position(records[19]))
+    return pages
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=[shape.name for shape in SHAPES])
 async def test_every_shape_reads_an_index_and_a_bounded_number_of_rows(
     big: asyncpg.Connection, shape: Shape
 ) -> None:
-    query = _query(shape)
-    first = list_statement(USER, query, None)
-    records = await big.fetch(first.sql, *first.args)
-    pages = {"first page": first}
-    if len(records) == 21:
-        pages["next page"] = list_statement(USER, query, last_position(records[19]))
-    else:  # only the shapes that match almost nothing
-        assert shape.name in NO_SECOND_PAGE, f"{shape.name}: {len(records)} rows"
+    pages = await _pages(big, USER, shape)
+    if "next page" not in pages:  # only the shapes that match almost nothing
+        assert shape.name in NO_SECOND_PAGE, f"{shape.name}: fewer than 21 rows"
     for page, statement in pages.items():
         for generic in (False, True):
             plan = await _explain(big, statement, generic)
@@ -189,12 +197,7 @@ async def test_a_word_absent_from_the_newest_tasks_still_finds_the_older_ones(
 
 
 async def _reads(connection: asyncpg.Connection, user: str, shape: Shape) -> dict[str, int]:
-    query = _query(shape)
-    first = list_statement(user, query, None)
-    records = await connection.fetch(first.sql, *first.args)
-    pages = {"first page": first}
-    if len(records) == 21:
-        pages["next page"] = list_statement(user, query, last_position(records[19]))
+    pages = await _pages(connection, user, shape)
     return {
         f"{page}, {'generic' if generic else 'custom'}": _read(
             await _explain(connection, statement, generic)
