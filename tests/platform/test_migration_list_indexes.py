@@ -78,6 +78,19 @@ async def test_upgrade_counts_and_indexes_what_was_there_and_downgrade_restores_
                 "WHERE tasks.search @@ task_search_query(tasks.user_id, $1) "
                 "AND task_tags.word_bits & task_word_bits($1) <> task_word_bits($1)", q,
             ) == 0, q
+        # The trigger computes the bits from `search`; the backfill and q from the text.
+        extra = uuid.uuid4()
+        await connection.execute(
+            "INSERT INTO tasks (id, user_id, title, tags) VALUES ($1, $2, 'Écrire à Zoë', $3)",
+            extra, USERS[0], ["home", "it's", "home"],
+        )
+        await connection.execute(
+            "UPDATE tasks SET title = 'ÉTÉ CAFÉ: naïve déjà-vu', description = '123abc x' "
+            "WHERE id = $1", extra,
+        )
+        assert await connection.fetch(RELIST_TAGS) == []
+        await connection.execute("DELETE FROM tasks WHERE id = $1", extra)
+        assert await connection.fetch(RELIST_TAGS) == []
 
         config = alembic_config(fresh_database)
         await asyncio.to_thread(command.downgrade, config, "0003")

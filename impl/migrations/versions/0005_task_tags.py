@@ -17,8 +17,9 @@ with the real search (1 in 25 of the others pass, for a task of 7 words). `tag=h
 costs about the same at 100 tasks and at 100,000.
 
 A trigger keeps it: an INSERT adds the rows of its distinct tags, a DELETE removes them, an
-UPDATE of tags, title or description (or of the owner or creation time, which the API never
-changes) replaces them. The triggers fire only for tasks with tags (their WHEN clauses).
+UPDATE of the tags (or of the owner or creation time, which the API never changes) replaces
+them, an UPDATE of title or description rewrites their bits. The triggers fire only for tasks
+with tags (their WHEN clauses).
 
 Also: the GIN index of `search` keeps at most 64 kB of deferred writes (its pending list, which
 every search reads in full) instead of 4 MB (see upgrade()).
