@@ -63,6 +63,12 @@ _COUNTS = ", ".join([
     *(f"count(*) FILTER (WHERE priority = '{p}')" for p in ("low", "medium", "high")),
     *(f"count(*) FILTER (WHERE completed AND priority = '{p}')" for p in ("low", "medium", "high")),
 ])
+# What task_tags (migration 0005) holds for the tasks, in its column order (also what the tests
+# compare it with, tests/support/factories.py).
+TAG_ROWS = (
+    "SELECT DISTINCT user_id, unnest(tags) AS tag, created_at, id AS task_id, "
+    "task_word_bits(title || ' ' || coalesce(description, '')) AS word_bits FROM tasks"
+)
 # The triggers an INSERT fires (migrations 0002, 0005): off while copying, their work done once.
 TRIGGERS = ("tasks_count_writes", "tasks_tags_insert")
 _COUNTERS = ("total, completed, low, medium, high, low_completed, medium_completed, "
@@ -83,10 +89,8 @@ async def copy_tasks(connection: asyncpg.Connection, users: Sequence[str],
         for trigger in TRIGGERS:
             await connection.execute(f"ALTER TABLE tasks ENABLE TRIGGER {trigger}")
         await connection.execute(
-            "INSERT INTO task_tags (user_id, tag, created_at, task_id, word_bits) "
-            "SELECT DISTINCT user_id, unnest(tags), created_at, id, "
-            "task_word_bits(title || ' ' || coalesce(description, '')) "
-            "FROM tasks WHERE user_id = ANY($1::text[])", list(users),
+            f"INSERT INTO task_tags (user_id, tag, created_at, task_id, word_bits) {TAG_ROWS} "
+            "WHERE user_id = ANY($1::text[])", list(users),
         )
         await connection.execute(
             f"INSERT INTO task_counts (user_id, {_COUNTERS}) SELECT user_id, {_COUNTS} "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from bench.data import TAG_ROWS
 from impl.platform.token_verifier import mint_hs256
 from tests.support.servers import SECRET, random_user_id
 
@@ -51,14 +52,10 @@ RECOUNT = f"""
     WHERE {_DIFFERS}
 """
 # task_tags (migration 0005) against what the tasks say it holds: rows missing or extra.
-_TAG_ROWS = (
-    "SELECT DISTINCT user_id, unnest(tags) AS tag, created_at, id AS task_id, "
-    "task_word_bits(title || ' ' || coalesce(description, '')) AS word_bits FROM tasks"
-)
 _TAG_INDEX = "SELECT user_id, tag, created_at, task_id, word_bits FROM task_tags"
 RELIST_TAGS = (
-    f"SELECT * FROM (({_TAG_ROWS} EXCEPT ALL {_TAG_INDEX}) "
-    f"UNION ALL ({_TAG_INDEX} EXCEPT ALL {_TAG_ROWS})) AS differences"
+    f"SELECT * FROM (({TAG_ROWS} EXCEPT ALL {_TAG_INDEX}) "
+    f"UNION ALL ({_TAG_INDEX} EXCEPT ALL {TAG_ROWS})) AS differences"
 )
 RECOUNT_TAGS = f"""
     SELECT coalesce(c.user_id, r.user_id) AS user_id, coalesce(c.tag, r.tag) AS tag

@@ -52,9 +52,10 @@ CREATE TABLE task_tags (
 # Words of 3 letters or more (task_search_words: lower-case, letters and digits), each setting the
 # bit its first three letters hash to (md5: the same on every server and version). Of q, the
 # bits its words must find; a word of one or two letters sets none (it asks for nothing here).
-BITS = """(
-    SELECT coalesce(bit_or(1::bigint << (get_byte(decode(md5(left(word, 3)), 'hex'), 0) % 64)), 0)
-    FROM unnest(string_to_array(task_search_words({text}), ' ')) AS word
+_BIT_OR = "coalesce(bit_or(1::bigint << (get_byte(decode(md5(left(word, 3)), 'hex'), 0) % 64)), 0)"
+BITS = f"""(
+    SELECT {_BIT_OR}
+    FROM unnest(string_to_array(task_search_words({{text}}), ' ')) AS word
     WHERE char_length(word) >= 3
 )"""
 # For the list query (once per request) and for tests. PL/pgSQL keeps the plan of its query for
@@ -69,8 +70,8 @@ END $$
 """
 # The same bits, from the words the task's `search` column already holds (lexemes: the user's
 # 8-character scope, then a word, or `#` and a tag): no regular expression runs again.
-_NEW_BITS = """(
-    SELECT coalesce(bit_or(1::bigint << (get_byte(decode(md5(left(word, 3)), 'hex'), 0) % 64)), 0)
+_NEW_BITS = f"""(
+    SELECT {_BIT_OR}
     FROM (SELECT substr(lexeme, 9) AS word FROM unnest(NEW.search)) AS words
     WHERE char_length(word) >= 3 AND left(word, 1) <> '#'
 )"""
