@@ -151,6 +151,7 @@ def _counter_column(status: str, priority: str | None) -> str:
 @dataclass
 class _Conditions:
     ordered: list[str] = field(default_factory=list)  # bound the sort index's range
+    indexed: list[str] = field(default_factory=list)  # checked on the sort index's entries
     tested: list[str] = field(default_factory=list)  # tested row by row in a walk
     collect_order: str | None = None  # the ORDER BY that makes collecting use a filter's index
     searched: list[str] = field(default_factory=list)  # the GIN conditions (also in tested)
@@ -165,7 +166,8 @@ class _Walk:
     is looked up and tested."""
 
     source: str  # the FROM clause
-    where: str  # the range read: the user, and the conditions that bound it
+    where: str  # the range read: the user, the conditions that bound it or that its entries hold
+    skips: bool  # the range holds rows that do not match (in the index, or tested)
     key: str  # the sort key and its tie-break, in the order of the range's index
     tie: str
     direction: str
@@ -184,6 +186,8 @@ class _Walk:
     def test(self, conditions: list[str]) -> str:
         """True when the row's task meets every condition; coalesce() (which no index serves, and
         which the planner rates as half the rows) keeps the planner walking the index."""
+        if not conditions:
+            return "true"
         both = " AND ".join(conditions)
         if self.source == "tasks":
             return f"coalesce({both}, false)"
@@ -209,7 +213,9 @@ def _walk(query: ListQuery, conditions: _Conditions, sort_name: str, direction: 
         expression, _ = _sort_expression(sort_name, direction == "DESC")
         return _Walk(
             source="tasks",
-            where="".join(["tasks.user_id = $1", *(f" AND {c}" for c in conditions.ordered)]),
+            where="".join(["tasks.user_id = $1",
+                           *(f" AND {c}" for c in [*conditions.ordered, *conditions.indexed])]),
+            skips=bool(conditions.indexed or conditions.tested),
             key=expression,
             tie="tasks.id",
             direction=direction,
@@ -228,7 +234,9 @@ def _walk(query: ListQuery, conditions: _Conditions, sort_name: str, direction: 
         key="tagged.created_at",
         tie="tagged.task_id",
         direction=direction,
-        tested=[c for c in [*conditions.ordered, *conditions.tested] if c != TAG_SEARCH],
+        skips=True,
+        tested=[c for c in [*conditions.ordered, *conditions.indexed, *conditions.tested]
+                if c != TAG_SEARCH],
         searched=[c for c in conditions.searched if c != TAG_SEARCH],
         length=f"coalesce((SELECT total FROM task_tag_counts WHERE user_id = $1 AND tag = {tag}), 0)",
         prefilter=(
@@ -243,11 +251,11 @@ def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) 
     conditions = _Conditions()
     if query.status != "all":
         value = "true" if query.status == "completed" else "false"
-        target = conditions.ordered if sort_name == "created_at" else conditions.tested
+        target = conditions.ordered if sort_name == "created_at" else conditions.indexed
         target.append(f"tasks.completed = {value}")
         conditions.collect_order = "tasks.created_at"  # (user_id, completed, created_at, id)
     if query.priority is not None:
-        target = conditions.ordered if sort_name == "priority" else conditions.tested
+        target = conditions.ordered if sort_name == "priority" else conditions.indexed
         target.append(f"tasks.priority = {arg(query.priority)}::task_priority")
         conditions.collect_order = "tasks.id"  # (user_id, priority, id)
     if query.due_before is not None or query.due_after is not None:
@@ -294,7 +302,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     limit = arg(query.limit + 1)  # a parameter, so that one statement serves every page size
     conditions = _conditions(query, sort_name, descending, arg)
     walk = _walk(query, conditions, sort_name, direction, arg)
-    every = " AND ".join([user, *conditions.ordered, *conditions.tested])
+    every = " AND ".join([user, *conditions.ordered, *conditions.indexed, *conditions.tested])
     counted = query.counted
 
     ctes: list[str] = []
@@ -351,14 +359,14 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"LIMIT {WALK_MAX}) AS walk WHERE walk.hit LIMIT {TOTAL_CAP + 1})"
         )
         gate = f" AND (SELECT count(*) FROM walked) <= {TOTAL_CAP}"
-    if walk.tested or not counted:
+    if walk.skips or not counted:
         # All the matching tasks, when there are few (or the first TOTAL_CAP + 1 of them, to
         # count them): through a filter's index, never walking the user's other tasks. With a
         # search condition, that is the GIN index alone: the others are tested on its rows
         # (combining it with a btree index would read all the user's entries of that index).
         if conditions.searched:
             others = " AND ".join(
-                [user, *conditions.ordered,
+                [user, *conditions.ordered, *conditions.indexed,
                  *(c for c in conditions.tested if c not in conditions.searched)]
             )
             where = f"{' AND '.join(conditions.searched)} AND coalesce({others}, false)"
@@ -399,7 +407,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         collected_keyset = f" AND (collected.sort_key, collected.id) {op} {position}"
     page_columns = f"{COLUMNS}, {CURSOR_KEYS}, row_number() OVER (ORDER BY {order}) AS ordinal"
 
-    if not walk.tested:
+    if not walk.skips:
         # Every condition bounds the walk's index: the page is a range of it.
         branches = walk.page(page_columns, order, "", keyset, limit)
     else:

@@ -49,6 +49,8 @@ def user_id_check() -> sa.CheckConstraint:
 # The sort expressions of due_date (store.py sorts by exactly these; the indexes match them).
 DUE_ASC = "COALESCE(due_date, 'infinity'::timestamp with time zone)"
 DUE_DESC = "COALESCE(due_date, '-infinity'::timestamp with time zone)"
+# The filters a sort index's entries also hold, after its order (migration 0006).
+FILTERED = ("priority", "completed")
 # What `q` and `tag` search (migration 0004 explains it; its functions task_search_words,
 # task_search_scope, task_search_query and task_tag_query build the queries): every word of
 # title and description and every tag, each behind the user's scope (8 hex digits of md5).
@@ -80,15 +82,18 @@ class Task(SQLModel, table=True):
         sa.CheckConstraint("version >= 1", name="version_positive"),
         sa.CheckConstraint("due_date IS NULL OR isfinite(due_date)", name="due_date_finite"),
         # One index per sort key, (user_id, key, id): ties break on id in the sort's direction,
-        # so a descending sort reads the same index backwards (store.py, migration 0004).
-        sa.Index("ix_tasks_user_created", "user_id", "created_at", "id"),
-        sa.Index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id"),
-        sa.Index("ix_tasks_user_updated", "user_id", "updated_at", "id"),
+        # so a descending sort reads the same index backwards (list_sql.py, migration 0004).
+        # Then priority and completed (migration 0006): a walk in the key's order that filters
+        # on them checks them on the index entry, and reads only the matching tasks' rows.
+        sa.Index("ix_tasks_user_created", "user_id", "created_at", "id", *FILTERED),
+        sa.Index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id",
+                 "priority"),
+        sa.Index("ix_tasks_user_updated", "user_id", "updated_at", "id", *FILTERED),
         # Tasks without a due date come last in both directions: one expression per direction.
-        sa.Index("ix_tasks_user_due", "user_id", sa.text(DUE_ASC), "id"),
-        sa.Index("ix_tasks_user_due_desc", "user_id", sa.text(DUE_DESC), "id"),
-        sa.Index("ix_tasks_user_priority", "user_id", "priority", "id"),
-        sa.Index("ix_tasks_user_title", "user_id", "title", "id"),
+        sa.Index("ix_tasks_user_due", "user_id", sa.text(DUE_ASC), "id", *FILTERED),
+        sa.Index("ix_tasks_user_due_desc", "user_id", sa.text(DUE_DESC), "id", *FILTERED),
+        sa.Index("ix_tasks_user_priority", "user_id", "priority", "id", "completed"),
+        sa.Index("ix_tasks_user_title", "user_id", "title", "id", *FILTERED),
         # Word prefixes and tags, scoped to the user (the functions of migration 0004).
         # A pending list of at most 64 kB (migration 0005): every search reads it all.
         sa.Index(
