@@ -1,15 +1,17 @@
 """The SQL of one page of a listing: filters, sort, keyset cursor and `meta.total`, in one
 statement whose cost does not grow with the user's number of tasks.
 
-The indexes (migration 0004): one per sort key, (user_id, key, id), read forwards or backwards;
-(user_id, completed, created_at, id) for status in the default order; a GIN index on the
+The indexes (migrations 0004, 0006): one per sort key, (user_id, key, id, priority, completed),
+read forwards or backwards; (user_id, completed, created_at, id, priority) for status in the default order; a GIN index on the
 user-scoped `search` lexemes for `q` and `tag`. A page is read in one of two ways, and the
 statement decides which at run time, from numbers it reads first:
 
 - walk: read the sort index from the cursor and keep the rows that match, until the page is
   full. Conditions the index itself orders (status with the created_at sort, priority with the
-  priority sort, due dates with the due_date sort) bound the index range; the others are tested
-  row by row. Cheap while matches are common: about limit / (share of matching tasks) rows.
+  priority sort, due dates with the due_date sort) bound the index range; status and priority
+  with another sort are checked on the index entries (their last key columns, migration 0006),
+  so only the tasks that pass are read; the others are tested row by row. Cheap while matches
+  are common: about limit / (share of matching tasks) rows.
 - collect: when few tasks match (at most COLLECT_MAX by the counters, or TOTAL_CAP counted),
   fetch them all through the index of a filter (GIN for q and tag, the due date index, status,
   priority) and sort them. Cheap while matches are few.
@@ -17,7 +19,10 @@ statement decides which at run time, from numbers it reads first:
 Both branches are in the statement, each behind a condition on that number, and each written so
 that the planner has one sensible plan for it whatever its estimates: the row tests of the walk
 are wrapped in coalesce(), which no index can serve and which the planner rates as matching half
-of the rows, so it always walks the sort index; the collecting query reads no more than its
+of the rows, so it always walks the sort index (the status and priority checks on its entries
+are plain: an index that also bounds them by its leading columns would still need a sort, which
+a LIMIT makes dearer than the walk; tests/tasks/test_query_plans.py holds both plan modes to
+it); the collecting query reads no more than its
 LIMIT. So a cached generic plan is as good as a custom one, and misleading statistics (a user's
 tasks are not distributed like everybody's) cannot turn a page into a scan of the user's rows.
 
