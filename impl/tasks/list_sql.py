@@ -185,6 +185,11 @@ class _Walk:
     row_cost: int
 
     @property
+    def alias(self) -> str:
+        """The name the source's rows go by."""
+        return self.source.split()[-1]
+
+    @property
     def order(self) -> str:
         return f"{self.key} {self.direction}, {self.tie} {self.direction}"
 
@@ -310,6 +315,18 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     every = " AND ".join([user, *conditions.ordered, *conditions.indexed, *conditions.tested])
     counted = query.counted
 
+    keyset, collected_keyset = "", ""
+    if after is not None:
+        # Ties break on id in the sort's direction: the page continues after the cursor's
+        # (key, id) in the order of the (user_id, key, id) index, read backwards when
+        # descending. The cursor holds the key as text; PostgreSQL casts it back.
+        op = "<" if descending else ">"
+        position = (
+            f"({arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}, "
+            f"{arg(after.task_id)}::uuid)"
+        )
+        keyset = f" AND ({walk.key}, {walk.tie}) {op} {position}"
+        collected_keyset = f" AND (collected.sort_key, collected.id) {op} {position}"
     ctes: list[str] = []
     if conditions.searched:
         tag = f"task_tag_query($1, {arg(query.tag)})" if query.tag is not None else "NULL"
@@ -347,21 +364,38 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     else:
         # A word search. Its GIN index reads every entry of the words, which costs more than
         # walking the sort index when they are common, and nothing when they are rare. So peek
-        # at the first PEEK_ROWS tasks in sort order: if the words match at least PEEK_HITS of
-        # them, walk on (at most WALK_MAX tasks) for the first TOTAL_CAP + 1 matches. If fewer
-        # are found there (or the words are rare), the matches are sparse: collect them through
-        # the index (up to COLLECT_MAX), which beats walking past the others for every page.
+        # at the first PEEK_ROWS tasks in sort order after the cursor: if at least PEEK_HITS of
+        # them match, walk on after them (at most WALK_MAX tasks in all) for the first
+        # TOTAL_CAP + 1 matches, the peek's own first (each task is tested once): the page is
+        # the first of them when there are more than TOTAL_CAP. If fewer are found there (or
+        # the words are rare), the matches are sparse: collect them through the index (up to
+        # COLLECT_MAX), which beats walking past the others for every page.
         collect_max = COLLECT_MAX
         ctes.append(
-            f"peek AS MATERIALIZED (SELECT count(*) AS hits FROM (SELECT "
-            f"{walk.test(walk.searched)} AS hit FROM {walk.source} WHERE {walk.where} "
-            f"ORDER BY {walk.order} LIMIT {PEEK_ROWS}) AS first WHERE first.hit)"
+            f"peek AS MATERIALIZED (SELECT {walk.tie} AS id, {walk.key} AS sort_key, "
+            f"{walk.test(walk.tested)} AS hit FROM {walk.source} WHERE {walk.where}{keyset} "
+            f"ORDER BY {walk.order} LIMIT {PEEK_ROWS})"
         )
+        backwards = "ASC" if direction == "DESC" else "DESC"
+        beyond = ">" if direction == "ASC" else "<"
         ctes.append(
-            f"walked AS MATERIALIZED (SELECT walk.id, walk.sort_key FROM (SELECT {walk.tie} AS id, "
-            f"{walk.key} AS sort_key, {walk.test(walk.tested)} AS hit FROM {walk.source} WHERE {walk.where} "
-            f"AND (SELECT hits FROM peek) >= {PEEK_HITS} ORDER BY {walk.order} "
-            f"LIMIT {WALK_MAX}) AS walk WHERE walk.hit LIMIT {TOTAL_CAP + 1})"
+            "peek_end AS MATERIALIZED (SELECT id, sort_key, (SELECT count(*) FROM peek "
+            f"WHERE hit) AS hits FROM peek ORDER BY sort_key {backwards}, id {backwards} LIMIT 1)"
+        )
+        # The walk goes on after the peek's last row, so each task is tested once. Its LIMIT is
+        # an expression: the planner then expects to read a tenth of the range, and walks the
+        # sort index; with a constant one, it rates the keyset as a third of the user's rows,
+        # reads them all and sorts them (measured: 100 times slower at 100,000 tasks).
+        ctes.append(
+            "walked AS MATERIALIZED (SELECT found.id, found.sort_key FROM ("
+            f"(SELECT id, sort_key FROM peek WHERE hit AND (SELECT hits FROM peek_end) >= "
+            f"{PEEK_HITS} ORDER BY sort_key {direction}, id {direction}) UNION ALL "
+            f"(SELECT walk.id, walk.sort_key FROM (SELECT {walk.tie} AS id, {walk.key} AS "
+            f"sort_key, {walk.test(walk.tested)} AS hit FROM {walk.source} WHERE {walk.where} "
+            f"AND ({walk.key}, {walk.tie}) {beyond} ((SELECT sort_key FROM peek_end), "
+            f"(SELECT id FROM peek_end)) ORDER BY {walk.order} LIMIT CASE WHEN (SELECT hits "
+            f"FROM peek_end) >= {PEEK_HITS} THEN {WALK_MAX - PEEK_ROWS} ELSE 0 END) AS walk "
+            f"WHERE walk.hit)) AS found LIMIT {TOTAL_CAP + 1})"
         )
         gate = f" AND (SELECT count(*) FROM walked) <= {TOTAL_CAP}"
     if walk.skips or not counted:
@@ -398,18 +432,6 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             "(SELECT count(*) FROM collected) AS collected) AS counted)"
         )
 
-    keyset, collected_keyset = "", ""
-    if after is not None:
-        # Ties break on id in the sort's direction: the page continues after the cursor's
-        # (key, id) in the order of the (user_id, key, id) index, read backwards when
-        # descending. The cursor holds the key as text; PostgreSQL casts it back.
-        op = "<" if descending else ">"
-        position = (
-            f"({arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}, "
-            f"{arg(after.task_id)}::uuid)"
-        )
-        keyset = f" AND ({walk.key}, {walk.tie}) {op} {position}"
-        collected_keyset = f" AND (collected.sort_key, collected.id) {op} {position}"
     page_columns = f"{COLUMNS}, {CURSOR_KEYS}, row_number() OVER (ORDER BY {order}) AS ordinal"
 
     if not walk.skips:
@@ -426,15 +448,15 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"ORDER BY {order}"
         )
         not_few = " AND NOT decision.few"
-        if query.q is not None and after is None and query.limit <= TOTAL_CAP:
+        if query.q is not None and query.limit <= TOTAL_CAP:
             not_few += " AND NOT decision.walked_many"  # the walked_page branch below
         many = walk.page(
             page_columns, order, f" AND {walk.test(walk.tested)}{not_few}", keyset, limit
         )
         branches = f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({many}) AS many"
-        if query.q is not None and after is None and query.limit <= TOTAL_CAP:
-            # The first page when the walk found more than TOTAL_CAP matches: its rows are the
-            # first of them. (Many matches that the walk did not find: walk the pages.)
+        if query.q is not None and query.limit <= TOTAL_CAP:
+            # The page when the walk (from the cursor) found more than TOTAL_CAP matches: its
+            # rows are the first of them. (Many matches that the walk did not find: walk on.)
             walked = (
                 f"SELECT {page_columns} FROM (SELECT walked.id FROM walked "
                 "WHERE decision.walked_many "
