@@ -55,10 +55,14 @@ SORT_EXPRESSIONS = {
     "priority": ("tasks.priority", "task_priority"),
     "due_date": ("tasks.due_date", "timestamptz"),
 }
-# The sort keys of each row, as text, for the cursor of the last row of a page.
-CURSOR_KEYS = ", ".join(
-    f"({expression})::text AS key_{name}" for name, (expression, _) in SORT_EXPRESSIONS.items()
-)
+# The sort keys of the row at `ordinal` (the page's last, whose position the next cursor holds),
+# as text, from the page's columns (NULL for the other rows: formatting them costs a few
+# microseconds a row).
+def _cursor_keys(ordinal: str) -> str:
+    return ", ".join(
+        f"CASE WHEN page.ordinal = {ordinal} THEN (page.{name})::text END AS key_{name}"
+        for name in SORT_EXPRESSIONS
+    )
 # Tasks without a due date sort last in both directions: NULL becomes the far end. Each
 # direction has an index on exactly its expression (models.py DUE_ASC, DUE_DESC).
 DUE_ASC = "COALESCE(tasks.due_date, 'infinity'::timestamptz)"
@@ -432,7 +436,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             "(SELECT count(*) FROM collected) AS collected) AS counted)"
         )
 
-    page_columns = f"{COLUMNS}, {CURSOR_KEYS}, row_number() OVER (ORDER BY {order}) AS ordinal"
+    page_columns = f"{COLUMNS}, row_number() OVER (ORDER BY {order}) AS ordinal"
 
     if not walk.skips:
         # Every condition bounds the walk's index: the page is a range of it.
@@ -468,7 +472,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     # The outer row always exists, so an empty page still brings its total (as one row of NULL
     # task columns).
     sql = (
-        f"WITH {', '.join(ctes)} SELECT page.*, decision.matches AS total FROM decision "
+        f"WITH {', '.join(ctes)} SELECT page.*, {_cursor_keys(f'{limit} - 1')}, "
+        "decision.matches AS total FROM decision "
         f"LEFT JOIN LATERAL ({branches}) AS page ON true ORDER BY page.ordinal"
     )
     return Statement(sql=sql, args=arg.values, counted=counted)
