@@ -2,9 +2,10 @@
 statement whose cost does not grow with the user's number of tasks.
 
 The indexes (migrations 0004, 0006): one per sort key, (user_id, key, id, priority, completed),
-read forwards or backwards; (user_id, completed, created_at, id, priority) for status in the default order; a GIN index on the
-user-scoped `search` lexemes for `q` and `tag`. A page is read in one of two ways, and the
-statement decides which at run time, from numbers it reads first:
+read forwards or backwards; (user_id, completed, created_at, id, priority) for status in the
+default order; a GIN index on the user-scoped `search` lexemes for `q` and `tag`. A page is
+read in one of two ways, and the statement decides which at run time, from numbers it reads
+first:
 
 - walk: read the sort index from the cursor and keep the rows that match, until the page is
   full. Conditions the index itself orders (status with the created_at sort, priority with the
@@ -19,12 +20,12 @@ statement decides which at run time, from numbers it reads first:
 Both branches are in the statement, each behind a condition on that number, and each written so
 that the planner has one sensible plan for it whatever its estimates: the row tests of the walk
 are wrapped in coalesce(), which no index can serve and which the planner rates as matching half
-of the rows, so it always walks the sort index (the status and priority checks on its entries
-are plain: an index that also bounds them by its leading columns would still need a sort, which
-a LIMIT makes dearer than the walk; tests/tasks/test_query_plans.py holds both plan modes to
-it); the collecting query reads no more than its
-LIMIT. So a cached generic plan is as good as a custom one, and misleading statistics (a user's
-tasks are not distributed like everybody's) cannot turn a page into a scan of the user's rows.
+of the rows, so it always walks the sort index; the collecting query reads no more than its
+LIMIT. (The status and priority checks on a sort index's entries need no coalesce(): an index
+that bounds them by its leading columns would still need a sort, which a LIMIT makes dearer
+than the walk.) So a cached generic plan is as good as a custom one, and misleading statistics
+(a user's tasks are not distributed like everybody's) cannot turn a page into a scan of the
+user's rows: tests/tasks/test_query_plans.py checks both plans of every shape.
 
 A tag sorted by created_at walks the tag's rows of task_tags (migration 0005) instead of the
 sort index: the tasks without the tag are never read, and with `q` a row whose word bits lack
@@ -181,17 +182,11 @@ class _Walk:
     tie: str
     direction: str
     tested: list[str]  # conditions on the task, tested row by row
-    searched: list[str]  # the search conditions among them (what the peek tests)
     length: str  # how many rows the whole range holds
     prefilter: str | None  # an index-only test each row passes before its task is tested
     # What testing a row costs, in rows of the walk of the sort index (for the choice between
     # walking and collecting): a task_tags row's task is a primary key lookup away.
     row_cost: int
-
-    @property
-    def alias(self) -> str:
-        """The name the source's rows go by."""
-        return self.source.split()[-1]
 
     @property
     def order(self) -> str:
@@ -234,7 +229,6 @@ def _walk(query: ListQuery, conditions: _Conditions, sort_name: str, direction: 
             tie="tasks.id",
             direction=direction,
             tested=conditions.tested,
-            searched=conditions.searched,
             length="coalesce((SELECT total FROM task_counts WHERE user_id = $1), 0)",
             prefilter=None,
             row_cost=1,
@@ -251,7 +245,6 @@ def _walk(query: ListQuery, conditions: _Conditions, sort_name: str, direction: 
         skips=True,
         tested=[c for c in [*conditions.ordered, *conditions.indexed, *conditions.tested]
                 if c != TAG_SEARCH],
-        searched=[c for c in conditions.searched if c != TAG_SEARCH],
         length=f"coalesce((SELECT total FROM task_tag_counts WHERE user_id = $1 AND tag = {tag}), 0)",
         prefilter=(
             "tagged.word_bits & (SELECT bits FROM search) = (SELECT bits FROM search)"

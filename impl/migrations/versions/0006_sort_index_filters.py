@@ -32,11 +32,14 @@ DUE_ASC = "COALESCE(due_date, 'infinity'::timestamptz)"
 DUE_DESC = "COALESCE(due_date, '-infinity'::timestamptz)"
 # name -> (key columns before, key columns after)
 INDEXES = {
-    "ix_tasks_user_created": ("user_id, created_at, id", "user_id, created_at, id, priority, completed"),
+    "ix_tasks_user_created": ("user_id, created_at, id",
+                              "user_id, created_at, id, priority, completed"),
     "ix_tasks_user_completed_created": ("user_id, completed, created_at, id",
                                         "user_id, completed, created_at, id, priority"),
-    "ix_tasks_user_updated": ("user_id, updated_at, id", "user_id, updated_at, id, priority, completed"),
-    "ix_tasks_user_due": (f"user_id, {DUE_ASC}, id", f"user_id, {DUE_ASC}, id, priority, completed"),
+    "ix_tasks_user_updated": ("user_id, updated_at, id",
+                              "user_id, updated_at, id, priority, completed"),
+    "ix_tasks_user_due": (f"user_id, {DUE_ASC}, id",
+                          f"user_id, {DUE_ASC}, id, priority, completed"),
     "ix_tasks_user_due_desc": (f"user_id, {DUE_DESC}, id",
                                f"user_id, {DUE_DESC}, id, priority, completed"),
     "ix_tasks_user_priority": ("user_id, priority, id", "user_id, priority, id, completed"),
