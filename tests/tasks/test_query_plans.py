@@ -223,6 +223,48 @@ async def test_rows_read_do_not_grow_with_the_users_tasks(
     assert not grown, f"{shape.name}: 1,000 tasks read at most {base} rows, 30,000: {grown}"
 
 
+def _checked_on_entries(shape: Shape) -> set[str]:
+    """The columns whose conditions a walk of the shape's sort index checks on its entries
+    (migration 0006): status and priority, unless the index orders them (status first in the
+    created_at order, priority is the priority order). A tag in the created_at order walks
+    task_tags instead."""
+    sort = shape.params.get("sort", "-created_at").lstrip("-")
+    if "tag" in shape.params and sort == "created_at":
+        return set()
+    columns = set()
+    if "status" in shape.params and sort != "created_at":
+        columns.add("completed")
+    if "priority" in shape.params and sort != "priority":
+        columns.add("priority")
+    return columns
+
+
+FILTERED_WALKS = [shape for shape in SHAPES if _checked_on_entries(shape)]
+
+
+@pytest.mark.parametrize("shape", FILTERED_WALKS, ids=[shape.name for shape in FILTERED_WALKS])
+async def test_status_and_priority_are_checked_on_the_sort_index(
+    big: asyncpg.Connection, shape: Shape
+) -> None:
+    """Every scan of a sort index for these shapes has its status and priority conditions in
+    the Index Cond (checked on the entry, before the task's row is read), in both plan modes:
+    written inside the walk's coalesce(), or on an index without those columns, they would be
+    a Filter on each row."""
+    wanted = _checked_on_entries(shape)
+    for statement in (await _pages(big, USER, shape)).values():
+        for generic in (False, True):
+            plan = await _explain(big, statement, generic)
+            scans = [node for node in _nodes(plan) if str(node.get("Index Name", "")).startswith(
+                "ix_tasks_user_") and node.get("Actual Loops", 0) > 0]
+            assert scans, f"{shape.name}: no sort index read"
+            for node in scans:
+                condition = node.get("Index Cond", "")
+                assert all(f"{column} =" in condition for column in wanted), (
+                    f"{shape.name}: {node['Index Name']} checks {condition!r}, "
+                    f"filters {node.get('Filter')!r}"
+                )
+
+
 async def test_writes_leave_a_small_pending_list_for_searches_to_read(
     big: asyncpg.Connection,
 ) -> None:
