@@ -42,6 +42,7 @@ class Point:
     path: str  # URL path and query of the request
     user: str
     token: str
+    rows: int  # the tasks on that page
 
 
 async def _latencies(host: str, port: int, path: str, token: str, count: int) -> list[float]:
@@ -74,19 +75,23 @@ def _query(shape: Shape) -> ListQuery:
 
 def _points(users: dict[int, tuple[str, str]], now: dt.datetime, base: str) -> list[Point]:
     """Every (shape, page, size); the next page's cursor from a first request."""
+    def fetch(path: str, token: str) -> dict[str, Any]:
+        request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.loads(response.read()))
+
     points = []
     for shape in matrix(now):
         for size, (user, token) in users.items():
             query = urllib.parse.urlencode({"limit": LIMIT, **shape.params})
             first = f"/api/tasks?{query}"
-            points.append(Point(shape, "first", size, first, user, token))
-            request = urllib.request.Request(base + first,
-                                             headers={"Authorization": f"Bearer {token}"})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                cursor = json.loads(response.read())["meta"]["next_cursor"]
+            body = fetch(first, token)
+            points.append(Point(shape, "first", size, first, user, token, len(body["data"])))
+            cursor = body["meta"]["next_cursor"]
             if cursor:
                 next_path = f"{first}&{urllib.parse.urlencode({'cursor': cursor})}"
-                points.append(Point(shape, "next", size, next_path, user, token))
+                rows = len(fetch(next_path, token)["data"])
+                points.append(Point(shape, "next", size, next_path, user, token, rows))
     return points
 
 
@@ -141,7 +146,7 @@ async def measure(database_url: str, ours: str, baseline: str | None,
     results = []
     for index, point in enumerate(points):
         row: dict[str, Any] = {"shape": point.shape.name, "page": point.page, "tasks": point.size,
-                               "sql_ms": round(sql[index], 3)}
+                               "rows": point.rows, "sql_ms": round(sql[index], 3)}
         for name in servers:
             runs = samples.get((index, name))
             if runs:
@@ -161,12 +166,13 @@ def value(row: dict[str, Any], who: str) -> float | None:
     return float(row[who]["p50_ms"]) if who in row else None
 
 
-def growth(rows: list[dict[str, Any]], who: str = "ours") -> dict[tuple[str, str], float]:
-    """p50 at the largest size over p50 at the smallest, per (shape, page)."""
+def growth(rows: list[dict[str, Any]], who: str = "ours",
+           since: int = 0) -> dict[tuple[str, str], float]:
+    """p50 at the largest size over p50 at the smallest (at least `since`), per (shape, page)."""
     by_key: dict[tuple[str, str], dict[int, float]] = {}
     for row in rows:
         measured = value(row, who)
-        if measured is not None:
+        if measured is not None and row["tasks"] >= since:
             by_key.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = measured
     return {
         key: round(sizes[max(sizes)] / sizes[min(sizes)], 2)

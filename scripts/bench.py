@@ -738,6 +738,9 @@ def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
         by_key.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = row
     growth = bench_matrix.growth(rows)
     growth_sql = bench_matrix.growth(rows, "sql")
+    # A shape that matches a few of 100 tasks has a short page there: its growth also holds the
+    # cost of writing a full page. From 1,000 tasks on, every page compared is full.
+    growth_full = bench_matrix.growth(rows, since=sizes[1]) if len(sizes) > 2 else {}
     results["matrix_growth_p50"] = {f"{shape} [{page}]": g for (shape, page), g in growth.items()}
     worst = max(growth.values())
     lines = [
@@ -745,17 +748,22 @@ def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
          f"parentheses the list statement alone; median of {config.matrix_rounds} rounds of "
          f"{config.matrix_requests} sequential requests. \"next\" is the page after the first "
          f"(its cursor). Growth: p50 at {sizes[-1]:,} tasks over p50 at {sizes[0]:,} "
-         f"(target <= 1.5x)."), "",
+         f"(target <= 1.5x). Rows: the tasks on the page at the smallest size measured and at "
+         f"{sizes[-1]:,}; from {sizes[1]:,}: the growth from there, where pages are full."), "",
         "| shape | page | " + " | ".join(f"{size:,}" for size in sizes)
-        + " | growth | SQL growth |",
-        "|---|---|" + "---:|" * len(sizes) + "---:|---:|",
+        + f" | growth | SQL growth | rows | from {sizes[1]:,} |",
+        "|---|---|" + "---:|" * len(sizes) + "---:|---:|---:|---:|",
     ]
     for (shape, page), points in by_key.items():
         cells = [f"{points[size]['ours']['p50_ms']:.2f} ({points[size]['sql_ms']:.2f})"
                  if size in points else "" for size in sizes]
         g = growth.get((shape, page), 0.0)
+        ends = [points[size].get("rows") for size in (min(points), max(points))]
+        full = growth_full.get((shape, page))
         lines.append(f"| `{shape}` | {page} | " + " | ".join(cells)
-                     + f" | {g:.2f} {_mark(g <= 1.5)} | {growth_sql.get((shape, page), 0):.2f} |")
+                     + f" | {g:.2f} {_mark(g <= 1.5)} | {growth_sql.get((shape, page), 0):.2f} | "
+                     + " / ".join("" if n is None else str(n) for n in ends)
+                     + f" | {'' if full is None else f'{full:.2f}'} |")
     baseline = [row for row in rows if "baseline" in row]
     if baseline:
         lines += ["", "The same first pages on the baseline (it serves only these shapes), p50 ms:",
