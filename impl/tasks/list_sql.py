@@ -312,18 +312,19 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     every = " AND ".join([user, *conditions.ordered, *conditions.indexed, *conditions.tested])
     counted = query.counted
 
+    # Ties break on id in the sort's direction: "after" a row is (key, id) beyond its own in the
+    # order of the (user_id, key, id) index, read backwards when descending.
+    beyond = "<" if descending else ">"
     keyset, collected_keyset = "", ""
     if after is not None:
-        # Ties break on id in the sort's direction: the page continues after the cursor's
-        # (key, id) in the order of the (user_id, key, id) index, read backwards when
-        # descending. The cursor holds the key as text; PostgreSQL casts it back.
-        op = "<" if descending else ">"
+        # The page continues after the cursor's row. The cursor holds the key as text;
+        # PostgreSQL casts it back.
         position = (
             f"({arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}, "
             f"{arg(after.task_id)}::uuid)"
         )
-        keyset = f" AND ({walk.key}, {walk.tie}) {op} {position}"
-        collected_keyset = f" AND (collected.sort_key, collected.id) {op} {position}"
+        keyset = f" AND ({walk.key}, {walk.tie}) {beyond} {position}"
+        collected_keyset = f" AND (collected.sort_key, collected.id) {beyond} {position}"
     ctes: list[str] = []
     if conditions.searched:
         tag = f"task_tag_query($1, {arg(query.tag)})" if query.tag is not None else "NULL"
@@ -373,8 +374,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"{walk.test(walk.tested)} AS hit FROM {walk.source} WHERE {walk.where}{keyset} "
             f"ORDER BY {walk.order} LIMIT {PEEK_ROWS})"
         )
-        backwards = "ASC" if direction == "DESC" else "DESC"
-        beyond = ">" if direction == "ASC" else "<"
+        backwards = "ASC" if descending else "DESC"
         ctes.append(
             "peek_end AS MATERIALIZED (SELECT id, sort_key, (SELECT count(*) FROM peek "
             f"WHERE hit) AS hits FROM peek ORDER BY sort_key {backwards}, id {backwards} LIMIT 1)"
