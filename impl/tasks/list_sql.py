@@ -206,6 +206,13 @@ class _Walk:
             return task
         return f"CASE WHEN {self.prefilter} THEN {task} ELSE false END"
 
+    def tested_rows(self, after: str, limit: str) -> str:
+        """The range's rows after `after`, in order, at most `limit`: (id, sort_key, hit), hit
+        when the row's task meets every tested condition."""
+        return (f"SELECT {self.tie} AS id, {self.key} AS sort_key, {self.test(self.tested)} AS hit "
+                f"FROM {self.source} WHERE {self.where}{after} ORDER BY {self.order} "
+                f"LIMIT {limit}")
+
     def page(self, columns: str, order: str, condition: str, keyset: str, limit: str) -> str:
         """The first `limit` rows of the range that meet `condition`, after `keyset`."""
         rows = (f"FROM {self.source} WHERE {self.where}{condition}{keyset} "
@@ -369,11 +376,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         # the words are rare), the matches are sparse: collect them through the index (up to
         # COLLECT_MAX), which beats walking past the others for every page.
         collect_max = COLLECT_MAX
-        ctes.append(
-            f"peek AS MATERIALIZED (SELECT {walk.tie} AS id, {walk.key} AS sort_key, "
-            f"{walk.test(walk.tested)} AS hit FROM {walk.source} WHERE {walk.where}{keyset} "
-            f"ORDER BY {walk.order} LIMIT {PEEK_ROWS})"
-        )
+        ctes.append(f"peek AS MATERIALIZED ({walk.tested_rows(keyset, str(PEEK_ROWS))})")
         backwards = "ASC" if descending else "DESC"
         ctes.append(
             "peek_end AS MATERIALIZED (SELECT id, sort_key, (SELECT count(*) FROM peek "
@@ -383,16 +386,16 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         # an expression: the planner then expects to read a tenth of the range, and walks the
         # sort index; with a constant one, it rates the keyset as a third of the user's rows,
         # reads them all and sorts them (measured: 100 times slower at 100,000 tasks).
+        after_peek = (f" AND ({walk.key}, {walk.tie}) {beyond} ((SELECT sort_key FROM peek_end), "
+                      "(SELECT id FROM peek_end))")
+        walk_on = (f"CASE WHEN (SELECT hits FROM peek_end) >= {PEEK_HITS} "
+                   f"THEN {WALK_MAX - PEEK_ROWS} ELSE 0 END")
         ctes.append(
             "walked AS MATERIALIZED (SELECT found.id, found.sort_key FROM ("
             f"(SELECT id, sort_key FROM peek WHERE hit AND (SELECT hits FROM peek_end) >= "
             f"{PEEK_HITS} ORDER BY sort_key {direction}, id {direction}) UNION ALL "
-            f"(SELECT walk.id, walk.sort_key FROM (SELECT {walk.tie} AS id, {walk.key} AS "
-            f"sort_key, {walk.test(walk.tested)} AS hit FROM {walk.source} WHERE {walk.where} "
-            f"AND ({walk.key}, {walk.tie}) {beyond} ((SELECT sort_key FROM peek_end), "
-            f"(SELECT id FROM peek_end)) ORDER BY {walk.order} LIMIT CASE WHEN (SELECT hits "
-            f"FROM peek_end) >= {PEEK_HITS} THEN {WALK_MAX - PEEK_ROWS} ELSE 0 END) AS walk "
-            f"WHERE walk.hit)) AS found LIMIT {TOTAL_CAP + 1})"
+            f"(SELECT walk.id, walk.sort_key FROM ({walk.tested_rows(after_peek, walk_on)}) "
+            f"AS walk WHERE walk.hit)) AS found LIMIT {TOTAL_CAP + 1})"
         )
         gate = f" AND (SELECT count(*) FROM walked) <= {TOTAL_CAP}"
     if walk.skips or not counted:
@@ -444,14 +447,16 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"LIMIT {limit}) AS chosen JOIN tasks ON tasks.id = chosen.id AND {user} "
             f"ORDER BY {order}"
         )
+        # A word search's page can be the first matches the walk found (walked_page below).
+        walked_page = query.q is not None and query.limit <= TOTAL_CAP
         not_few = " AND NOT decision.few"
-        if query.q is not None and query.limit <= TOTAL_CAP:
-            not_few += " AND NOT decision.walked_many"  # the walked_page branch below
+        if walked_page:
+            not_few += " AND NOT decision.walked_many"
         many = walk.page(
             page_columns, order, f" AND {walk.test(walk.tested)}{not_few}", keyset, limit
         )
         branches = f"SELECT * FROM ({few}) AS few UNION ALL SELECT * FROM ({many}) AS many"
-        if query.q is not None and query.limit <= TOTAL_CAP:
+        if walked_page:
             # The page when the walk (from the cursor) found more than TOTAL_CAP matches: its
             # rows are the first of them. (Many matches that the walk did not find: walk on.)
             walked = (
