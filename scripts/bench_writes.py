@@ -60,15 +60,18 @@ def _migration(name: str = "0004_list_indexes") -> Any:
     return module
 
 
+def _rebuilt(indexes: dict[str, str]) -> list[str]:
+    """Statements that (re)create each index `name` on tasks with its `columns`."""
+    return [statement for name, columns in indexes.items() for statement in (
+        f"DROP INDEX IF EXISTS {name}", f"CREATE INDEX {name} ON tasks ({columns})")]
+
+
 def steps() -> dict[str, list[str]]:
     """0003, then the parts of 0004 one by one, then 0005 and 0006 (the last step is the
     head)."""
     m = _migration()
     tags = _migration("0005_task_tags")
     filtered = _migration("0006_sort_index_filters")
-    indexes = []
-    for name, columns in m.SORT_INDEXES.items():
-        indexes += [f"DROP INDEX IF EXISTS {name}", f"CREATE INDEX {name} ON tasks ({columns})"]
     counters = [
         *(f"ALTER TABLE task_counts ADD COLUMN {p}_completed bigint NOT NULL DEFAULT 0"
           for p in m.PRIORITIES),
@@ -83,7 +86,7 @@ def steps() -> dict[str, list[str]]:
     column = [*m.FUNCTIONS, f"ALTER TABLE tasks ADD COLUMN search tsvector NOT NULL {search}"]
     return {
         "0003 (before)": [],
-        "+ sort indexes (one per key, two for due_date)": indexes,
+        "+ sort indexes (one per key, two for due_date)": _rebuilt(m.SORT_INDEXES),
         "+ counters per priority and tag (trigger)": counters,
         "+ search column (generated tsvector)": column,
         "+ GIN index on search": ["CREATE INDEX ix_tasks_search ON tasks USING gin (search)"],
@@ -94,10 +97,9 @@ def steps() -> dict[str, list[str]]:
         "+ task_tags with word bits (trigger; = 0005)": [
             tags.BITS_FUNCTION, tags.TABLE, tags.FUNCTION, *tags.TRIGGERS, tags.BACKFILL,
         ],
-        "+ priority and completed in the sort indexes (= 0006)": [
-            statement for name, (_, columns) in filtered.INDEXES.items()
-            for statement in (f"DROP INDEX {name}", f"CREATE INDEX {name} ON tasks ({columns})")
-        ],
+        "+ priority and completed in the sort indexes (= 0006)": _rebuilt(
+            {name: columns for name, (_, columns) in filtered.INDEXES.items()}
+        ),
     }
 
 
