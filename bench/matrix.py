@@ -8,6 +8,15 @@ sample whatever the size, so the growth from 100 to 100,000 tasks is the server'
 shortest run is a second, too long for 200 points.) Points are measured round-robin, several
 rounds, and the median taken, so a burst of load elsewhere on the machine does not land on one
 point.
+
+A shape that matches only a few of the smallest user's tasks has a short page there (1 task of
+100 for `tag=home&q=rec`) and a full one at 100,000: its growth then also holds the cost of
+finding, reading and writing 19 more tasks, which is the answer's size, not the user's. So such
+a shape-page is measured a second time with `limit` set to the smaller page's task count, at the
+smallest and the largest size: the same request, the same number of tasks in the answer (and
+`meta.total` still counted up to its cap), for users of 100 and 100,000 tasks. That pair's
+growth is the growth at equal answers (`equal_growth`); for a shape whose pages are full at
+both ends it is the limit=20 growth itself.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import statistics
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -43,6 +52,8 @@ class Point:
     user: str
     token: str
     rows: int  # the tasks on that page
+    limit: int = LIMIT  # below LIMIT: a request of an equal-answer pair (see the docstring)
+    cursor: str | None = None  # the next page's: from the limit=LIMIT first page
 
 
 async def _latencies(host: str, port: int, path: str, token: str, count: int) -> list[float]:
@@ -65,16 +76,22 @@ async def _latencies(host: str, port: int, path: str, token: str, count: int) ->
     return times
 
 
-def _query(shape: Shape) -> ListQuery:
+def _query(shape: Shape, limit: int = LIMIT) -> ListQuery:
     params: dict[str, Any] = dict(shape.params)
     for name in ("due_before", "due_after"):
         if name in params:
             params[name] = dt.datetime.fromisoformat(params[name])
-    return ListQuery(limit=LIMIT, **params)
+    return ListQuery(limit=limit, **params)
+
+
+def _path(shape: Shape, limit: int, cursor: str | None) -> str:
+    query = {"limit": limit, **shape.params, **({"cursor": cursor} if cursor else {})}
+    return f"/api/tasks?{urllib.parse.urlencode(query)}"
 
 
 def _points(users: dict[int, tuple[str, str]], now: dt.datetime, base: str) -> list[Point]:
-    """Every (shape, page, size); the next page's cursor from a first request."""
+    """Every (shape, page, size) at limit=LIMIT, the next page's cursor from a first request;
+    then the equal-answer pairs of the shape-pages whose smaller end holds fewer tasks."""
     def fetch(path: str, token: str) -> dict[str, Any]:
         request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -83,24 +100,53 @@ def _points(users: dict[int, tuple[str, str]], now: dt.datetime, base: str) -> l
     points = []
     for shape in matrix(now):
         for size, (user, token) in users.items():
-            query = urllib.parse.urlencode({"limit": LIMIT, **shape.params})
-            first = f"/api/tasks?{query}"
+            first = _path(shape, LIMIT, None)
             body = fetch(first, token)
             points.append(Point(shape, "first", size, first, user, token, len(body["data"])))
             cursor = body["meta"]["next_cursor"]
             if cursor:
-                next_path = f"{first}&{urllib.parse.urlencode({'cursor': cursor})}"
+                next_path = _path(shape, LIMIT, cursor)
                 rows = len(fetch(next_path, token)["data"])
-                points.append(Point(shape, "next", size, next_path, user, token, rows))
-    return points
+                points.append(Point(shape, "next", size, next_path, user, token, rows, cursor=cursor))
+    pairs = []
+    for end in equal_answer_ends(points):
+        rows = len(fetch(end.path, end.token)["data"])
+        if rows != end.rows:
+            raise RuntimeError(f"{end.path}: {rows} tasks, expected {end.rows}")
+        pairs.append(end)
+    # Each shape-page's points next to each other, its pair last: measured in the same moments
+    # of each round, whatever the machine's speed does meanwhile.
+    order = {key: index for index, key in enumerate(dict.fromkeys(_key(p) for p in points))}
+    return sorted(points + pairs, key=lambda point: order[_key(point)])
+
+
+def _key(point: Point) -> tuple[str, str]:
+    return point.shape.name, point.page
+
+
+def equal_answer_ends(points: list[Point]) -> list[Point]:
+    """For each shape-page whose page at the smallest size holds fewer tasks (k, at least one)
+    than at the largest: the same request with limit=k at both sizes (the next page from the
+    same cursor), whose answers both hold k tasks."""
+    by_page: dict[tuple[str, str], dict[int, Point]] = {}
+    for point in points:
+        by_page.setdefault(_key(point), {})[point.size] = point
+    ends = []
+    for sizes in by_page.values():
+        small, large = sizes[min(sizes)], sizes[max(sizes)]
+        if 0 < small.rows < large.rows:
+            ends += [replace(end, path=_path(end.shape, small.rows, end.cursor),
+                             rows=small.rows, limit=small.rows) for end in (small, large)]
+    return ends
 
 
 async def _sql_ms(connection: asyncpg.Connection, point: Point, samples: int) -> float:
     """The list statement alone, as the store sends it (cached, so planned like the server's)."""
-    query = _query(point.shape)
+    query = _query(point.shape, point.limit)
     statement = list_statement(point.user, query, None)
-    if point.page == "next":
-        records = await connection.fetch(statement.sql, *statement.args)
+    if point.page == "next":  # after the limit=LIMIT first page, as the cursor was made
+        first = list_statement(point.user, _query(point.shape), None)
+        records = await connection.fetch(first.sql, *first.args)
         statement = list_statement(point.user, query, last_position(records[LIMIT - 1]))
     for _ in range(5):
         await connection.fetch(statement.sql, *statement.args)
@@ -125,7 +171,8 @@ async def measure(database_url: str, ours: str, baseline: str | None,
             started = time.monotonic()
             for index, point in enumerate(points):
                 for name, base in servers.items():
-                    if name != "ours" and not (point.shape.baseline and point.page == "first"):
+                    if name != "ours" and not (point.shape.baseline and point.page == "first"
+                                               and point.limit == LIMIT):
                         continue
                     parts = urllib.parse.urlsplit(base)
                     times = await _latencies(parts.hostname or "", parts.port or 0, point.path,
@@ -146,7 +193,8 @@ async def measure(database_url: str, ours: str, baseline: str | None,
     results = []
     for index, point in enumerate(points):
         row: dict[str, Any] = {"shape": point.shape.name, "page": point.page, "tasks": point.size,
-                               "rows": point.rows, "sql_ms": round(sql[index], 3)}
+                               "rows": point.rows, "limit": point.limit,
+                               "sql_ms": round(sql[index], 3)}
         for name in servers:
             runs = samples.get((index, name))
             if runs:
@@ -166,15 +214,23 @@ def value(row: dict[str, Any], who: str) -> float | None:
     return float(row[who]["p50_ms"]) if who in row else None
 
 
-def growth(rows: list[dict[str, Any]], who: str = "ours",
-           since: int = 0) -> dict[tuple[str, str], float]:
-    """p50 at the largest size over p50 at the smallest (at least `since`), per (shape, page)."""
+def growth(rows: list[dict[str, Any]], who: str = "ours", since: int = 0,
+           pairs: bool = False) -> dict[tuple[str, str], float]:
+    """p50 at the largest size over p50 at the smallest (at least `since`), per (shape, page):
+    of the limit=LIMIT points, or (`pairs`) of the equal-answer pairs."""
     by_key: dict[tuple[str, str], dict[int, float]] = {}
     for row in rows:
         measured = value(row, who)
-        if measured is not None and row["tasks"] >= since:
+        paired = row.get("limit", LIMIT) != LIMIT
+        if measured is not None and row["tasks"] >= since and paired == pairs:
             by_key.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = measured
     return {
         key: round(sizes[max(sizes)] / sizes[min(sizes)], 2)
         for key, sizes in by_key.items() if len(sizes) > 1
     }
+
+
+def equal_growth(rows: list[dict[str, Any]], who: str = "ours") -> dict[tuple[str, str], float]:
+    """The growth at equal answers, per (shape, page): of its equal-answer pair where it has
+    one (its smaller end holds fewer tasks), else of its limit=LIMIT points."""
+    return {**growth(rows, who), **growth(rows, who, pairs=True)}

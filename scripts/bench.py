@@ -2,7 +2,7 @@
 
     uv run python scripts/bench.py [--duration 10] [--rounds 2] [--quick]
 
-What it does, in one run (about 7 minutes by default, under 2 with --quick):
+What it does, in one run (about 10 minutes by default, under 3 with --quick):
 
 1. Starts a private PostgreSQL (pgserver, in a temporary directory, deleted at the end), applies
    the migrations, and bulk-loads realistic tasks with COPY: a bench user with 2,000 tasks, a
@@ -18,7 +18,11 @@ What it does, in one run (about 7 minutes by default, under 2 with --quick):
    100,000 tasks (wrk, one connection: sequential requests, thousands of samples per point,
    points measured round-robin and the median taken), ours and the baseline, with the SQL alone
    timed next to it; draws the curve to docs/perf/scale.png.
-5. Workers: the list's throughput with `task-api serve --workers 1` and `--workers 2`.
+5. Matrix (bench/matrix.py): every list query shape at every size, first and next page, over
+   HTTP and the statement alone, with the growth from 100 to 100,000 tasks at equal answers
+   (a page short at 100 tasks is compared with the same request, limit set to its task count,
+   at 100,000) next to the limit=20 growth; draws docs/perf/matrix.png.
+6. Workers: the list's throughput with `task-api serve --workers 1` and `--workers 2`.
 
 Figures are printed and written to docs/perf/latest.json and docs/perf/latest.md (--quick writes
 to artifacts/perf/ instead, so a smoke run does not replace the published figures). Nothing is
@@ -455,7 +459,7 @@ class Config:
     out: Path
     quick: bool
     others: int = OTHER_USERS
-    matrix_rounds: int = 3
+    matrix_rounds: int = 5
     matrix_requests: int = 100
 
 
@@ -734,38 +738,56 @@ def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
     rows = results["matrix"]
     sizes = config.sizes
     by_key: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    pairs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for row in rows:
-        by_key.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = row
+        target = by_key if row.get("limit", bench_matrix.LIMIT) == bench_matrix.LIMIT else pairs
+        target.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = row
     growth = bench_matrix.growth(rows)
     growth_sql = bench_matrix.growth(rows, "sql")
-    # A shape that matches a few of 100 tasks has a short page there: its growth also holds the
-    # cost of writing a full page. From 1,000 tasks on, the pages compared are full, unless the
-    # rows column says otherwise (a next page that holds the 21st match alone).
+    equal = bench_matrix.equal_growth(rows)
+    # From 1,000 tasks on, the pages compared are full, unless the rows column says otherwise
+    # (a next page that holds the 21st match alone).
     growth_full = bench_matrix.growth(rows, since=sizes[1]) if len(sizes) > 2 else {}
     results["matrix_growth_p50"] = {f"{shape} [{page}]": g for (shape, page), g in growth.items()}
-    worst = max(growth.values())
+    results["matrix_equal_growth_p50"] = {
+        f"{shape} [{page}]": g for (shape, page), g in equal.items()
+    }
+    worst, worst_literal = max(equal.values()), max(growth.values())
+    within = sum(g <= 1.5 for g in growth.values())
     lines = [
         (f"Every list query shape (limit=20), p50 ms over one connection: ours, and in "
          f"parentheses the list statement alone; median of {config.matrix_rounds} rounds of "
          f"{config.matrix_requests} sequential requests. \"next\" is the page after the first "
-         f"(its cursor). Growth: p50 at {sizes[-1]:,} tasks over p50 at {sizes[0]:,} "
-         f"(target <= 1.5x). Rows: the tasks on the page at the smallest size measured and at "
-         f"{sizes[-1]:,}; from {sizes[1]:,}: the growth from there, where pages are full unless "
-         f"the rows say otherwise."), "",
+         f"(its cursor). Rows: the tasks on the page at the smallest size measured and at "
+         f"{sizes[-1]:,}. Growth at equal answers (target <= 1.5x): p50 at {sizes[-1]:,} tasks "
+         f"over p50 at {sizes[0]:,}, with limit=20 where both pages hold as many tasks; where "
+         f"the smaller page holds fewer (k), of the same request with limit=k at both sizes "
+         f"(p50 ms in parentheses), so that both answers hold k tasks. Limit=20 growth: of the "
+         f"columns as shown, answers of different sizes where the rows differ; from "
+         f"{sizes[1]:,}: the limit=20 growth from there."), "",
         "| shape | page | " + " | ".join(f"{size:,}" for size in sizes)
-        + f" | growth | SQL growth | rows | from {sizes[1]:,} |",
-        "|---|---|" + "---:|" * len(sizes) + "---:|---:|---:|---:|",
+        + " | rows | growth at equal answers | limit=20 growth | SQL growth"
+        + f" | from {sizes[1]:,} |",
+        "|---|---|" + "---:|" * len(sizes) + "---:|---:|---:|---:|---:|",
     ]
     for (shape, page), points in by_key.items():
         cells = [f"{points[size]['ours']['p50_ms']:.2f} ({points[size]['sql_ms']:.2f})"
                  if size in points else "" for size in sizes]
         g = growth.get((shape, page), 0.0)
+        e = equal.get((shape, page), 0.0)
         ends = [points[size].get("rows") for size in (min(points), max(points))]
         full = growth_full.get((shape, page))
-        lines.append(f"| `{shape}` | {page} | " + " | ".join(cells)
-                     + f" | {g:.2f} {_mark(g <= 1.5)} | {growth_sql.get((shape, page), 0):.2f} | "
+        pair = pairs.get((shape, page))
+        how = ""
+        if pair:
+            low, high = pair[min(pair)], pair[max(pair)]
+            how = (f" (limit={low['limit']}: {low['ours']['p50_ms']:.2f} -> "
+                   f"{high['ours']['p50_ms']:.2f})")
+        lines.append(f"| `{shape}` | {page} | " + " | ".join(cells) + " | "
                      + " / ".join("" if n is None else str(n) for n in ends)
-                     + f" | {'' if full is None else f'{full:.2f}'} |")
+                     + f" | {e:.2f} {_mark(e <= 1.5)}{how} | {g:.2f} | "
+                     + f"{growth_sql.get((shape, page), 0):.2f} | "
+                     + f"{'' if full is None else f'{full:.2f}'} |")
     baseline = [row for row in rows if "baseline" in row]
     if baseline:
         lines += ["", "The same first pages on the baseline (it serves only these shapes), p50 ms:",
@@ -777,7 +799,10 @@ def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
                 cells = [f"{points[size]['baseline']['p50_ms']:.2f}" for size in sizes]
                 lines.append(f"| `{shape}` | " + " | ".join(cells)
                              + f" | {base_growth[(shape, page)]:.2f} |")
-    lines += ["", f"Largest growth of any shape: {worst:.2f}x {_mark(worst <= 1.5)}."]
+    lines += ["", (f"Largest growth at equal answers: {worst:.2f}x {_mark(worst <= 1.5)} "
+                   f"({sum(g <= 1.5 for g in equal.values())} of {len(equal)} shape-pages "
+                   f"within 1.5x). With limit=20 at every size: {within} of {len(growth)} "
+                   f"within 1.5x, largest {worst_literal:.2f}x.")]
     return lines
 
 
@@ -787,21 +812,26 @@ def draw_matrix(results: dict[str, Any], config: Config) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    growth = bench_matrix.growth(results["matrix"])
-    shapes = list(dict.fromkeys(shape for shape, _ in growth))
+    equal = bench_matrix.equal_growth(results["matrix"])
+    literal = bench_matrix.growth(results["matrix"])
+    shapes = list(dict.fromkeys(shape for shape, _ in equal))
     figure, axes = plt.subplots(figsize=(9, 0.28 * len(shapes) + 1.6), dpi=110)
     for offset, page, color in ((-0.2, "first", "tab:blue"), (0.2, "next", "tab:orange")):
-        ys = [i + offset for i, shape in enumerate(shapes) if (shape, page) in growth]
-        xs = [growth[(shape, page)] for shape in shapes if (shape, page) in growth]
-        axes.barh(ys, xs, height=0.38, color=color, label=f"{page} page")
+        keys = [(i, (shape, page)) for i, shape in enumerate(shapes) if (shape, page) in equal]
+        axes.barh([i + offset for i, _ in keys], [equal[key] for _, key in keys], height=0.38,
+                  color=color, label=f"{page} page, equal answers")
+        axes.scatter([literal[key] for _, key in keys], [i + offset for i, _ in keys],
+                     marker="|", color="black", s=40, zorder=3,
+                     label=f"{page} page, limit=20" if page == "first" else None)
     axes.axvline(1.5, color="tab:red", linestyle="--", label="target 1.5x")
     axes.axvline(1.0, color="grey", linewidth=0.8)
     axes.set_yticks(range(len(shapes)))
     axes.set_yticklabels(shapes, fontsize=7)
     axes.invert_yaxis()
-    axes.set_xlabel(f"p50 at {config.sizes[-1]:,} tasks / p50 at {config.sizes[0]:,} tasks")
+    axes.set_xlabel(f"p50 at {config.sizes[-1]:,} tasks / p50 at {config.sizes[0]:,} tasks "
+                    "(bars: equal answers; ticks: limit=20 at both sizes)")
     axes.set_title(f"Every list query shape: growth of p50 latency ({results['date'][:10]})")
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(config.out / "matrix.png")
     plt.close(figure)
@@ -898,7 +928,7 @@ def main() -> int:
         out=args.out or REPO / ("artifacts/perf" if quick else "docs/perf"),
         quick=quick,
         others=20 if quick else OTHER_USERS,
-        matrix_rounds=1 if quick else 3,
+        matrix_rounds=1 if quick else 5,
         matrix_requests=40 if quick else 100,
     )
     return run(config)
