@@ -781,8 +781,8 @@ def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
         how = ""
         if pair:
             low, high = pair[min(pair)], pair[max(pair)]
-            how = (f" (limit={low['limit']}: {low['ours']['p50_ms']:.2f} -> "
-                   f"{high['ours']['p50_ms']:.2f})")
+            how = (f" (limit={low['limit']}: {low['ours']['p50_ms']:.2f} ({low['sql_ms']:.2f}) "
+                   f"-> {high['ours']['p50_ms']:.2f} ({high['sql_ms']:.2f}))")
         lines.append(f"| `{shape}` | {page} | " + " | ".join(cells) + " | "
                      + " / ".join("" if n is None else str(n) for n in ends)
                      + f" | {e:.2f} {_mark(e <= 1.5)}{how} | {g:.2f} | "
@@ -822,16 +822,15 @@ def draw_matrix(results: dict[str, Any], config: Config) -> None:
                   color=color, label=f"{page} page, equal answers")
         axes.scatter([literal[key] for _, key in keys], [i + offset for i, _ in keys],
                      marker="|", color="black", s=40, zorder=3,
-                     label=f"{page} page, limit=20" if page == "first" else None)
+                     label="limit=20 at both sizes" if page == "first" else None)
     axes.axvline(1.5, color="tab:red", linestyle="--", label="target 1.5x")
     axes.axvline(1.0, color="grey", linewidth=0.8)
     axes.set_yticks(range(len(shapes)))
     axes.set_yticklabels(shapes, fontsize=7)
     axes.invert_yaxis()
-    axes.set_xlabel(f"p50 at {config.sizes[-1]:,} tasks / p50 at {config.sizes[0]:,} tasks "
-                    "(bars: equal answers; ticks: limit=20 at both sizes)")
-    axes.set_title(f"Every list query shape: growth of p50 latency ({results['date'][:10]})")
-    axes.legend(fontsize=7, loc="lower right")
+    axes.set_xlabel(f"p50 at {config.sizes[-1]:,} tasks / p50 at {config.sizes[0]:,}")
+    axes.set_title(f"Growth of every list query shape ({results['date'][:10]})", fontsize=10)
+    axes.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     figure.savefig(config.out / "matrix.png")
     plt.close(figure)
