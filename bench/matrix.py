@@ -84,7 +84,8 @@ def _query(shape: Shape, limit: int = LIMIT) -> ListQuery:
     return ListQuery(limit=limit, **params)
 
 
-def _path(shape: Shape, limit: int, cursor: str | None) -> str:
+def page_path(shape: Shape, limit: int, cursor: str | None) -> str:
+    """The request of one page of `shape` (the next one from `cursor`)."""
     query = {"limit": limit, **shape.params, **({"cursor": cursor} if cursor else {})}
     return f"/api/tasks?{urllib.parse.urlencode(query)}"
 
@@ -100,12 +101,12 @@ def _points(users: dict[int, tuple[str, str]], now: dt.datetime, base: str) -> l
     points = []
     for shape in matrix(now):
         for size, (user, token) in users.items():
-            first = _path(shape, LIMIT, None)
+            first = page_path(shape, LIMIT, None)
             body = fetch(first, token)
             points.append(Point(shape, "first", size, first, user, token, len(body["data"])))
             cursor = body["meta"]["next_cursor"]
             if cursor:
-                next_path = _path(shape, LIMIT, cursor)
+                next_path = page_path(shape, LIMIT, cursor)
                 rows = len(fetch(next_path, token)["data"])
                 points.append(Point(shape, "next", size, next_path, user, token, rows, cursor=cursor))
     pairs = []
@@ -135,7 +136,7 @@ def equal_answer_ends(points: list[Point]) -> list[Point]:
     for sizes in by_page.values():
         small, large = sizes[min(sizes)], sizes[max(sizes)]
         if 0 < small.rows < large.rows:
-            ends += [replace(end, path=_path(end.shape, small.rows, end.cursor),
+            ends += [replace(end, path=page_path(end.shape, small.rows, end.cursor),
                              rows=small.rows, limit=small.rows) for end in (small, large)]
     return ends
 
@@ -214,6 +215,11 @@ def value(row: dict[str, Any], who: str) -> float | None:
     return float(row[who]["p50_ms"]) if who in row else None
 
 
+def paired(row: dict[str, Any]) -> bool:
+    """The row is one end of an equal-answer pair (its limit is the short page's)."""
+    return bool(row.get("limit", LIMIT) != LIMIT)
+
+
 def growth(rows: list[dict[str, Any]], who: str = "ours", since: int = 0,
            pairs: bool = False) -> dict[tuple[str, str], float]:
     """p50 at the largest size over p50 at the smallest (at least `since`), per (shape, page):
@@ -221,8 +227,7 @@ def growth(rows: list[dict[str, Any]], who: str = "ours", since: int = 0,
     by_key: dict[tuple[str, str], dict[int, float]] = {}
     for row in rows:
         measured = value(row, who)
-        paired = row.get("limit", LIMIT) != LIMIT
-        if measured is not None and row["tasks"] >= since and paired == pairs:
+        if measured is not None and row["tasks"] >= since and paired(row) == pairs:
             by_key.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = measured
     return {
         key: round(sizes[max(sizes)] / sizes[min(sizes)], 2)

@@ -740,7 +740,7 @@ def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
     by_key: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     pairs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for row in rows:
-        target = by_key if row.get("limit", bench_matrix.LIMIT) == bench_matrix.LIMIT else pairs
+        target = pairs if bench_matrix.paired(row) else by_key
         target.setdefault((row["shape"], row["page"]), {})[row["tasks"]] = row
     growth = bench_matrix.growth(rows)
     growth_sql = bench_matrix.growth(rows, "sql")
@@ -762,7 +762,7 @@ def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
          f"{sizes[-1]:,}. Growth at equal answers (target <= 1.5x): p50 at {sizes[-1]:,} tasks "
          f"over p50 at {sizes[0]:,}, with limit=20 where both pages hold as many tasks; where "
          f"the smaller page holds fewer (k), of the same request with limit=k at both sizes "
-         f"(p50 ms in parentheses), so that both answers hold k tasks. Limit=20 growth: of the "
+         f"(p50 ms and the statement alone in parentheses), so that both answers hold k tasks. Limit=20 growth: of the "
          f"columns as shown, answers of different sizes where the rows differ; from "
          f"{sizes[1]:,}: the limit=20 growth from there."), "",
         "| shape | page | " + " | ".join(f"{size:,}" for size in sizes)

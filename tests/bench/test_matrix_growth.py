@@ -6,7 +6,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from bench.matrix import LIMIT, Point, equal_answer_ends, equal_growth, growth
+from bench.matrix import LIMIT, Point, equal_answer_ends, equal_growth, growth, page_path
 from bench.shapes import Shape
 
 SHAPE = Shape("q=receipt", {"q": "receipt"})
@@ -15,9 +15,8 @@ FULL = Shape("status=pending", {"status": "pending"})
 
 def _point(shape: Shape, size: int, rows: int, page: str = "first",
            cursor: str | None = None) -> Point:
-    query = {"limit": LIMIT, **shape.params, **({"cursor": cursor} if cursor else {})}
-    return Point(shape, page, size, f"/api/tasks?{urllib.parse.urlencode(query)}",
-                 f"user-{size}", "token", rows, cursor=cursor)
+    return Point(shape, page, size, page_path(shape, LIMIT, cursor), f"user-{size}", "token", rows,
+                 cursor=cursor)
 
 
 def _row(point: Point, p50: float) -> dict[str, Any]:
