@@ -5,9 +5,10 @@ list statement alone.
 Latency comes from a minimal keep-alive HTTP/1.1 client on raw asyncio streams, one request at
 a time (the collector off while it runs): it adds the same few tens of microseconds to every
 sample whatever the size, so the growth from 100 to 100,000 tasks is the server's. (wrk's
-shortest run is a second, too long for 200 points.) Points are measured round-robin, several
-rounds, and the median taken, so a burst of load elsewhere on the machine does not land on one
-point.
+shortest run is a second, too long for 200 points.) The requests of one shape-page's sizes
+(and of its equal-answer pair) go in turn, one at each size, over a connection per size
+(`interleaved`): a growth compares latencies taken in the same moments. Several rounds, and
+the median taken, so a burst of load elsewhere on the machine does not land on one point.
 
 A shape that matches only a few of the smallest user's tasks has a short page there (1 task of
 100 for `tag=home&q=rec`) and a full one at 100,000: its growth then also holds the cost of
@@ -56,23 +57,38 @@ class Point:
     cursor: str | None = None  # the next page's: from the limit=LIMIT first page
 
 
-async def _latencies(host: str, port: int, path: str, token: str, count: int) -> list[float]:
-    reader, writer = await asyncio.open_connection(host, port)
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
-               ).encode()
-    times = []
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: bytes, path: str) -> float:
+    """One request on an open connection; its latency in ms."""
+    start = time.perf_counter()
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = _LENGTH.search(head)
+    body = await reader.readexactly(int(length.group(1)) if length else 0)
+    elapsed = (time.perf_counter() - start) * 1000
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"{path}: {head[:40]!r} {body[:200]!r}")
+    return elapsed
+
+
+async def interleaved(host: str, port: int, targets: list[tuple[str, str]],
+                      count: int) -> list[list[float]]:
+    """`count` requests to each (path, token) of `targets`, one keep-alive connection each,
+    taken in turn (a, b, c, a, b, c, ...): the sizes a growth compares are measured in the same
+    moments, so a burst of load elsewhere on the machine slows all of them alike instead of
+    the one whose batch it lands on."""
+    connections = [await asyncio.open_connection(host, port) for _ in targets]
+    requests = [(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+                 ).encode() for path, token in targets]
+    times: list[list[float]] = [[] for _ in targets]
     try:
         for _ in range(count):
-            start = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = _LENGTH.search(head)
-            body = await reader.readexactly(int(length.group(1)) if length else 0)
-            times.append((time.perf_counter() - start) * 1000)
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"{path}: {head[:40]!r} {body[:200]!r}")
+            for (reader, writer), request, (path, _token), samples in zip(
+                    connections, requests, targets, times, strict=True):
+                samples.append(await _exchange(reader, writer, request, path))
     finally:
-        writer.close()
+        for _reader, writer in connections:
+            writer.close()
     return times
 
 
@@ -121,6 +137,19 @@ def _points(users: dict[int, tuple[str, str]], now: dt.datetime, base: str) -> l
     return sorted(points + pairs, key=lambda point: order[_key(point)])
 
 
+def measured_together(points: list[Point], servers: list[str]) -> list[tuple[str, list[int]]]:
+    """Per server (ours, baseline) and shape-page, the indexes of its points, whose requests
+    `interleaved` takes in turn: every size at limit=LIMIT and the equal-answer pair. The
+    baseline serves only the first pages of its shapes at limit=LIMIT."""
+    groups: dict[tuple[str, tuple[str, str]], list[int]] = {}
+    for index, point in enumerate(points):
+        for name in servers:
+            if name == "ours" or (point.shape.baseline and point.page == "first"
+                                  and point.limit == LIMIT):
+                groups.setdefault((name, _key(point)), []).append(index)
+    return [(name, group) for (name, _page), group in groups.items()]
+
+
 def _key(point: Point) -> tuple[str, str]:
     return point.shape.name, point.page
 
@@ -165,21 +194,20 @@ async def measure(database_url: str, ours: str, baseline: str | None,
     points = _points(users, now, ours)
     servers = {"ours": ours, **({"baseline": baseline} if baseline else {})}
     samples: dict[tuple[int, str], list[list[float]]] = {}
+    groups = measured_together(points, list(servers))
     gc.collect()
     gc.disable()
     try:
         for round_number in range(-1, rounds):  # -1: warm-up (statements prepared, caches)
             started = time.monotonic()
-            for index, point in enumerate(points):
-                for name, base in servers.items():
-                    if name != "ours" and not (point.shape.baseline and point.page == "first"
-                                               and point.limit == LIMIT):
-                        continue
-                    parts = urllib.parse.urlsplit(base)
-                    times = await _latencies(parts.hostname or "", parts.port or 0, point.path,
-                                             point.token, 12 if round_number < 0 else requests)
-                    if round_number >= 0:
-                        samples.setdefault((index, name), []).append(times)
+            for name, group in groups:
+                parts = urllib.parse.urlsplit(servers[name])
+                times = await interleaved(parts.hostname or "", parts.port or 0,
+                                          [(points[i].path, points[i].token) for i in group],
+                                          12 if round_number < 0 else requests)
+                if round_number >= 0:
+                    for index, samples_of_point in zip(group, times, strict=True):
+                        samples.setdefault((index, name), []).append(samples_of_point)
             if round_number >= 0:
                 say(f"  matrix round {round_number + 1}/{rounds}: {len(points)} points in "
                     f"{time.monotonic() - started:.0f} s")

@@ -591,7 +591,7 @@ def run(config: Config) -> int:
             results["scale_sql"] = asyncio.run(sql_timings(url, config.sizes, 300))
 
             say(f"\nMatrix: every list query shape, first and next page, "
-                f"{config.matrix_requests} sequential requests per point and round")
+                f"{config.matrix_requests} requests per point and round, a shape-page's sizes in turn")
             users = {size: (scale_user(size), mint_hs256(SECRET, scale_user(size), 4 * 3600))
                      for size in config.sizes}
             results["matrix"] = asyncio.run(bench_matrix.measure(
@@ -755,9 +755,10 @@ def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
     worst, worst_literal = max(equal.values()), max(growth.values())
     within = sum(g <= 1.5 for g in growth.values())
     lines = [
-        (f"Every list query shape (limit=20), p50 ms over one connection: ours, and in "
+        (f"Every list query shape (limit=20), p50 ms over keep-alive connections: ours, and in "
          f"parentheses the list statement alone; median of {config.matrix_rounds} rounds of "
-         f"{config.matrix_requests} sequential requests. \"next\" is the page after the first "
+         f"{config.matrix_requests} requests, one at a time, a shape-page's sizes in turn (each "
+         f"growth compares latencies taken in the same moments). \"next\" is the page after the first "
          f"(its cursor). Rows: the tasks on the page at the smallest size measured and at "
          f"{sizes[-1]:,}. Growth at equal answers (target <= 1.5x): p50 at {sizes[-1]:,} tasks "
          f"over p50 at {sizes[0]:,}, with limit=20 where both pages hold as many tasks; where "
