@@ -284,3 +284,25 @@ async def test_writes_leave_a_small_pending_list_for_searches_to_read(
         assert pending_pages <= 8
     finally:
         await big.execute("DELETE FROM tasks WHERE user_id = 'guard-writer'")
+
+
+SEARCHES = [shape for shape in SHAPES if "q" in shape.params and shape.name not in NO_SECOND_PAGE]
+
+
+@pytest.mark.parametrize("shape", SEARCHES, ids=[shape.name for shape in SEARCHES])
+async def test_a_walked_search_page_fetches_its_tasks_by_place(
+    big: asyncpg.Connection, shape: Shape
+) -> None:
+    """A word search of 30,000 tasks finds its first page by walking (more than 20 matches
+    among the tasks it tests): the page's tasks come from where the walk found them (a Tid
+    Scan of each row's ctid), not from a second descent of the primary key (tasks_pkey, 30-40
+    us at 100,000 tasks). Each task the page returns is one row of a Tid Scan, in both plans."""
+    for page, statement in (await _pages(big, USER, shape)).items():
+        found = [r for r in await big.fetch(statement.sql, *statement.args) if r["id"]]
+        for generic in (False, True):
+            plan = await _explain(big, statement, generic)
+            fetched = sum(node["Actual Rows"] * node["Actual Loops"] for node in _nodes(plan)
+                          if node["Node Type"] == "Tid Scan")
+            where = f"{shape.name}, {page}, {'generic' if generic else 'custom'} plan"
+            assert fetched == len(found) == 21, f"{where}: {fetched} of {len(found)} by place:\n" + (
+                "\n".join(_describe(plan)))
