@@ -482,6 +482,176 @@ TOOLS: tuple[ToolOperation, ...] = (
         idempotent=True,
     ),
     ToolOperation(
+        name='list_task_changes',
+        operation_id='listTaskChanges',
+        method='GET',
+        path='/api/tasks/changes',
+        title="What changed in the caller's tasks since a sync token",
+        description="What changed in the caller's tasks since a sync token.\n\nThe change feed that keeps a device in step. Without `since`, it returns every task of the caller, page by page; with the `meta.sync_token` of an earlier call, only what changed since: created and updated tasks whole (in `data.tasks`, their latest state) and deleted ones as tombstones (in `data.deleted`). A task appears at most once per call.\n\nCall again at once with `meta.sync_token` while `meta.has_more` is true; when it is false the device has caught up, and keeps `meta.sync_token` for its next sync. Tokens are opaque, sealed and bound to the user: pass them back unchanged. A change committed late by a slower transaction is never skipped (tokens hold a PostgreSQL snapshot, not a counter).\n\nTombstones are kept for `SYNC_RETENTION_SECONDS` (30 days by default): an older token answers 410 `SYNC_TOKEN_EXPIRED`, and the device starts over without `since` (it replaces its copy with what that returns).",
+        arguments=(
+            ToolArgument('since', 'query', 'since'),
+            ToolArgument('limit', 'query', 'limit'),
+        ),
+        input_schema={
+            'type': 'object',
+            'properties': {
+                'since': {
+                    'type': 'string',
+                    'minLength': 1,
+                    'maxLength': 4096,
+                    'pattern': '^[A-Za-z0-9_-]+$',
+                    'description': "The `meta.sync_token` of the previous call (or the id of the last stream event). Without it, everything. A token that was altered, or issued to another user, is a 422; one older than the tombstones' retention is a 410.",
+                },
+                'limit': {
+                    'type': 'integer',
+                    'format': 'int32',
+                    'minimum': 1,
+                    'maximum': 1000,
+                    'default': 200,
+                    'description': 'At most this many changes (tasks and tombstones together) per page.',
+                    'examples': [200],
+                },
+            },
+            'additionalProperties': False,
+        },
+        output_schema={
+            'type': 'object',
+            'required': ['data', 'meta'],
+            'properties': {
+                'data': {
+                    'type': 'object',
+                    'description': "What changed: tasks created or updated since the token (each whole, in its latest state)\nand tasks deleted since (tombstones). A task id is in at most one of the two lists.\nAlso the `data` of the stream's `changes` events.\n",
+                    'additionalProperties': False,
+                    'required': ['tasks', 'deleted'],
+                    'properties': {
+                        'tasks': {
+                            'type': 'array',
+                            'maxItems': 1000,
+                            'items': {
+                                'type': 'object',
+                                'additionalProperties': False,
+                                'required': [
+                                    'id',
+                                    'user_id',
+                                    'title',
+                                    'description',
+                                    'completed',
+                                    'completed_at',
+                                    'priority',
+                                    'due_date',
+                                    'tags',
+                                    'created_at',
+                                    'updated_at',
+                                    'version',
+                                ],
+                                'properties': {
+                                    'id': {'type': 'string', 'format': 'uuid'},
+                                    'user_id': {
+                                        'type': 'string',
+                                        'minLength': 1,
+                                        'maxLength': 255,
+                                        'pattern': '^[^\\u0000-\\u001f\\u007f-\\u009f]+$',
+                                        'description': "The owner's user id: the `sub` of their token, opaque. Better Auth's default ids are 32\nrandom letters and digits; UUIDs, serial numbers and custom ids are user ids too. Any\nstring of 1-255 characters without control characters; compared exactly (case matters).\n",
+                                        'examples': ['Xq7cV2mN9pL4sT8wR1yB6hK3jD5fG0aZ'],
+                                    },
+                                    'title': {
+                                        'type': 'string',
+                                        'minLength': 1,
+                                        'maxLength': 255,
+                                        'pattern': '^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
+                                    },
+                                    'description': {
+                                        'type': ['string', 'null'],
+                                        'maxLength': 2000,
+                                        'pattern': '^[^\\u0000]*$',
+                                    },
+                                    'completed': {'type': 'boolean'},
+                                    'completed_at': {
+                                        'type': ['string', 'null'],
+                                        'format': 'date-time',
+                                    },
+                                    'priority': {
+                                        'type': 'string',
+                                        'enum': ['low', 'medium', 'high'],
+                                        'description': 'low < medium < high.',
+                                    },
+                                    'due_date': {'type': ['string', 'null'], 'format': 'date-time'},
+                                    'tags': {
+                                        'type': 'array',
+                                        'items': {
+                                            'type': 'string',
+                                            'minLength': 1,
+                                            'maxLength': 32,
+                                            'pattern': '^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
+                                        },
+                                        'maxItems': 10,
+                                    },
+                                    'created_at': {'type': 'string', 'format': 'date-time'},
+                                    'updated_at': {'type': 'string', 'format': 'date-time'},
+                                    'version': {
+                                        'type': 'integer',
+                                        'format': 'int32',
+                                        'minimum': 1,
+                                        'maximum': 2147483647,
+                                        'description': 'Bumped on every write (the column is a 32-bit integer).',
+                                    },
+                                },
+                            },
+                        },
+                        'deleted': {
+                            'type': 'array',
+                            'maxItems': 1000,
+                            'items': {
+                                'type': 'object',
+                                'description': 'A deleted task, in the change feed.',
+                                'additionalProperties': False,
+                                'required': ['id', 'deleted_at'],
+                                'properties': {
+                                    'id': {'type': 'string', 'format': 'uuid'},
+                                    'deleted_at': {'type': 'string', 'format': 'date-time'},
+                                },
+                            },
+                        },
+                    },
+                },
+                'meta': {
+                    'allOf': [
+                        {
+                            'type': 'object',
+                            'required': ['timestamp', 'request_id'],
+                            'properties': {
+                                'timestamp': {'type': 'string', 'format': 'date-time'},
+                                'request_id': {'type': 'string', 'format': 'uuid'},
+                            },
+                        },
+                        {
+                            'type': 'object',
+                            'required': ['sync_token', 'has_more'],
+                            'properties': {
+                                'sync_token': {
+                                    'type': 'string',
+                                    'minLength': 1,
+                                    'maxLength': 4096,
+                                    'pattern': '^[A-Za-z0-9_-]+$',
+                                    'description': 'Opaque; pass it back unchanged (`since`, or `Last-Event-ID` on the stream).',
+                                },
+                                'has_more': {
+                                    'type': 'boolean',
+                                    'description': 'True when more changes are waiting: call again at once with `sync_token`.',
+                                },
+                            },
+                        },
+                    ]
+                },
+            },
+        },
+        result='envelope',
+        result_description='One page of changes and the token for the next call.',
+        read_only=True,
+        destructive=False,
+        idempotent=True,
+    ),
+    ToolOperation(
         name='get_task',
         operation_id='getTask',
         method='GET',

@@ -199,6 +199,51 @@ class ListMeta(Meta):
     next_cursor: Annotated[Optional[str], Field(max_length=4096, pattern='^[A-Za-z0-9_-]+$')]
 
 
+class TaskTombstone(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: UUID
+    deleted_at: AwareDatetime
+
+
+class TaskChanges(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    tasks: Annotated[List[Task], Field(max_length=1000)]
+    deleted: Annotated[List[TaskTombstone], Field(max_length=1000)]
+
+
+class SyncToken(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description='Opaque; pass it back unchanged (`since`, or `Last-Event-ID` on the stream).',
+            max_length=4096,
+            min_length=1,
+            pattern='^[A-Za-z0-9_-]+$',
+        ),
+    ]
+
+
+class SyncUpToDate(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    sync_token: SyncToken
+
+
+class SyncMeta(Meta):
+    sync_token: SyncToken
+    has_more: Annotated[
+        bool,
+        Field(
+            description='True when more changes are waiting: call again at once with `sync_token`.'
+        ),
+    ]
+
+
 class ProbeStatus(Enum):
     ok = 'ok'
 
@@ -237,6 +282,11 @@ class TaskStatsEnvelope(BaseModel):
     meta: Meta
 
 
+class TaskChangesEnvelope(BaseModel):
+    data: TaskChanges
+    meta: SyncMeta
+
+
 class ErrorDetail(BaseModel):
     field: Annotated[
         str,
@@ -272,6 +322,7 @@ class ErrorCode(Enum):
     UNSUPPORTED_MEDIA_TYPE = 'UNSUPPORTED_MEDIA_TYPE'
     VALIDATION_ERROR = 'VALIDATION_ERROR'
     TOO_MANY_REQUESTS = 'TOO_MANY_REQUESTS'
+    SYNC_TOKEN_EXPIRED = 'SYNC_TOKEN_EXPIRED'
     INTERNAL_ERROR = 'INTERNAL_ERROR'
     SERVICE_UNAVAILABLE = 'SERVICE_UNAVAILABLE'
 

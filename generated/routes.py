@@ -25,6 +25,7 @@ from .models import (
     ReadinessEnvelope,
     SortOrder,
     StatusFilter,
+    TaskChangesEnvelope,
     TaskEnvelope,
     TaskListEnvelope,
     TaskPatch,
@@ -208,6 +209,79 @@ async def get_task_stats(
     return await impl.tasks.handlers.get_task_stats(
         principal=principal,
         resources=resources,
+    )
+
+
+@router.get(
+    "/api/tasks/changes",
+    operation_id="listTaskChanges",
+    status_code=200,
+    response_model=None,
+    responses={
+        "200": {"model": TaskChangesEnvelope},
+        "401": {"model": ErrorEnvelope},
+        "410": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["tasks"],
+    summary="What changed in the caller\u0027s tasks since a sync token",
+    description="The change feed that keeps a device in step. Without `since`, it returns every task of\nthe caller, page by page; with the `meta.sync_token` of an earlier call, only what\nchanged since: created and updated tasks whole (in `data.tasks`, their latest state) and\ndeleted ones as tombstones (in `data.deleted`). A task appears at most once per call.\n\nCall again at once with `meta.sync_token` while `meta.has_more` is true; when it is\nfalse the device has caught up, and keeps `meta.sync_token` for its next sync. Tokens are\nopaque, sealed and bound to the user: pass them back unchanged. A change committed late by\na slower transaction is never skipped (tokens hold a PostgreSQL snapshot, not a counter).\n\nTombstones are kept for `SYNC_RETENTION_SECONDS` (30 days by default): an older token\nanswers 410 `SYNC_TOKEN_EXPIRED`, and the device starts over without `since` (it replaces\nits copy with what that returns).\n",
+)
+async def list_task_changes(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    resources: Annotated[impl.tasks.handlers.Resources, Depends(impl.tasks.handlers.resources)],
+    since: Annotated[
+        Optional[str], Query(min_length=1, max_length=4096, pattern='^[A-Za-z0-9_-]+$')
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> Response:
+    return await impl.tasks.handlers.list_task_changes(
+        principal=principal,
+        resources=resources,
+        since=since,
+        limit=limit,
+    )
+
+
+@router.get(
+    "/api/tasks/events",
+    operation_id="streamTaskEvents",
+    status_code=200,
+    response_model=None,
+    responses={
+        "200": {},
+        "401": {"model": ErrorEnvelope},
+        "410": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["tasks"],
+    summary="The change feed, live, as Server-Sent Events",
+    description="The same changes as `GET /api/tasks/changes`, pushed as they commit\n(`text/event-stream`). Send the bearer token in the `Authorization` header (with\n`fetch`: `EventSource` cannot set headers, and tokens never go in URLs). The stream\nstarts from `since`, or from `Last-Event-ID` when a client reconnects (it wins over\n`since`), or from nothing (every task first).\n\nEvents, each with an `id` that is a sync token (so a reconnect with `Last-Event-ID`\nmisses nothing):\n- `changes`: `data` is a `TaskChanges` object (tasks created or updated, tombstones);\n- `up-to-date`: `data` is a `SyncUpToDate` object: the client has caught up with every\n  change committed so far;\n- comment lines (`: heartbeat`) every `SYNC_HEARTBEAT_SECONDS` (15 s by default) keep\n  proxies from closing an idle stream.\n\nThe first line is a `retry:` hint (milliseconds). When the server stops, it sends\n`retry:` again and ends the stream; the client reconnects (to another replica) with\n`Last-Event-ID`. At most `SYNC_MAX_STREAMS_PER_USER` streams per user are open on one\nserver (429 over it); a stream counts once against the rate limit, not per event. An\nexpired token is a 410 before the stream starts, as in the feed.\n",
+)
+async def stream_task_events(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    resources: Annotated[impl.tasks.handlers.Resources, Depends(impl.tasks.handlers.resources)],
+    since: Annotated[
+        Optional[str], Query(min_length=1, max_length=4096, pattern='^[A-Za-z0-9_-]+$')
+    ] = None,
+    last_event_id: Annotated[
+        Optional[str],
+        Header(alias='Last-Event-ID', min_length=1, max_length=4096, pattern='^[A-Za-z0-9_-]+$'),
+    ] = None,
+) -> Response:
+    return await impl.tasks.handlers.stream_task_events(
+        principal=principal,
+        resources=resources,
+        since=since,
+        last_event_id=last_event_id,
     )
 
 

@@ -32,10 +32,15 @@ from impl.http.middleware import LastResortMiddleware, RequestContextMiddleware
 from impl.http.rate_limit import RateLimiter
 from impl.mcp import install_mcp
 from impl.platform.database import Database
+from impl.platform.notifications import Notifications
+from impl.platform.periodic import running_every
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import TokenVerifier
+from impl.tasks.changes import ChangeFeed
 from impl.tasks.cursor import CursorCodec
+from impl.tasks.live import LiveStreams, StreamSettings
 from impl.tasks.store import TaskStore
+from impl.tasks.sync_token import SyncTokenCodec
 
 log = logging.getLogger("task_api")
 
@@ -47,6 +52,20 @@ def _cursor_secret(settings: Settings) -> bytes:
         return hashlib.sha256(b"task-api cursor\0" + settings.better_auth_secret.encode()).digest()
     log.warning("no CURSOR_SECRET: list cursors will not survive a restart or span replicas")
     return secrets.token_bytes(32)
+
+
+def _listen_url(settings: Settings, database: Database) -> str | None:
+    """Where the live streams LISTEN: DATABASE_LISTEN_URL, else the database's own URL unless
+    it is a transaction pooler (statement cache off), where LISTEN cannot work: None, and the
+    streams poll."""
+    if settings.database_listen_url:
+        return settings.database_listen_url
+    if database.options.statement_cache_size:
+        return settings.database_url
+    log.warning("DATABASE_URL is a transaction pooler: live streams poll every %.1f s; set "
+                "DATABASE_LISTEN_URL to a direct connection for instant events",
+                settings.sync_poll_seconds)
+    return None
 
 
 def _rate_limits(settings: Settings) -> RateLimits | None:
@@ -100,11 +119,23 @@ def create_app(settings: Settings) -> FastAPI:
         database = Database(database_url, settings)
         await database.open()
         await verifier.start()
+        notifications = Notifications(_listen_url(settings, database), "task_changes")
+        await notifications.start()
+        secret = _cursor_secret(settings)
+        changes = ChangeFeed(database, settings.sync_retention_seconds)
+        sync_tokens = SyncTokenCodec(secret)
         state = {
             AUTHENTICATION: Authentication(verifier, rate_limits),
             impl.tasks.handlers.STATE_KEY: impl.tasks.handlers.Resources(
                 store=TaskStore(database, settings.max_tasks_per_user),
-                cursors=CursorCodec(_cursor_secret(settings)),
+                cursors=CursorCodec(secret),
+                changes=changes,
+                sync_tokens=sync_tokens,
+                live=LiveStreams(changes, sync_tokens, notifications, StreamSettings(
+                    heartbeat_seconds=settings.sync_heartbeat_seconds,
+                    poll_seconds=settings.sync_poll_seconds,
+                    max_per_user=settings.sync_max_streams_per_user,
+                )),
             ),
             impl.system.handlers.STATE_KEY: impl.system.handlers.Resources(database=database),
         }
@@ -113,9 +144,12 @@ def create_app(settings: Settings) -> FastAPI:
         # collections long, which showed up as p99 latency.
         gc.collect()
         gc.freeze()
+        purge_every = min(3600.0, max(settings.sync_retention_seconds / 4, 1.0))
         try:
-            yield state
+            async with running_every(purge_every, changes.purge_tombstones, "tombstone purge"):
+                yield state
         finally:
+            await notifications.stop()
             await database.close()
 
     app = TaskApi(
@@ -146,7 +180,9 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
+            allow_headers=[
+                "Authorization", "Content-Type", "If-Match", "Idempotency-Key", "Last-Event-ID"
+            ],
             expose_headers=[
                 "ETag", "Location", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"
             ],

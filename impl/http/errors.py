@@ -23,6 +23,8 @@ from impl.platform.errors import (
     NotFound,
     QuotaExceeded,
     Stale,
+    SyncTokenExpired,
+    TooManyOpen,
     Unauthenticated,
     Unavailable,
 )
@@ -146,6 +148,7 @@ _KINDS: list[tuple[type[DomainError], int, str]] = [
     (Stale, 412, "PRECONDITION_FAILED"),
     (QuotaExceeded, 409, "QUOTA_EXCEEDED"),
     (Conflict, 409, "CONFLICT"),
+    (SyncTokenExpired, 410, "SYNC_TOKEN_EXPIRED"),
 ]
 
 
@@ -157,6 +160,10 @@ def api_error(error: DomainError) -> ApiError:
         return Unauthorized(error.message)
     if isinstance(error, Unavailable):
         return ServiceUnavailable(error.message)
+    if isinstance(error, TooManyOpen):
+        refused = ApiError(error.message, headers={"Retry-After": str(error.retry_after_seconds)})
+        refused.status_code, refused.code = 429, "TOO_MANY_REQUESTS"
+        return refused
     for kind, status_code, code in _KINDS:
         if isinstance(error, kind):
             mapped = ApiError(error.message)

@@ -41,6 +41,20 @@ class QuotaExceeded(DomainError):
     message = "Quota reached"
 
 
+class SyncTokenExpired(DomainError):
+    """A sync token older than what the server keeps (tombstones), or from a database that has
+    since been reset: the client must start over."""
+
+    message = "The sync token has expired: sync again without a token"
+
+
+class TooManyOpen(DomainError):
+    """The caller already holds as many long-lived resources (streams) as allowed."""
+
+    message = "Too many open streams"
+    retry_after_seconds = 5
+
+
 class InvalidInput(DomainError):
     """A value the request's schema could not refuse (a day that does not exist, a tampered
     cursor): `field` names it as the envelope's details do (`body.due_date`, `query.cursor`)."""

@@ -15,13 +15,23 @@ listener open until that has been quiet for a while (evidence that the balancer 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBES = frozenset({"/api/health", "/api/ready"})
+# The server's "closing" event, for the request being served: set when the server starts
+# stopping, so long-lived responses (event streams) end by themselves instead of holding the
+# shutdown up. None when the app runs without this wrapper (tests' plain uvicorn).
+_closing: ContextVar[asyncio.Event | None] = ContextVar("closing", default=None)
 _stopping: ContextVar[bool] = ContextVar("stopping", default=False)
+
+
+def server_closing() -> asyncio.Event | None:
+    """The event set when the server serving the current request starts stopping."""
+    return _closing.get()
 
 
 def stopping() -> bool:
@@ -34,15 +44,22 @@ class HandOver:
         self.app = app
         self.stopping_since: float | None = None
         self.last_request = float("-inf")  # time.monotonic() of the last non-probe request
+        self.closing = asyncio.Event()
 
     def begin(self) -> None:
         if self.stopping_since is None:
             self.stopping_since = time.monotonic()
+        self.close_streams()
+
+    def close_streams(self) -> None:
+        """Tell long-lived responses to end (they send their clients a retry hint)."""
+        self.closing.set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        _closing.set(self.closing)  # this request's context only (each has its own)
         if scope["path"] not in PROBES:
             self.last_request = time.monotonic()
         if self.stopping_since is None:

@@ -51,6 +51,9 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.hand_over is not None and self.ready_grace > 0:
             await self._hand_over(self.hand_over)
+        if self.hand_over is not None:
+            # Event streams end now (with a retry hint): uvicorn would otherwise wait for them.
+            self.hand_over.close_streams()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_SECONDS
         while loop.time() < deadline and self._connections_waiting():

@@ -26,7 +26,9 @@ MAX_RATE_LIMIT_REFILL_SECONDS = 86400
 MAX_RATE_LIMIT_BURST = 1_000_000_000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Never echoed back in an error message, and masked by `task-api config`.
-SECRET_FIELDS = frozenset({"database_url", "better_auth_secret", "cursor_secret"})
+SECRET_FIELDS = frozenset(
+    {"database_url", "database_listen_url", "better_auth_secret", "cursor_secret"}
+)
 
 _ORIGINS = (
     "browser origins such as http://localhost:3000 (scheme://host[:port], no path): one, "
@@ -112,8 +114,31 @@ class Settings(BaseSettings):
     shutdown_ready_grace_seconds: float = Field(
         default=0.0, ge=0, le=60, allow_inf_nan=False, description="a number of seconds from 0 to 60"
     )
+    # The change feed and its live stream (impl/tasks/changes.py, impl/tasks/live.py).
+    # Tombstones are kept this long; an older sync token answers 410 (30 days by default).
+    sync_retention_seconds: int = Field(
+        default=30 * 86400, ge=1, le=3650 * 86400,
+        description="a whole number of seconds from 1 to 315360000 (ten years)",
+    )
+    # A comment line on an idle stream this often, so proxies do not close it.
+    sync_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=300, allow_inf_nan=False,
+        description="a number of seconds above 0, at most 300",
+    )
+    # Open streams per user on one server; one more answers 429.
+    sync_max_streams_per_user: int = Field(
+        default=10, ge=1, le=10_000, description="a whole number from 1 to 10000"
+    )
+    # Where the live streams LISTEN for commits: a direct (not pooled) connection. Unset: the
+    # DATABASE_URL, unless that is a transaction pooler (statement cache off), where LISTEN
+    # cannot work: then each stream polls every SYNC_POLL_SECONDS instead.
+    database_listen_url: str | None = Field(default=None, description="a postgresql:// URL")
+    sync_poll_seconds: float = Field(
+        default=2.0, gt=0, le=60, allow_inf_nan=False,
+        description="a number of seconds above 0, at most 60",
+    )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_listen_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None:

@@ -16,12 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from generated.models import Priority, SortOrder, StatusFilter, TaskPatch, TaskWrite
+from impl.http import sse
 from impl.http.auth import Principal
 from impl.http.envelope import success
 from impl.http.state import lifespan_state
+from impl.platform.hand_over import server_closing
+from impl.tasks.changes import ChangeFeed
 from impl.tasks.cursor import CursorCodec
 from impl.tasks.fields import etag, instant, parse_if_match, patch_changes, write_fields
+from impl.tasks.live import LiveStreams
 from impl.tasks.store import ListQuery, TaskStore
+from impl.tasks.sync_token import SyncPosition, SyncTokenCodec
 
 STATE_KEY = "tasks"
 
@@ -32,6 +37,9 @@ class Resources:
 
     store: TaskStore
     cursors: CursorCodec
+    changes: ChangeFeed
+    sync_tokens: SyncTokenCodec
+    live: LiveStreams
 
 
 async def resources(request: Request) -> Resources:
@@ -98,6 +106,36 @@ async def create_task(
 
 async def get_task_stats(*, principal: Principal, resources: Resources) -> Response:
     return success(await resources.store.stats(user_id=principal.user_id))
+
+
+async def list_task_changes(
+    *, principal: Principal, resources: Resources, since: str | None, limit: int
+) -> Response:
+    user_id = principal.user_id
+    position = resources.sync_tokens.decode(user_id, since) if since else None
+    page = await resources.changes.page(user_id=user_id, position=position, limit=limit)
+    return success(
+        {"tasks": page.tasks, "deleted": page.deleted},
+        sync_token=resources.sync_tokens.encode(user_id, page.position),
+        has_more=page.has_more,
+    )
+
+
+async def stream_task_events(
+    *, principal: Principal, resources: Resources, since: str | None, last_event_id: str | None
+) -> Response:
+    user_id = principal.user_id
+    tokens = resources.sync_tokens
+    # A reconnecting EventSource-style client sends the last event's id: it wins over `since`.
+    position: SyncPosition | None = None
+    if last_event_id is not None:
+        position = tokens.decode(user_id, last_event_id, "header.Last-Event-ID")
+    elif since is not None:
+        position = tokens.decode(user_id, since)
+    messages = await resources.live.open(
+        user_id=user_id, position=position, closing=server_closing()
+    )
+    return sse.event_stream(messages)
 
 
 async def get_task(*, principal: Principal, resources: Resources, task_id: uuid.UUID) -> Response:

@@ -63,6 +63,20 @@ SEARCH_TERMS = r"""array_to_tsvector(string_to_array(regexp_replace(btrim(regexp
 )::tsvector"""
 
 
+class Xid8(sa.types.UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (never wraps): which transaction wrote a row, which the
+    change feed compares with a sync token's snapshot (impl/tasks/changes.py)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: object) -> str:
+        return "xid8"
+
+
+# The id of the writing transaction, as a column default (insert) and by trigger (update).
+CURRENT_XID = sa.text("pg_current_xact_id()")
+
+
 # A PostgreSQL enum sorts in declaration order: ORDER BY priority ranks low < medium < high.
 priority_type = postgresql.ENUM(*PRIORITIES, name="task_priority", create_type=False)
 
@@ -94,6 +108,8 @@ class Task(SQLModel, table=True):
         sa.Index("ix_tasks_user_due_desc", "user_id", sa.text(DUE_DESC), "id", *FILTERED),
         sa.Index("ix_tasks_user_priority", "user_id", "priority", "id", "completed"),
         sa.Index("ix_tasks_user_title", "user_id", "title", "id", *FILTERED),
+        # The change feed's order: a user's tasks by the transaction that last wrote them.
+        sa.Index("ix_tasks_user_change", "user_id", "change_xid", "id"),
         # Word prefixes and tags, scoped to the user (the functions of migration 0004).
         # A pending list of at most 64 kB (migration 0005): every search reads it all.
         sa.Index(
@@ -141,6 +157,10 @@ class Task(SQLModel, table=True):
     version: int = Field(
         default=1,
         sa_column=sa.Column(sa.Integer, nullable=False, server_default="1", info=SET_BY_SERVER),
+    )
+    # The transaction that last wrote the task (migration 0007): the change feed's position.
+    change_xid: int = Field(
+        sa_column=sa.Column(Xid8(), nullable=False, server_default=CURRENT_XID, info=INTERNAL)
     )
     # What `q` and `tag` search (SEARCH_TERMS).
     search: str = Field(
@@ -230,3 +250,26 @@ class TaskTag(SQLModel, table=True):
     )
     task_id: uuid.UUID = Field(primary_key=True)
     word_bits: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class TaskTombstone(SQLModel, table=True):
+    """A deleted task, for the change feed (migration 0007: written by the `tasks` delete
+    trigger in the deleting transaction, purged after SYNC_RETENTION_SECONDS)."""
+
+    __tablename__ = "task_tombstones"
+    __table_args__ = (
+        user_id_check(),
+        sa.PrimaryKeyConstraint("user_id", "change_xid", "task_id"),
+        sa.Index("ix_task_tombstones_deleted_at", "deleted_at", postgresql_using="brin"),
+    )
+
+    user_id: str = Field(sa_column=user_id_column(primary_key=True))
+    change_xid: int = Field(
+        sa_column=sa.Column(Xid8(), primary_key=True, server_default=CURRENT_XID)
+    )
+    task_id: uuid.UUID = Field(primary_key=True)
+    deleted_at: datetime = Field(
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        )
+    )

@@ -216,8 +216,15 @@ class Contract:
         for status, response in raw.items():
             response = self.resolve(response, f"{where} response {status}")
             content = response.get("content", {})
+            if str(status).startswith("2") and set(content) == {"text/event-stream"}:
+                # A stream: the handler writes the events (impl/http/sse.py); no model.
+                statuses[str(status)] = ""
+                continue
             if set(content) - {"application/json"}:
-                raise ContractError(f"{where} response {status}: only application/json bodies")
+                raise ContractError(
+                    f"{where} response {status}: only application/json bodies "
+                    "(or text/event-stream alone, for a 2xx stream)"
+                )
             model = self.ref_name(content["application/json"]["schema"]) if content else None
             if content and not model:
                 raise ContractError(f"{where} response {status}: the schema must be a $ref")
@@ -367,11 +374,15 @@ class McpTools:
         content = response.get("content", {}).get("application/json")
         if not content:
             return "none", None, response.get("description", "")
+        raw_meta = self.contract.resolve(content["schema"], where).get("properties", {}).get("meta")
         envelope = self.inline(content["schema"], where)
         data = envelope.get("properties", {}).get("data")
         if data is None:
             raise ContractError(f"{where}: the success body must be a {{data, meta}} envelope")
-        if data.get("type") == "object":
+        # The data alone, unless the meta carries more than the plain Meta (a cursor, a sync
+        # token): then the tool returns the envelope, so the assistant can pass it back.
+        plain_meta = raw_meta == {"$ref": "#/components/schemas/Meta"}
+        if data.get("type") == "object" and plain_meta:
             return "data", data, response.get("description", "")
         return "envelope", envelope, response.get("description", "")
 
@@ -459,6 +470,8 @@ class McpTools:
             shared = item.get("parameters", [])
             for method, operation in item.items():
                 if method not in SUPPORTED_METHODS:
+                    continue
+                if operation.get("x-mcp-tool") is False:  # not a tool (a stream)
                     continue
                 if self.contract.secured(operation, f"{method.upper()} {path}"):
                     result.append(self.tool(path, method, operation, shared))

@@ -1,0 +1,41 @@
+"""A chore that every replica runs now and then (purging what has expired). Chores here are
+idempotent single statements, so replicas running them at once only repeat each other's work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from impl.platform.errors import DATABASE_DOWN
+
+log = logging.getLogger("task_api.periodic")
+
+
+@asynccontextmanager
+async def running_every(
+    seconds: float, chore: Callable[[], Awaitable[object]], name: str
+) -> AsyncIterator[None]:
+    """Runs `chore` once now and every `seconds` while the block runs; a failure is logged
+    and the chore tried again next time."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                await chore()
+            except DATABASE_DOWN as error:
+                log.warning("%s: database unavailable (%s); next try in %.0f s",
+                            name, type(error).__name__, seconds)
+            except Exception:
+                log.exception("%s failed; next try in %.0f s", name, seconds)
+            await asyncio.sleep(seconds)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

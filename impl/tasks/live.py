@@ -1,0 +1,175 @@
+"""The live stream: the change feed (impl/tasks/changes.py) pushed as Server-Sent Events.
+
+A stream reads the feed from its position until it has caught up, sends what it read (each
+event's id is the sync token after it, so `Last-Event-ID` resumes exactly there), says
+`up-to-date`, then sleeps until a commit of its user wakes it (LISTEN/NOTIFY,
+impl/platform/notifications.py), or, without a listener, until its next poll. It registers
+its wake-up before its first read, so a commit between the read and the sleep is not missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+
+from impl.http import sse
+from impl.http.envelope import dumps
+from impl.platform.errors import TooManyOpen
+from impl.platform.notifications import Notifications
+from impl.tasks.changes import ChangeFeed
+from impl.tasks.sync_token import SyncPosition, SyncTokenCodec
+
+PAGE_SIZE = 200
+RETRY_MILLISECONDS = 3000  # a dropped client reconnects after this
+CLOSING_RETRY_MILLISECONDS = 1000  # when the server stops: come back soon, to another replica
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    heartbeat_seconds: float
+    poll_seconds: float  # without a listener (behind a transaction pooler)
+    max_per_user: int
+
+
+class LiveStreams:
+    """The open streams of this process, counted per user (the cap)."""
+
+    def __init__(
+        self,
+        feed: ChangeFeed,
+        tokens: SyncTokenCodec,
+        notifications: Notifications,
+        settings: StreamSettings,
+    ) -> None:
+        self.feed = feed
+        self.tokens = tokens
+        self.notifications = notifications
+        self.settings = settings
+        self.open_per_user: Counter[str] = Counter()
+
+    async def open(
+        self, *, user_id: str, position: SyncPosition | None, closing: asyncio.Event | None
+    ) -> AsyncIterator[bytes]:
+        """The stream's messages. Refuses (429) a user who has the most streams open already;
+        reads the first catch-up before the response starts, so an expired or foreign token is
+        a 410 or 422 envelope, not a broken stream."""
+        if self.open_per_user[user_id] >= self.settings.max_per_user:
+            raise TooManyOpen(
+                f"Too many open streams: at most {self.settings.max_per_user} per user on one "
+                "server; close one first"
+            )
+        stream = _OpenStream(self, user_id)
+        try:
+            position, first = await self._catch_up(user_id, position, first=True)
+        except BaseException:
+            stream.release()
+            raise
+        return stream.messages(self._messages(stream, position, closing or asyncio.Event(), first))
+
+    async def _messages(
+        self,
+        stream: _OpenStream,
+        position: SyncPosition,
+        closing: asyncio.Event,
+        first: list[bytes],
+    ) -> AsyncIterator[bytes]:
+        waiter = stream.waiter
+        yield sse.retry(RETRY_MILLISECONDS)
+        for message in first:
+            yield message
+        last_sent = time.monotonic()
+        while True:
+            # Sleep until a commit of this user, the server closing, a heartbeat or a poll.
+            timeout = self.settings.heartbeat_seconds - (time.monotonic() - last_sent)
+            if not self.notifications.listening:
+                timeout = min(timeout, self.settings.poll_seconds)
+            await _first_of(waiter.woken, closing, max(timeout, 0.0))
+            if closing.is_set():
+                break
+            if waiter.woken.is_set() or not self.notifications.listening:
+                waiter.woken.clear()  # before the read: a commit during it wakes us again
+                position, messages = await self._catch_up(stream.user_id, position, first=False)
+                for message in messages:
+                    yield message
+                if messages:
+                    last_sent = time.monotonic()
+            if time.monotonic() - last_sent >= self.settings.heartbeat_seconds:
+                yield sse.comment("heartbeat")
+                last_sent = time.monotonic()
+        yield sse.retry(CLOSING_RETRY_MILLISECONDS)
+
+    async def _catch_up(
+        self, user_id: str, position: SyncPosition | None, *, first: bool
+    ) -> tuple[SyncPosition, list[bytes]]:
+        """Read the feed until caught up: a `changes` event per page that holds any, then one
+        `up-to-date` event (always on the stream's first catch-up, else after changes)."""
+        messages: list[bytes] = []
+        while True:
+            page = await self.feed.page(user_id=user_id, position=position, limit=PAGE_SIZE)
+            position = page.position
+            token = self.tokens.encode(user_id, position)
+            if page.tasks or page.deleted:
+                data = dumps({"tasks": page.tasks, "deleted": page.deleted})
+                messages.append(sse.event("changes", data, token))
+            if not page.has_more:
+                if messages or first:
+                    messages.append(
+                        sse.event("up-to-date", orjson.dumps({"sync_token": token}), token)
+                    )
+                return position, messages
+
+
+class _OpenStream:
+    """One open stream: counted against its user's cap, and its wake-up registered, from
+    open() until its messages end, fail or are dropped unread (a client that went away
+    before the first byte: the response never iterates them)."""
+
+    def __init__(self, streams: LiveStreams, user_id: str) -> None:
+        self.streams = streams
+        self.user_id = user_id
+        # Registered before the first read: a commit from then on wakes the stream.
+        self.waiter = streams.notifications.wait_for(user_id)
+        streams.open_per_user[user_id] += 1
+        self.released = False
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.streams.notifications.forget(self.waiter)
+        counts = self.streams.open_per_user
+        counts[self.user_id] -= 1
+        if counts[self.user_id] <= 0:
+            del counts[self.user_id]
+
+    async def messages(self, inner: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for message in inner:
+                yield message
+        finally:
+            self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+async def _first_of(woken: asyncio.Event, closing: asyncio.Event, timeout: float) -> bool:
+    """True when `woken` or `closing` is set within `timeout` seconds."""
+    if woken.is_set() or closing.is_set():
+        return True
+    waits = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(closing.wait())]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return bool(done)
+    finally:
+        for wait in waits:
+            if not wait.done():
+                wait.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await wait
