@@ -67,6 +67,19 @@ _CHANGE_KEYS = """
      ORDER BY d.change_xid, d.task_id LIMIT $6)
     ORDER BY 1, 2 LIMIT $6
 """
+# Whether anything committed after a continued round's target (on a round's first page the
+# target is the statement's own snapshot: nothing is newer). A round that ends says `has_more`
+# then, so a device that stops at `has_more: false` has every change committed before that
+# response, not only those before its round began.
+_NEWER = """
+    ($3::text IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM tasks n WHERE n.user_id = $1
+                AND n.change_xid >= pg_snapshot_xmin(r.target)
+                AND NOT pg_visible_in_snapshot(n.change_xid, r.target))
+        OR EXISTS (SELECT 1 FROM task_tombstones n WHERE n.user_id = $1
+                   AND n.change_xid >= pg_snapshot_xmin(r.target)
+                   AND NOT pg_visible_in_snapshot(n.change_xid, r.target))))
+"""
 PAGE_SQL = f"""
 WITH r AS (
     SELECT coalesce($3::text::pg_snapshot, pg_current_snapshot()) AS target,
@@ -75,11 +88,17 @@ WITH r AS (
 SELECT r.target::text AS round_target, now() AS database_now,
        coalesce(pg_snapshot_xmax(r.seen) > pg_snapshot_xmax(pg_current_snapshot()), false)
            AS from_the_future,
+       {_NEWER} AS newer_changes,
        c.change_xid::text AS change_xid, c.id AS change_id, c.deleted_at,
-       {select_list("t.")}
+       t.*
 FROM r
 LEFT JOIN LATERAL ({_CHANGE_KEYS}) c ON true
-LEFT JOIN tasks t ON c.deleted_at IS NULL AND t.user_id = $1 AND t.id = c.id
+-- Each task by its primary key. LIMIT 1 keeps the subquery a lateral lookup per change: joined
+-- plainly, the planner may read all of the user's tasks and filter them.
+LEFT JOIN LATERAL (
+    SELECT {select_list()} FROM tasks
+    WHERE id = c.id AND user_id = $1 AND c.deleted_at IS NULL LIMIT 1
+) t ON true
 ORDER BY c.change_xid, c.id
 """
 
@@ -143,7 +162,8 @@ class ChangeFeed:
                 f"{_duration(self.retention)}): sync again without a token"
             )
         found = [record for record in records if record["change_id"] is not None]
-        has_more = len(found) > limit
+        full = len(found) > limit
+        has_more = full or head["newer_changes"]
         found = found[:limit]
         tasks, deleted = [], []
         for record in found:
@@ -153,14 +173,14 @@ class ChangeFeed:
                 tasks.append({name: record[name] for name in FIELDS})
         # A round that starts with this page has this statement's snapshot and clock.
         target_at = position.target_at if position and position.target else now
-        if has_more:
+        if full:
             last = found[-1]
             next_position = SyncPosition(
                 seen=seen, seen_at=position.seen_at if position else None,
                 target=head["round_target"], target_at=target_at,
                 after=(last["change_xid"], last["change_id"]),
             )
-        else:  # caught up: every change visible in the target has been delivered
+        else:  # the round is over: every change visible in its target has been delivered
             next_position = SyncPosition(seen=head["round_target"], seen_at=target_at)
         return ChangePage(tasks=tasks, deleted=deleted, position=next_position, has_more=has_more)
 

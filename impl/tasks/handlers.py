@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,10 @@ from starlette.responses import Response
 from generated.models import Priority, SortOrder, StatusFilter, TaskPatch, TaskWrite
 from impl.http import sse
 from impl.http.auth import Principal
-from impl.http.envelope import success
+from impl.http.envelope import dumps, success
 from impl.http.state import lifespan_state
 from impl.platform.hand_over import server_closing
+from impl.tasks import live
 from impl.tasks.changes import ChangeFeed
 from impl.tasks.cursor import CursorCodec
 from impl.tasks.fields import etag, instant, parse_if_match, patch_changes, write_fields
@@ -135,7 +137,17 @@ async def stream_task_events(
     messages = await resources.live.open(
         user_id=user_id, position=position, closing=server_closing()
     )
-    return sse.event_stream(messages)
+    return sse.event_stream(_as_server_sent_events(messages))
+
+
+async def _as_server_sent_events(messages: AsyncIterator[live.Message]) -> AsyncIterator[bytes]:
+    async for message in messages:
+        if isinstance(message, live.Event):
+            yield sse.event(message.name, dumps(message.data), message.event_id)
+        elif isinstance(message, live.Retry):
+            yield sse.retry(message.milliseconds)
+        else:
+            yield sse.comment("heartbeat")
 
 
 async def get_task(*, principal: Principal, resources: Resources, task_id: uuid.UUID) -> Response:

@@ -1,4 +1,5 @@
-"""The live stream: the change feed (impl/tasks/changes.py) pushed as Server-Sent Events.
+"""The live stream: the change feed (impl/tasks/changes.py) pushed as it commits. The handler
+writes these messages as Server-Sent Events (impl/http/sse.py).
 
 A stream reads the feed from its position until it has caught up, sends what it read (each
 event's id is the sync token after it, so `Last-Event-ID` resumes exactly there), says
@@ -15,17 +16,38 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
-import orjson
-
-from impl.http import sse
-from impl.http.envelope import dumps
 from impl.platform.errors import TooManyOpen
 from impl.platform.notifications import Notifications
 from impl.tasks.changes import ChangeFeed
 from impl.tasks.sync_token import SyncPosition, SyncTokenCodec
 
 PAGE_SIZE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event of the stream: its name, its data (JSON-ready) and its id (a sync token)."""
+
+    name: str
+    data: dict[str, Any]
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How long the client should wait before it reconnects."""
+
+    milliseconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Nothing happened: a line that keeps proxies from closing the idle connection."""
+
+
+Message = Event | Retry | Heartbeat
 RETRY_MILLISECONDS = 3000  # a dropped client reconnects after this
 CLOSING_RETRY_MILLISECONDS = 1000  # when the server stops: come back soon, to another replica
 
@@ -55,7 +77,7 @@ class LiveStreams:
 
     async def open(
         self, *, user_id: str, position: SyncPosition | None, closing: asyncio.Event | None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[Message]:
         """The stream's messages. Refuses (429) a user who has the most streams open already;
         reads the first catch-up before the response starts, so an expired or foreign token is
         a 410 or 422 envelope, not a broken stream."""
@@ -77,10 +99,10 @@ class LiveStreams:
         stream: _OpenStream,
         position: SyncPosition,
         closing: asyncio.Event,
-        first: list[bytes],
-    ) -> AsyncIterator[bytes]:
+        first: list[Message],
+    ) -> AsyncIterator[Message]:
         waiter = stream.waiter
-        yield sse.retry(RETRY_MILLISECONDS)
+        yield Retry(RETRY_MILLISECONDS)
         for message in first:
             yield message
         last_sent = time.monotonic()
@@ -100,28 +122,26 @@ class LiveStreams:
                 if messages:
                     last_sent = time.monotonic()
             if time.monotonic() - last_sent >= self.settings.heartbeat_seconds:
-                yield sse.comment("heartbeat")
+                yield Heartbeat()
                 last_sent = time.monotonic()
-        yield sse.retry(CLOSING_RETRY_MILLISECONDS)
+        yield Retry(CLOSING_RETRY_MILLISECONDS)
 
     async def _catch_up(
         self, user_id: str, position: SyncPosition | None, *, first: bool
-    ) -> tuple[SyncPosition, list[bytes]]:
+    ) -> tuple[SyncPosition, list[Message]]:
         """Read the feed until caught up: a `changes` event per page that holds any, then one
         `up-to-date` event (always on the stream's first catch-up, else after changes)."""
-        messages: list[bytes] = []
+        messages: list[Message] = []
         while True:
             page = await self.feed.page(user_id=user_id, position=position, limit=PAGE_SIZE)
             position = page.position
             token = self.tokens.encode(user_id, position)
             if page.tasks or page.deleted:
-                data = dumps({"tasks": page.tasks, "deleted": page.deleted})
-                messages.append(sse.event("changes", data, token))
+                data = {"tasks": page.tasks, "deleted": page.deleted}
+                messages.append(Event("changes", data, token))
             if not page.has_more:
                 if messages or first:
-                    messages.append(
-                        sse.event("up-to-date", orjson.dumps({"sync_token": token}), token)
-                    )
+                    messages.append(Event("up-to-date", {"sync_token": token}, token))
                 return position, messages
 
 
@@ -148,7 +168,7 @@ class _OpenStream:
         if counts[self.user_id] <= 0:
             del counts[self.user_id]
 
-    async def messages(self, inner: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def messages(self, inner: AsyncIterator[Message]) -> AsyncIterator[Message]:
         try:
             async for message in inner:
                 yield message

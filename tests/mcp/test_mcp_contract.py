@@ -22,9 +22,10 @@ from tests.contract.test_contract_drift import CONTRACT, _regen_sandbox, resolve
 
 METHODS = ("get", "put", "post", "delete", "patch")
 # The issue's list: list, create, get, replace, update, delete, stats.
+# Every secured operation but the event stream (`x-mcp-tool: false`: not a tool to call).
 TASK_TOOLS = {
     "list_tasks", "add_task", "get_task", "replace_task", "update_task", "delete_task",
-    "get_task_stats",
+    "get_task_stats", "list_task_changes",
 }
 
 
@@ -52,6 +53,8 @@ def expected_tools(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """What the contract says each tool is, independently of the visitor's code."""
     expected = {}
     for path, method, operation, shared in secured_operations(doc):
+        if operation.get("x-mcp-tool") is False:  # the contract says: not a tool
+            continue
         params = [resolve(doc, p) for p in [*shared, *operation.get("parameters", [])]]
         arguments = {snake(p["name"]): (p["in"], p["name"], p) for p in params}
         required = [snake(p["name"]) for p in params if p.get("required")]
