@@ -608,7 +608,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'minLength': 1,
                     'maxLength': 64,
                     'pattern': '^[^\\u0000\\r\\n]+$',
-                    'description': 'The `ETag` last seen; the write is refused with 412 when the task has changed since.',
+                    'description': 'The `ETag` last seen, quotes included (`"3"`), or `*`; a list of tags matches any of them. The write is refused with 412 when the task has changed since. A value that is not `*` or a list of entity tags (RFC 9110), such as a bare version `3`, is refused with 422 (`header.If-Match`): a bare version is not accepted. A well-formed tag that names no version of the task (a weak `W/"3"`, `"three"`) matches nothing: 412.',
                     'examples': ['"1"'],
                 },
                 'title': {
@@ -761,7 +761,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'minLength': 1,
                     'maxLength': 64,
                     'pattern': '^[^\\u0000\\r\\n]+$',
-                    'description': 'The `ETag` last seen; the write is refused with 412 when the task has changed since.',
+                    'description': 'The `ETag` last seen, quotes included (`"3"`), or `*`; a list of tags matches any of them. The write is refused with 412 when the task has changed since. A value that is not `*` or a list of entity tags (RFC 9110), such as a bare version `3`, is refused with 422 (`header.If-Match`): a bare version is not accepted. A well-formed tag that names no version of the task (a weak `W/"3"`, `"three"`) matches nothing: 412.',
                     'examples': ['"1"'],
                 },
                 'title': {
@@ -904,7 +904,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'minLength': 1,
                     'maxLength': 64,
                     'pattern': '^[^\\u0000\\r\\n]+$',
-                    'description': 'The `ETag` last seen; the write is refused with 412 when the task has changed since.',
+                    'description': 'The `ETag` last seen, quotes included (`"3"`), or `*`; a list of tags matches any of them. The write is refused with 412 when the task has changed since. A value that is not `*` or a list of entity tags (RFC 9110), such as a bare version `3`, is refused with 422 (`header.If-Match`): a bare version is not accepted. A well-formed tag that names no version of the task (a weak `W/"3"`, `"three"`) matches nothing: 412.',
                     'examples': ['"1"'],
                 },
             },
