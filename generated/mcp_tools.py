@@ -135,7 +135,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'minLength': 1,
                     'maxLength': 4096,
                     'pattern': '^[A-Za-z0-9_-]+$',
-                    'description': 'Opaque `meta.next_cursor` of the previous page. It marks the last task of that page, so the next page starts after that task, in the order and with the filters of this request (normally the same as before). A cursor that was altered, or issued to another user, is a 422.',
+                    'description': 'Opaque `meta.next_cursor` of the previous page. It marks the last task of that page, so the next page starts after that task, in the order and with the filters of this request (normally the same as before). It is sealed: nothing of that task can be read from it. A cursor that was altered, or issued to another user, is a 422.',
                 },
             },
             'additionalProperties': False,

@@ -191,8 +191,9 @@ def _result(tool: ToolOperation, status: int, answer: bytes) -> types.CallToolRe
             content=[types.TextContent(text=orjson.dumps(structured).decode())],
             structured_content=structured,
         )
-    error = envelope.get("error") if isinstance(envelope, dict) else None
-    if not isinstance(error, dict):  # never expected: every error of the API is an envelope
-        error = {"code": "INTERNAL_ERROR", "message": f"Unexpected answer: HTTP {status}"}
-        envelope = {"error": error}
-    return _tool_error(envelope)
+    if isinstance(envelope, dict) and isinstance(envelope.get("error"), dict):
+        return _tool_error(envelope)
+    # Never expected: every error of the API is an envelope.
+    return _tool_error(
+        {"error": {"code": "INTERNAL_ERROR", "message": f"Unexpected answer: HTTP {status}"}}
+    )
