@@ -12,7 +12,13 @@ import sys
 from typing import Any
 
 from impl.platform.logs import logging_config
-from impl.platform.settings import ConfigurationError, Settings, describe_value, load_settings
+from impl.platform.settings import (
+    ConfigurationError,
+    Settings,
+    describe_value,
+    load_settings,
+    misspelled_variables,
+)
 
 log = logging.getLogger("task_api.cli")
 
@@ -170,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     logging.captureWarnings(True)  # Python warnings in the same format, not bare text
+    for line in misspelled_variables():
+        log.warning(line)
     result: int = args.handler(args, settings)
     return result
 
