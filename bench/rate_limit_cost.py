@@ -2,7 +2,7 @@
 token bucket shared through PostgreSQL (one upsert per request, what N replicas would need to
 share one limit). Prints figures; asserts nothing.
 
-    uv run python bench/rate_limit_cost.py [--requests 5000]
+    .venv/bin/python bench/rate_limit_cost.py [--requests 5000]
 """
 
 from __future__ import annotations

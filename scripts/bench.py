@@ -1,6 +1,6 @@
 """HTTP benchmark: the API against a minimal Starlette + raw asyncpg baseline, on one PostgreSQL.
 
-    uv run python scripts/bench.py [--duration 10] [--rounds 2] [--quick]
+    .venv/bin/python scripts/bench.py [--duration 10] [--rounds 2] [--quick]
 
 What it does, in one run (about 10 minutes by default, under 3 with --quick):
 
@@ -531,7 +531,7 @@ def run(config: Config) -> int:
     started = time.monotonic()
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "command": " ".join(["uv run python scripts/bench.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python scripts/bench.py", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "wrk": wrk_version,
                     "load_average_at_start": round(os.getloadavg()[0], 2)},

@@ -4,7 +4,7 @@ the middle of the load. Prints, per run: how many requests failed (and which), h
 acknowledged writes were lost, how long until HAProxy marked the replica DOWN, when it last
 sent it a request, and its connection errors, retries and redispatches.
 
-    uv run --locked python scripts/bench_replica_kill.py [--runs 3] [--users 32]
+    .venv/bin/python scripts/bench_replica_kill.py [--runs 3] [--users 32]
 
 `--signal TERM --ready-grace 0` measures a stop without the hand-over instead (the control for
 the rolling-restart test). Uses DATABASE_URL and BETTER_AUTH_SECRET when set, else a throwaway

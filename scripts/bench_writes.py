@@ -2,7 +2,7 @@
 INSERT, per UPDATE of `completed` and per UPDATE of `title` (a PATCH of each), with the schema
 of 0003 and then each part added in turn, on the same data.
 
-    uv run python scripts/bench_writes.py [--statements 2000] [--rounds 5]
+    .venv/bin/python scripts/bench_writes.py [--statements 2000] [--rounds 5]
 
 It starts a private PostgreSQL (pgserver, temporary directory), loads 60,000 realistic tasks
 (bench/data.py), and makes one database per step from a template of the previous one. The

@@ -124,3 +124,39 @@ def test_token_refuses_what_is_not_a_user_id(user_id: str, reason: str) -> None:
     env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
     bad = run("token", user_id, env=env)
     assert bad.returncode == 2 and reason in bad.stderr, bad.stderr
+
+
+@pytest.mark.parametrize("ttl", ["-5", "0", "1.5", "soon"])
+def test_token_refuses_a_ttl_that_is_not_seconds_above_zero(ttl: str) -> None:
+    """`--ttl -5` once minted a token that had expired before it was printed."""
+    env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
+    bad = run("token", "someone", "--ttl", ttl, env=env)
+    assert bad.returncode == 2 and bad.stdout == "", bad
+    assert f"argument --ttl: '{ttl}' is not a whole number of seconds above 0" in bad.stderr
+
+
+@pytest.mark.parametrize(("name", "user_id"), [
+    ("alice", "a11ce000-0000-4000-8000-000000000001"),
+    ("bob", "b0b00000-0000-4000-8000-000000000002"),
+])
+def test_token_takes_the_demo_users_by_name(name: str, user_id: str) -> None:
+    """`token alice` is the demo user alice (whose seeded tasks the token then lists), not a
+    user whose id is the word alice; stderr says which id, stdout stays the bare token."""
+    env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
+    result = run("token", name, env=env)
+    assert result.returncode == 0, result.stderr
+    assert jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])["sub"] == user_id
+    assert result.stderr == f"task-api token: {name} is the demo user {user_id}\n"
+
+
+def test_the_wrapper_runs_task_api_with_nothing_on_path(tmp_path: Path) -> None:
+    """README writes every command as `./scripts/task-api ...`: it must work where `uv` and
+    the environment's bin/ are not on PATH, in the directory it is called from (whose .env the
+    settings read)."""
+    wrapper = Path(__file__).resolve().parents[2] / "scripts" / "task-api"
+    (tmp_path / ".env").write_text(f"BETTER_AUTH_SECRET={SECRET}\nMAX_BODY_BYTES=2048\n")
+    env = {**bare_env(), "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    result = subprocess.run([str(wrapper), "config"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "MAX_BODY_BYTES=2048" in result.stdout.splitlines()
