@@ -48,6 +48,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from impl.platform.token_verifier import mint_hs256
     from impl.tasks.seed import DEMO_USERS
 
+    taken = serving.port_taken(args.host, args.port)
+    if taken:
+        print(f"task-api serve: {taken}", file=sys.stderr)
+        return 2
     embedded = settings.embedded
     url, handle = _prepare(settings)
     problem = settings.auth_problem()
@@ -118,7 +122,6 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from impl.platform import user_ids
     from impl.platform.embedded import local_secret
     from impl.platform.token_verifier import mint_hs256
-
     from impl.tasks.seed import DEMO_USERS
 
     # The demo users by name (`token alice`): their ids are UUIDs nobody types. Any other

@@ -99,7 +99,8 @@ async def one_run(stack: Stack, args: argparse.Namespace, directory: Path) -> di
 def bench(args: argparse.Namespace) -> None:
     database_url = os.environ.get("DATABASE_URL")
     with tempfile.TemporaryDirectory(prefix="task-api-bench-kill-") as tmp:
-        env = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
+        env = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000",
+               "LOG_LEVEL": "WARNING"}
         stack_args: dict[str, Any] = {
             "database_url": database_url, "secret": os.environ.get("BETTER_AUTH_SECRET"),
             "data_dir": Path(tmp) / "data", "env": env, "ready_grace": args.ready_grace,

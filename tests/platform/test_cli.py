@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -160,3 +161,21 @@ def test_the_wrapper_runs_task_api_with_nothing_on_path(tmp_path: Path) -> None:
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "MAX_BODY_BYTES=2048" in result.stdout.splitlines()
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    """serve.sh once started PostgreSQL, printed a token, a curl line and a docs URL for the
+    busy port, then failed with [Errno 98]: now one line names the port and a free one."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "--port", str(port), env=bare_env(), cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    line, = result.stderr.splitlines()
+    assert re.fullmatch(rf"task-api serve: port {port} on 127\.0\.0\.1 is taken by another "
+                        r"program: choose another with --port, e\.g\. --port \d+", line), line
+    assert not (tmp_path / ".data").exists()
