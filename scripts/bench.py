@@ -526,7 +526,9 @@ def run(config: Config) -> int:
     ensure_wrk()
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
                                  check=False).stdout.split(" Copyright")[0].strip()
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -869,7 +871,9 @@ def check_only() -> int:
     same requests, the same answers; no wrk, no figures. The test command runs it
     (tests/bench/test_bench_equivalence.py), so a drift of the baseline shows up in CI, not at the
     next benchmark."""
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     with tempfile.TemporaryDirectory(prefix="task-api-bench-check-") as tmp:
         workdir = Path(tmp)

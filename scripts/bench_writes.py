@@ -183,7 +183,9 @@ def main() -> int:
     parser.add_argument("--statements", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     with tempfile.TemporaryDirectory(prefix="task-api-writes-") as tmp:
         server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")

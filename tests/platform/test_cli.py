@@ -179,3 +179,16 @@ def test_serve_on_a_taken_port_says_so_in_one_line_before_starting_anything(
     assert re.fullmatch(rf"task-api serve: port {port} on 127\.0\.0\.1 is taken by another "
                         r"program: choose another with --port, e\.g\. --port \d+", line), line
     assert not (tmp_path / ".data").exists()
+
+
+def test_the_embedded_database_starts_without_a_warning_about_xdg_runtime_dir(
+    tmp_path: Path,
+) -> None:
+    """Without XDG_RUNTIME_DIR (containers, CI), every command that started the embedded
+    PostgreSQL printed platformdirs' RuntimeDirWarning about a fallback that is fine."""
+    env = bare_env()
+    assert "XDG_RUNTIME_DIR" not in env
+    result = run("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "migrations applied\n"
+    assert result.stderr == "", result.stderr
