@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -192,3 +193,39 @@ def test_the_embedded_database_starts_without_a_warning_about_xdg_runtime_dir(
     assert result.returncode == 0, result.stderr
     assert result.stdout == "migrations applied\n"
     assert result.stderr == "", result.stderr
+
+
+def test_serve_sh_without_a_terminal_stops_on_sigint_as_on_sigterm(tmp_path: Path) -> None:
+    """serve.sh without a terminal, stopped by a SIGINT to its process group (a supervisor,
+    `timeout -s INT`): it must stop as cleanly as with SIGTERM: exit 0, no ERROR line, no
+    traceback. Through `uv run` the server got that SIGINT twice (from the group and from uv,
+    which passes it on), took the second as "force exit" and logged an ERROR CancelledError."""
+    port = free_port()
+    serve_sh = Path(__file__).resolve().parents[2] / "scripts" / "serve.sh"
+    server = subprocess.Popen(
+        [str(serve_sh), "--port", str(port)],
+        env=bare_env(DATA_DIR=str(tmp_path / "data")), cwd=tmp_path,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # no controlling terminal's signals
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()[0][-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve.sh never served"
+            time.sleep(0.2)
+        os.killpg(server.pid, signal.SIGINT)  # as `kill -INT -PGID`, a supervisor, timeout(1)
+        output, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, output[-3000:]
+    assert '"level":"ERROR"' not in output and "Traceback" not in output, output[-3000:]
+    assert "CancelledError" not in output, output[-3000:]
+    assert "Finished server process" in output
