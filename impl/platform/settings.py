@@ -328,7 +328,11 @@ def _shorten(value: Any) -> str:
 
 
 def describe_value(field: str, value: Any) -> Any:
-    """A setting's value as `task-api config` shows it: secrets masked."""
+    """A setting's value as `task-api config` shows it, in README's words: secrets masked, and
+    the statement cache's None as `auto` (decided from the host name), which is what one writes
+    to get it."""
+    if field == "db_statement_cache" and value is None:
+        return "auto"
     if value is None:
         return None
     if field == "database_url":
