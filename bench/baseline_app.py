@@ -11,7 +11,7 @@ could not also do:
   statement that takes the user's counter row lock first) and UPDATE, one pooled connection per
   operation and, like the API, no reset query when it goes back to the pool;
 - the same envelope: {data, meta{timestamp, request_id, ...}}, with total, limit and an
-  HMAC-signed next_cursor on lists, an ETag on single tasks, Location on 201, X-Request-ID on
+  sealed next_cursor on lists, an ETag on single tasks, Location on 201, X-Request-ID on
   every response;
 - the body checks the contract requires (JSON media type, size limit, JSON object, no unknown
   fields, types, lengths, blank titles, NUL characters, priority enum, RFC 3339 due dates, tag
@@ -27,10 +27,8 @@ Run: DATABASE_URL=... BETTER_AUTH_SECRET=... uvicorn bench.baseline_app:app --po
 
 from __future__ import annotations
 
-import base64
 import gc
 import hashlib
-import hmac
 import os
 import re
 import unicodedata
@@ -60,11 +58,14 @@ from bench.sql import (
     TASK_FIELDS,
     WRITABLE,
 )
+from impl.platform.sealed import Sealer
 from impl.platform.settings import Settings
+from impl.tasks.cursor import PURPOSE as CURSOR_PURPOSE
 
 SECRET = os.environ["BETTER_AUTH_SECRET"]
 DATABASE_URL = os.environ["DATABASE_URL"]
 CURSOR_SECRET = hashlib.sha256(b"task-api cursor\0" + SECRET.encode()).digest()
+CURSORS = Sealer(CURSOR_SECRET, CURSOR_PURPOSE)
 MAX_BODY_BYTES = 65536
 # The API's per-user task quota, as it reads it (impl/platform/settings.py; 0: none): the quota
 # decides which INSERT the API sends, so the baseline sends the same one.
@@ -225,11 +226,9 @@ def task_response(record: asyncpg.Record, status: int, request_id: str,
 
 
 def encode_cursor(user_id: str, row: asyncpg.Record) -> str:
+    # Sealed (AES-GCM) as the API seals its cursors: the same work per page.
     payload = orjson.dumps([str(row["id"]), *(row[f"key_{name}"] for name in SORT_KEYS)])
-    owner = user_id.encode()
-    message = len(owner).to_bytes(4, "big") + owner + payload
-    mac = hmac.new(CURSOR_SECRET, message, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+    return CURSORS.seal(user_id, payload)
 
 
 # --- routes ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 token bucket shared through PostgreSQL (one upsert per request, what N replicas would need to
 share one limit). Prints figures; asserts nothing.
 
-    uv run python bench/rate_limit_cost.py [--requests 5000]
+    .venv/bin/python bench/rate_limit_cost.py [--requests 5000]
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ RETURNING tokens
 
 
 async def measure(requests: int) -> None:
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     limiter = RateLimiter("per-user", 1e9, 10**9)
     keys = [f"user-{n % 100}" for n in range(requests)]
@@ -44,7 +46,7 @@ async def measure(requests: int) -> None:
     in_process_us = (time.perf_counter() - started) / requests * 1e6
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = pgserver.get_server(  # type: ignore[attr-defined]
+        server = pgserver.get_server(
             Path(tmp) / "pg", cleanup_mode="delete"
         )
         connection = await asyncpg.connect(server.get_uri())

@@ -12,7 +12,13 @@ import sys
 from typing import Any
 
 from impl.platform.logs import logging_config
-from impl.platform.settings import ConfigurationError, Settings, describe_value, load_settings
+from impl.platform.settings import (
+    ConfigurationError,
+    Settings,
+    describe_value,
+    load_settings,
+    misspelled_variables,
+)
 
 log = logging.getLogger("task_api.cli")
 
@@ -42,6 +48,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from impl.platform.token_verifier import mint_hs256
     from impl.tasks.seed import DEMO_USERS
 
+    taken = serving.port_taken(args.host, args.port)
+    if taken:
+        print(f"task-api serve: {taken}", file=sys.stderr)
+        return 2
     embedded = settings.embedded
     url, handle = _prepare(settings)
     problem = settings.auth_problem()
@@ -112,8 +122,11 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from impl.platform import user_ids
     from impl.platform.embedded import local_secret
     from impl.platform.token_verifier import mint_hs256
+    from impl.tasks.seed import DEMO_USERS
 
-    user_id = args.user_id
+    # The demo users by name (`token alice`): their ids are UUIDs nobody types. Any other
+    # argument is the user id itself, as the token's `sub`.
+    user_id = DEMO_USERS.get(args.user_id, args.user_id)
     problem = user_ids.problem(user_id)
     if problem:
         print(f"task-api token: USER_ID is not a user id: {problem}", file=sys.stderr)
@@ -124,8 +137,21 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     if not secret:
         print("task-api token: BETTER_AUTH_SECRET is not set", file=sys.stderr)
         return 2
+    if user_id != args.user_id:  # said on stderr: stdout stays the bare token for $(...)
+        print(f"task-api token: {args.user_id} is the demo user {user_id}", file=sys.stderr)
     print(mint_hs256(secret, user_id, args.ttl))
     return 0
+
+
+def _seconds_above_zero(text: str) -> int:
+    """--ttl: a token that expires at once (0) or before it is minted (-5) is never wanted."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds above 0")
+    return seconds
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -151,8 +177,13 @@ def parser() -> argparse.ArgumentParser:
     seed.add_argument("--reset", action="store_true", help="delete the demo users' tasks first")
     seed.set_defaults(handler=cmd_seed)
     token = commands.add_parser("token", help="mint an HS256 bearer token for local use")
-    token.add_argument("user_id", metavar="USER_ID")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument(
+        "user_id", metavar="USER_ID",
+        help="the token's sub; the demo users' names, alice and bob, stand for their ids",
+    )
+    token.add_argument(
+        "--ttl", type=_seconds_above_zero, default=3600, help="seconds above 0 (default 3600)"
+    )
     token.set_defaults(handler=cmd_token)
     config = commands.add_parser(
         "config", help="print the settings read from the environment and .env (secrets masked)"
@@ -170,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     logging.captureWarnings(True)  # Python warnings in the same format, not bare text
+    for line in misspelled_variables():
+        log.warning(line)
     result: int = args.handler(args, settings)
     return result
 

@@ -1,6 +1,6 @@
 """HTTP benchmark: the API against a minimal Starlette + raw asyncpg baseline, on one PostgreSQL.
 
-    uv run python scripts/bench.py [--duration 10] [--rounds 2] [--quick]
+    .venv/bin/python scripts/bench.py [--duration 10] [--rounds 2] [--quick]
 
 What it does, in one run (about 10 minutes by default, under 3 with --quick):
 
@@ -526,12 +526,14 @@ def run(config: Config) -> int:
     ensure_wrk()
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
                                  check=False).stdout.split(" Copyright")[0].strip()
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     started = time.monotonic()
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "command": " ".join(["uv run python scripts/bench.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python scripts/bench.py", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "wrk": wrk_version,
                     "load_average_at_start": round(os.getloadavg()[0], 2)},
@@ -869,7 +871,9 @@ def check_only() -> int:
     same requests, the same answers; no wrk, no figures. The test command runs it
     (tests/bench/test_bench_equivalence.py), so a drift of the baseline shows up in CI, not at the
     next benchmark."""
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     with tempfile.TemporaryDirectory(prefix="task-api-bench-check-") as tmp:
         workdir = Path(tmp)

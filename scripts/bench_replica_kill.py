@@ -4,7 +4,7 @@ the middle of the load. Prints, per run: how many requests failed (and which), h
 acknowledged writes were lost, how long until HAProxy marked the replica DOWN, when it last
 sent it a request, and its connection errors, retries and redispatches.
 
-    uv run --locked python scripts/bench_replica_kill.py [--runs 3] [--users 32]
+    .venv/bin/python scripts/bench_replica_kill.py [--runs 3] [--users 32]
 
 `--signal TERM --ready-grace 0` measures a stop without the hand-over instead (the control for
 the rolling-restart test). Uses DATABASE_URL and BETTER_AUTH_SECRET when set, else a throwaway
@@ -99,7 +99,8 @@ async def one_run(stack: Stack, args: argparse.Namespace, directory: Path) -> di
 def bench(args: argparse.Namespace) -> None:
     database_url = os.environ.get("DATABASE_URL")
     with tempfile.TemporaryDirectory(prefix="task-api-bench-kill-") as tmp:
-        env = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
+        env = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000",
+               "LOG_LEVEL": "WARNING"}
         stack_args: dict[str, Any] = {
             "database_url": database_url, "secret": os.environ.get("BETTER_AUTH_SECRET"),
             "data_dir": Path(tmp) / "data", "env": env, "ready_grace": args.ready_grace,

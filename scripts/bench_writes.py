@@ -2,7 +2,7 @@
 INSERT, per UPDATE of `completed` and per UPDATE of `title` (a PATCH of each), with the schema
 of 0003 and then each part added in turn, on the same data.
 
-    uv run python scripts/bench_writes.py [--statements 2000] [--rounds 5]
+    .venv/bin/python scripts/bench_writes.py [--statements 2000] [--rounds 5]
 
 It starts a private PostgreSQL (pgserver, temporary directory), loads 60,000 realistic tasks
 (bench/data.py), and makes one database per step from a template of the previous one. The
@@ -183,7 +183,9 @@ def main() -> int:
     parser.add_argument("--statements", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     with tempfile.TemporaryDirectory(prefix="task-api-writes-") as tmp:
         server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")

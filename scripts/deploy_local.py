@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a file: the stack's package is scripts.local_stack
     sys.path.insert(0, str(ROOT))
 
+from impl.platform.serving import port_taken
 from impl.platform.settings import ConfigurationError, Settings, load_settings
 from scripts.local_stack.haproxy import CHECK_INTERVAL_MS, FALL, RISE
 from scripts.local_stack.stack import READY_GRACE_SECONDS, Stack, running_stack
@@ -72,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"deploy_local: {exc}", file=sys.stderr)
         return 2
+    # HAProxy's port is the one fixed port (the rest are free ones): checked before PostgreSQL,
+    # PgBouncer and the replicas start, rather than failing in HAProxy after them.
+    taken = port_taken("127.0.0.1", args.port)
+    if taken:
+        print(f"deploy_local: {taken}", file=sys.stderr)
+        return 2
+
+    # The replicas' logs outlive the recipe (a run's story is read after Ctrl-C): one folder a
+    # run, under DATA_DIR beside the embedded PostgreSQL.
+    log_dir = (settings.data_dir / "deploy-logs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
 
     restart_wanted = threading.Event()
     stopping = threading.Event()
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack(
         args.replicas, database_url=settings.database_url, secret=settings.better_auth_secret,
         data_dir=settings.data_dir, port=args.port, env=replica_settings(),
-        ready_grace=args.ready_grace, cwd=Path.cwd(),
+        ready_grace=args.ready_grace, cwd=Path.cwd(), log_dir=log_dir,
     ) as stack:
         print(describe(stack), flush=True)
         while not stopping.is_set():
@@ -101,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.rolling_restart(lambda step: print(f"  {step}", flush=True))
             print("rolling restart done", flush=True)
         print("stopping: HAProxy, replicas, PgBouncer, PostgreSQL", flush=True)
+    print(f"the replicas' logs are kept in {log_dir}", flush=True)
     return 0
 
 

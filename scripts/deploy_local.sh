@@ -7,4 +7,6 @@ set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 scripts/ensure_debian_package.sh haproxy haproxy
 scripts/ensure_pgbouncer.sh
-exec "$UV" run --locked python scripts/deploy_local.py "$@"
+# The environment's Python itself, not `uv run`: a SIGINT to the process group then reaches the
+# recipe once (see serve.sh).
+exec .venv/bin/python scripts/deploy_local.py "$@"

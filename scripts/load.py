@@ -1,7 +1,7 @@
 """Load runner: N concurrent users, each looping a mixed create / list / patch / delete workflow
 against a running server for a fixed time.
 
-    uv run python scripts/load.py --base-url http://127.0.0.1:8000 --secret "$BETTER_AUTH_SECRET"
+    .venv/bin/python scripts/load.py --base-url http://127.0.0.1:8000 --secret "$BETTER_AUTH_SECRET"
 
 Every user is a fresh random UUID with its own HS256 token and its own HTTP connection; its
 operations run one after another, so what it has been told (201, 200, 204) is exactly what it

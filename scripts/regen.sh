@@ -15,8 +15,11 @@ venv=.venv-codegen
 stamp="$venv/.lock-sha256"
 want=$(sha256sum "$lock" | cut -d' ' -f1)
 if [[ ! -x "$venv/bin/fastapi-codegen" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-  uv venv --quiet --allow-existing --python 3.11 "$venv"
-  VIRTUAL_ENV="$PWD/$venv" uv pip sync --quiet --require-hashes "$lock"
+  # uv from PATH, else the one bootstrap.sh installs into .tools/ (a fresh clone has neither).
+  UV=$(command -v uv || true)
+  [[ -n "$UV" ]] || source scripts/bootstrap.sh
+  "$UV" venv --quiet --allow-existing --python 3.11 "$venv"
+  VIRTUAL_ENV="$PWD/$venv" "$UV" pip sync --quiet --require-hashes "$lock"
   echo "$want" > "$stamp"
 fi
 

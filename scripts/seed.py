@@ -1,4 +1,4 @@
-"""Load the demo users and tasks: `uv run python scripts/seed.py [--reset]` (= `task-api seed`)."""
+"""Load the demo users and tasks: `.venv/bin/python scripts/seed.py [--reset]` (= `task-api seed`)."""
 
 import sys
 

@@ -4,4 +4,8 @@
 # `task-api serve` (--host, --port, --workers).
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
-exec "$UV" run --locked task-api serve "$@"
+# The environment's own console script, not `uv run`: uv passes a SIGINT on to its child, so one
+# sent to the whole process group (a supervisor, `timeout -s INT`, `kill -INT -PGID`) reached
+# the server twice, and uvicorn takes a second SIGINT as "force exit" (an ERROR CancelledError
+# traceback). Now SIGINT reaches the server once, and it stops as on SIGTERM.
+exec .venv/bin/task-api serve "$@"

@@ -49,7 +49,9 @@ def database_url() -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     with tempfile.TemporaryDirectory(prefix="task-api-test-") as tmp:
         server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")

@@ -5,7 +5,7 @@ body); the caller's own Authorization header goes along. The request then crosse
 whole stack, middleware included, exactly like one that came over the network: nothing here
 validates a value or decides anything a handler decides. What comes back becomes the tool's
 result: the envelope's `data` (or `{data, meta}` for a listing, whose cursor is in `meta`), and
-an error envelope becomes a tool error with its code and message.
+an error envelope becomes a tool error with its code and message (`_tool_error`).
 """
 
 from __future__ import annotations
@@ -40,9 +40,27 @@ def _refused(field: str, message: str) -> types.CallToolResult:
         "message": "Tool arguments are invalid",
         "details": [{"field": field, "message": message, "type": "tool_argument"}],
     }
+    return _tool_error({"error": error})
+
+
+def _tool_error(envelope: Mapping[str, Any]) -> types.CallToolResult:
+    """A tool error (`isError: true`) as text only: `CODE: message` and a line per invalid field
+    for the assistant, then the API's error envelope as JSON text for a program.
+
+    Never as structured content. The specification says structured content MUST conform to the
+    tool's output schema when one is declared, and it makes no exception for errors; the
+    TypeScript SDK's client (1.32) validates it even when `isError` is true, so an envelope there
+    turned every error of a tool with an output schema (a Task) into protocol error -32602.
+    Both SDKs accept an error result without structured content (the TypeScript client requires
+    it only when `isError` is false, the Python client validates only successes), so every tool
+    answers its errors the same way whether or not it declares an output schema.
+    """
+    error = envelope["error"]
     return types.CallToolResult(
-        content=[types.TextContent(text=_error_text(error))],
-        structured_content={"error": error},
+        content=[
+            types.TextContent(text=_error_text(error)),
+            types.TextContent(text=orjson.dumps(envelope).decode()),
+        ],
         is_error=True,
     )
 
@@ -173,12 +191,9 @@ def _result(tool: ToolOperation, status: int, answer: bytes) -> types.CallToolRe
             content=[types.TextContent(text=orjson.dumps(structured).decode())],
             structured_content=structured,
         )
-    error = envelope.get("error") if isinstance(envelope, dict) else None
-    if not isinstance(error, dict):  # never expected: every error of the API is an envelope
-        error = {"code": "INTERNAL_ERROR", "message": f"Unexpected answer: HTTP {status}"}
-        envelope = {"error": error}
-    return types.CallToolResult(
-        content=[types.TextContent(text=_error_text(error))],
-        structured_content=envelope,
-        is_error=True,
+    if isinstance(envelope, dict) and isinstance(envelope.get("error"), dict):
+        return _tool_error(envelope)
+    # Never expected: every error of the API is an envelope.
+    return _tool_error(
+        {"error": {"code": "INTERNAL_ERROR", "message": f"Unexpected answer: HTTP {status}"}}
     )

@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import logging
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("task_api.embedded")
 
 
+def pgserver_module() -> Any:
+    """The pgserver package, imported without its word about XDG_RUNTIME_DIR.
+
+    pgserver asks platformdirs for the user's runtime directory when it is imported (for its lock
+    file and socket directories); without XDG_RUNTIME_DIR (a container, CI, a plain `su`),
+    platformdirs falls back to /tmp/runtime-<uid> and says so with a RuntimeDirWarning, which
+    every command that starts the embedded PostgreSQL then printed. That fallback is private to
+    the user and exactly what pgserver needs, so this one warning, and only while importing, is
+    not shown. Imported here and never at module level: only the embedded mode needs it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set", category=UserWarning)
+        import pgserver
+    return pgserver
+
+
 def start_postgres(data_dir: Path) -> tuple[Any, str, bool]:
     """Start (or reuse) the embedded server. Returns (handle, url, created_now). Keep the handle:
     the server stops when the last handle is closed."""
-    import pgserver  # imported here: only the embedded mode needs it
+    pgserver = pgserver_module()
 
     pgdata = (data_dir / "pg").resolve()
     created = not (pgdata / "PG_VERSION").exists()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
     return server, server.get_uri(), created
 
 

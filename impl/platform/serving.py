@@ -106,6 +106,29 @@ class DrainingProcess(multiprocess.Process):
         return self._server
 
 
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: a port left in TIME_WAIT by a server just stopped is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """None when host:port can be listened on; else one line saying it is taken and naming a
+    free port to choose instead. Checked before anything starts: a server that prints its
+    token and URL for a port it then cannot bind ([Errno 98]) has misled its user."""
+    if _bindable(host, port):
+        return None
+    free = next((p for p in range(port + 1, min(port + 100, 65536)) if _bindable(host, p)), None)
+    instead = f", e.g. --port {free}" if free else ""
+    return f"port {port} on {host} is taken by another program: choose another with --port{instead}"
+
+
 def run(config: uvicorn.Config, ready_grace: float = 0.0) -> None:
     """uvicorn.run(), for a Config, with a DrainingServer in every worker."""
     if config.workers > 1:

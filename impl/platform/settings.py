@@ -7,6 +7,7 @@ the command with that, on one line (`load_settings`), never a traceback.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -38,8 +39,12 @@ _ORIGINS = (
 
 class Settings(BaseSettings):
     # An empty value counts as unset (`CORS_ORIGINS=` in a .env template: none), and the
-    # environment wins over .env. Unknown variables are none of our business.
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+    # environment wins over .env. An unknown key in .env is refused (`extra="forbid"` applies to
+    # the .env source and to keyword arguments; the environment source only ever reads our
+    # names): a misspelled `CORS_ORIGIN=` there would otherwise be silently ignored. The
+    # environment is shared with everything else on the machine, so a name there that merely
+    # looks like ours is a warning (`misspelled_variables`), not an error.
+    model_config = SettingsConfigDict(env_file=".env", extra="forbid", env_ignore_empty=True)
 
     # None: start the embedded PostgreSQL under data_dir (development default).
     database_url: str | None = Field(
@@ -290,6 +295,9 @@ def _describe(exc: ValidationError) -> str:
             continue
         field = str(error["loc"][0])
         name = field.upper()
+        if error["type"] == "extra_forbidden":  # only .env can bring an unknown name
+            problems.append(f"{name} (in .env) is not a setting: {_did_you_mean(name)}")
+            continue
         info = Settings.model_fields.get(field)
         expects = info.description if info and info.description else error["msg"]
         where = "" if _in_environment(name) else " (in .env)"
@@ -299,6 +307,39 @@ def _describe(exc: ValidationError) -> str:
             reason = f" ({error['ctx']['error']})"
         problems.append(f"{name}{shown}{where} is not valid{reason}: expected {expects}")
     return "; ".join(problems)
+
+
+# The first word of every setting's name, or the first two where the first says little
+# (MAX_BODY_BYTES and MAX_TASKS_PER_USER are not the only MAX_ variables around).
+_GENERIC_WORDS = frozenset({"MAX"})
+
+
+def _prefix(name: str) -> str:
+    words = name.split("_")
+    return "_".join(words[:2] if words[0] in _GENERIC_WORDS else words[:1]) + "_"
+
+
+def _known_names() -> list[str]:
+    return [field.upper() for field in Settings.model_fields]
+
+
+def _did_you_mean(name: str) -> str:
+    closest = difflib.get_close_matches(name, _known_names(), n=1, cutoff=0.0)
+    return f"did you mean {closest[0]}?" if closest else "see `task-api config` for the names"
+
+
+def misspelled_variables() -> list[str]:
+    """One line for each environment variable that is not a setting but starts like one
+    (`CORS_ORIGIN`, `DB_POOL_MAX`), naming the closest setting: the command goes on, the
+    variable is ignored."""
+    known = set(_known_names())
+    prefixes = {_prefix(name) for name in known}
+    lines = []
+    for key in sorted(os.environ):
+        name = key.upper()
+        if name not in known and _prefix(name) in prefixes and os.environ[key]:
+            lines.append(f"{key} is not a setting and is ignored: {_did_you_mean(name)}")
+    return lines
 
 
 def _in_environment(name: str) -> bool:
@@ -312,7 +353,11 @@ def _shorten(value: Any) -> str:
 
 
 def describe_value(field: str, value: Any) -> Any:
-    """A setting's value as `task-api config` shows it: secrets masked."""
+    """A setting's value as `task-api config` shows it, in README's words: secrets masked, and
+    the statement cache's None as `auto` (decided from the host name), which is what one writes
+    to get it."""
+    if field == "db_statement_cache" and value is None:
+        return "auto"
     if value is None:
         return None
     if field == "database_url":

@@ -80,6 +80,16 @@ def patch_changes(body: TaskPatch) -> dict[str, Any]:
 # Exactly what etag() writes: ASCII digits without leading zeros (ETags compare as strings,
 # so "01" is not "1"; and str.isdigit() would also take "²", which int() then refuses).
 _STRONG_ETAG = re.compile(r'"(0|[1-9][0-9]*)"')
+# RFC 9110's entity-tag (section 8.8.3): an optional W/ and a quoted opaque tag of etagc
+# (visible ASCII but DQUOTE, and obs-text: header bytes 0x80-0xFF arrive as Latin-1 characters).
+_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+# If-Match = "*" / #entity-tag: at least one tag, commas with optional whitespace between, and
+# empty list elements tolerated, as section 5.6.1 asks of recipients.
+_IF_MATCH = re.compile(rf"[ \t,]*{_ENTITY_TAG}(?:[ \t]*,[ \t,]*{_ENTITY_TAG})*[ \t,]*")
+_NOT_AN_ETAG = (
+    'Not a list of entity tags: send the ETag as the server gave it, quotes included ("3"), '
+    "or *; a bare version (3) is not accepted"
+)
 
 
 def etag(version: int) -> str:
@@ -88,13 +98,19 @@ def etag(version: int) -> str:
 
 def parse_if_match(header: str | None) -> list[int] | None:
     """The versions an If-Match header accepts; None for no header or `*` (any version).
-    Weak tags never match (RFC 9110 uses strong comparison for If-Match); a value that names no
-    version of ours matches nothing, so the write answers 412."""
+
+    A header that is not `*` or a list of entity tags (an unquoted `3`, `,,,`) is refused with
+    422 (the contract says so): it names nothing, and 412 would tell the client that the task
+    changed when it did not. A bare version is refused rather than read as one, so a client
+    that strips the quotes learns it at once instead of on the day its tags stop being numbers.
+    A well-formed tag that names no version of ours (weak, `"one"`, `"01"`) matches nothing, so
+    the write answers 412 (RFC 9110 compares If-Match strongly)."""
     if header is None or header.strip() == "*":
         return None
+    if not _IF_MATCH.fullmatch(header):
+        raise InvalidInput("header.If-Match", _NOT_AN_ETAG, "if_match")
     versions = []
-    for tag in header.split(","):
-        tag = tag.strip()
+    for tag in re.findall(_ENTITY_TAG, header):
         match = _STRONG_ETAG.fullmatch(tag)
         if match and len(match.group(1)) <= 10 and int(match.group(1)) < 2**31:
             versions.append(int(match.group(1)))  # versions are PostgreSQL integers

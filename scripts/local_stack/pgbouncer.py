@@ -37,7 +37,9 @@ def pgbouncer_binary() -> str | None:
 
 
 def psql_binary() -> str:
-    import pgserver  # type: ignore[import-untyped]
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql")
 

@@ -92,17 +92,25 @@ def running_stack(
     replicas: int = 2, *, database_url: str | None = None, secret: str | None = None,
     data_dir: Path = Path(".data"), port: int | None = None, env: dict[str, str] | None = None,
     ready_grace: float = READY_GRACE_SECONDS, cwd: Path | None = None,
+    log_dir: Path | None = None,
 ) -> Iterator[Stack]:
     """The stack, ready (every replica UP in HAProxy); stopped in reverse order on exit.
     `env`: more settings for the replicas (RATE_LIMIT_PER_SECOND, LOG_LEVEL...); `cwd`: where
-    they run (its `.env` is read for what `env` does not set)."""
+    they run (its `.env` is read for what `env` does not set). `log_dir`: where the replicas'
+    logs go and stay after the stack stops; None: a temporary folder, removed with the stack.
+    The replicas' log level and format are the user's (environment, `.env`): nothing here
+    overrides them (their logs are files, so `auto` writes JSON lines)."""
     with ExitStack() as stack:
         direct_url, secret = _prepare_database(database_url, data_dir, secret, stack)
         bouncer = stack.enter_context(running_pgbouncer(direct_url))
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(
-            prefix="task-api-replicas-")))
+        if log_dir is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="task-api-replicas-")))
+        else:
+            directory = log_dir
+            directory.mkdir(parents=True, exist_ok=True)
         replica_env = {
-            "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING", **(env or {}),
+            **(env or {}),
             "DATABASE_URL": bouncer.url, "DB_STATEMENT_CACHE": "false",
             "SHUTDOWN_READY_GRACE_SECONDS": str(ready_grace),
         }

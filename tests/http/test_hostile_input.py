@@ -1016,8 +1016,6 @@ IF_MATCH_NAMING_NO_VERSION = {
     "zero": '"0"',
     "hex": '"0x1"',
     "decimal": '"1.0"',
-    "unquoted": "1",
-    "only-commas": ",,,",
     "leading-zero": '"01"',
     "ten-digit-zero-padded": '"0000000001"',
 }
@@ -1053,6 +1051,46 @@ async def test_if_match_naming_no_version_is_412(
         ),
     )
     assert_error(response, 412, "PRECONDITION_FAILED")
+
+
+# Not `*` and not a list of entity tags (RFC 9110): the header is malformed, not stale.
+IF_MATCH_MALFORMED = {
+    "unquoted-version": "1",
+    "unquoted-list": "1, 2",
+    "only-commas": ",,,",
+    "unclosed-quote": '"1',
+    "tags-without-comma": '"1""2"',
+    "trailing-word": '"1" then',
+    "star-in-a-list": '*, "1"',
+}
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize(
+    "if_match", [pytest.param(v, id=name) for name, v in IF_MATCH_MALFORMED.items()]
+)
+async def test_malformed_if_match_is_422_saying_so_not_412(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    alice: User,
+    task: dict[str, Any],
+    method: str,
+    if_match: str,
+) -> None:
+    """`If-Match: 1` once answered 412 "The task has changed", though the task (at version 1)
+    had not: a bare version is refused as malformed, and the message says what to send."""
+    kwargs: dict[str, Any] = {"json": {"title": "Changed"}} if method != "DELETE" else {}
+    response = await unchanged(
+        db,
+        client.request(
+            method,
+            f"{TASKS}/{task['id']}",
+            headers={**alice.headers, "If-Match": if_match},
+            **kwargs,
+        ),
+    )
+    error = assert_error(response, 422, "VALIDATION_ERROR", ["header.If-Match"])
+    assert 'quotes included ("3")' in error["details"][0]["message"]
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])

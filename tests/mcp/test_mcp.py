@@ -61,13 +61,27 @@ def ok(result: CallToolResult) -> Any:
 
 
 def refused(result: CallToolResult, code: str) -> dict[str, Any]:
-    """A tool error carrying the API's error code and message, in both the text an assistant
-    reads and the structured content."""
+    """A tool error carrying the API's error code and message, in the text an assistant reads
+    and in the envelope's JSON after it; never as structured content, which a TypeScript client
+    would check against the tool's output schema (impl/mcp/tools.py)."""
     assert result.is_error, result.structured_content
-    error: dict[str, Any] = result.structured_content["error"]
+    assert result.structured_content is None
+    return error_in(
+        [block.text for block in result.content],  # type: ignore[union-attr]
+        code,
+    )
+
+
+def error_in(texts: list[str], code: str) -> dict[str, Any]:
+    """The error of a tool error's two text blocks: `CODE: message` (and a line per field),
+    then the API's envelope as JSON."""
+    assert len(texts) == 2, texts
+    envelope = json.loads(texts[1])
+    error: dict[str, Any] = envelope["error"]
     assert error["code"] == code, error
-    text = result.content[0].text  # type: ignore[union-attr]
-    assert text.startswith(f"{code}: {error['message']}"), text
+    assert texts[0].startswith(f"{code}: {error['message']}"), texts[0]
+    for detail in error.get("details") or []:
+        assert f"- {detail['field']}: {detail['message']}" in texts[0]
     return error
 
 
@@ -415,9 +429,9 @@ async def test_the_inspector_cli_lists_and_calls_the_tools(
     api_url: str, db: asyncpg.Connection
 ) -> None:
     """Another implementation of the protocol, as a person tries a server by hand: the same
-    tools, a task added and listed as the token's user, another user's task a FORBIDDEN tool
-    error, and no connection at all without a token."""
-    alice, bob = new_user(), new_user()
+    tools, a task added and listed as the token's user, and no connection at all without a
+    token."""
+    alice = new_user()
     listed = inspector(api_url, alice.token, "--method", "tools/list")
     assert listed.returncode == 0, listed.stderr
     assert [tool["name"] for tool in json.loads(listed.stdout)["tools"]] == [t.name for t in TOOLS]
@@ -432,13 +446,52 @@ async def test_the_inspector_cli_lists_and_calls_the_tools(
                      "--tool-arg", "status=pending", "tag=home")
     assert [t["id"] for t in json.loads(page.stdout)["structuredContent"]["data"]] == [task["id"]]
 
-    foreign = inspector(api_url, bob.token, "--method", "tools/call", "--tool-name",
-                        "delete_task", "--tool-arg", f"task_id={task['id']}")
-    result = json.loads(foreign.stdout)
-    assert result["isError"] is True
-    assert result["structuredContent"]["error"]["code"] == "FORBIDDEN"
-
     anonymous = inspector(api_url, None, "--method", "tools/list")
     assert anonymous.returncode != 0
     assert "UNAUTHORIZED" in anonymous.stdout + anonymous.stderr
     assert [r["id"] for r in await rows(db, alice)] == [uuid.UUID(task["id"])]
+
+
+async def test_every_tool_error_reaches_the_inspector_cli_as_a_tool_error(
+    api_url: str, db: asyncpg.Connection
+) -> None:
+    """The TypeScript SDK's client checks structured content against a tool's output schema
+    even when `isError` is true: an error sent that way became protocol error -32602 for every
+    tool that returns a task. Each tool's errors, through the Inspector: a tool error (exit 0,
+    `isError`) with the API's code, and nothing changed."""
+    alice, bob = new_user(), new_user()
+    added = inspector(api_url, alice.token, "--method", "tools/call", "--tool-name", "add_task",
+                      "--tool-arg", "title=Keep me")
+    task = json.loads(added.stdout)["structuredContent"]
+    before = await rows(db, alice)
+    unknown = str(uuid.uuid4())
+    cases: list[tuple[str, str, list[str], str]] = [
+        # (token, tool, arguments, code)
+        (alice.token, "list_tasks", ["limit=1000"], "VALIDATION_ERROR"),
+        (alice.token, "list_tasks", ["cursor=not-a-cursor"], "VALIDATION_ERROR"),
+        (alice.token, "add_task", ["title= "], "VALIDATION_ERROR"),
+        (alice.token, "add_task", ["title=x", "priority=urgent"], "VALIDATION_ERROR"),
+        (alice.token, "get_task_stats", ["verbose=true"], "VALIDATION_ERROR"),
+        (alice.token, "get_task", [f"task_id={unknown}"], "NOT_FOUND"),
+        (bob.token, "get_task", [f"task_id={task['id']}"], "FORBIDDEN"),
+        (alice.token, "replace_task", [f"task_id={unknown}", "title=x"], "NOT_FOUND"),
+        (alice.token, "replace_task", [f"task_id={task['id']}", "title= "], "VALIDATION_ERROR"),
+        (alice.token, "update_task", [f"task_id={unknown}", "completed=true"], "NOT_FOUND"),
+        # The CLI reads each value as JSON first: "\"9\"" is the tag "9", "9" a bare 9.
+        (alice.token, "update_task", [f"task_id={task['id']}", "completed=true",
+                                      'if_match="\\"9\\""'], "PRECONDITION_FAILED"),
+        (alice.token, "update_task", [f"task_id={task['id']}", 'if_match="9"'], "VALIDATION_ERROR"),
+        (alice.token, "delete_task", [f"task_id={unknown}"], "NOT_FOUND"),
+        (bob.token, "delete_task", [f"task_id={task['id']}"], "FORBIDDEN"),
+        (alice.token, "delete_task", ["task_id=stats"], "VALIDATION_ERROR"),
+    ]
+    assert {tool for _, tool, _, _ in cases} == {t.name for t in TOOLS}
+    for token, tool, arguments, code in cases:
+        called = inspector(api_url, token, "--method", "tools/call", "--tool-name", tool,
+                           "--tool-arg", *arguments)
+        assert called.returncode == 0, (tool, arguments, called.stdout + called.stderr)
+        result = json.loads(called.stdout)
+        assert result["isError"] is True, (tool, result)
+        assert "structuredContent" not in result, (tool, result)
+        error_in([block["text"] for block in result["content"]], code)
+    assert await rows(db, alice) == before

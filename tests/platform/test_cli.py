@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -124,3 +126,106 @@ def test_token_refuses_what_is_not_a_user_id(user_id: str, reason: str) -> None:
     env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
     bad = run("token", user_id, env=env)
     assert bad.returncode == 2 and reason in bad.stderr, bad.stderr
+
+
+@pytest.mark.parametrize("ttl", ["-5", "0", "1.5", "soon"])
+def test_token_refuses_a_ttl_that_is_not_seconds_above_zero(ttl: str) -> None:
+    """`--ttl -5` once minted a token that had expired before it was printed."""
+    env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
+    bad = run("token", "someone", "--ttl", ttl, env=env)
+    assert bad.returncode == 2 and bad.stdout == "", bad
+    assert f"argument --ttl: '{ttl}' is not a whole number of seconds above 0" in bad.stderr
+
+
+@pytest.mark.parametrize(("name", "user_id"), [
+    ("alice", "a11ce000-0000-4000-8000-000000000001"),
+    ("bob", "b0b00000-0000-4000-8000-000000000002"),
+])
+def test_token_takes_the_demo_users_by_name(name: str, user_id: str) -> None:
+    """`token alice` is the demo user alice (whose seeded tasks the token then lists), not a
+    user whose id is the word alice; stderr says which id, stdout stays the bare token."""
+    env = bare_env(BETTER_AUTH_SECRET=SECRET, DATABASE_URL="postgresql://unused/db")
+    result = run("token", name, env=env)
+    assert result.returncode == 0, result.stderr
+    assert jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])["sub"] == user_id
+    assert result.stderr == f"task-api token: {name} is the demo user {user_id}\n"
+
+
+def test_the_wrapper_runs_task_api_with_nothing_on_path(tmp_path: Path) -> None:
+    """README writes every command as `./scripts/task-api ...`: it must work where `uv` and
+    the environment's bin/ are not on PATH, in the directory it is called from (whose .env the
+    settings read)."""
+    wrapper = Path(__file__).resolve().parents[2] / "scripts" / "task-api"
+    (tmp_path / ".env").write_text(f"BETTER_AUTH_SECRET={SECRET}\nMAX_BODY_BYTES=2048\n")
+    env = {**bare_env(), "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    result = subprocess.run([str(wrapper), "config"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "MAX_BODY_BYTES=2048" in result.stdout.splitlines()
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    """serve.sh once started PostgreSQL, printed a token, a curl line and a docs URL for the
+    busy port, then failed with [Errno 98]: now one line names the port and a free one."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "--port", str(port), env=bare_env(), cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    line, = result.stderr.splitlines()
+    assert re.fullmatch(rf"task-api serve: port {port} on 127\.0\.0\.1 is taken by another "
+                        r"program: choose another with --port, e\.g\. --port \d+", line), line
+    assert not (tmp_path / ".data").exists()
+
+
+def test_the_embedded_database_starts_without_a_warning_about_xdg_runtime_dir(
+    tmp_path: Path,
+) -> None:
+    """Without XDG_RUNTIME_DIR (containers, CI), every command that started the embedded
+    PostgreSQL printed platformdirs' RuntimeDirWarning about a fallback that is fine."""
+    env = bare_env()
+    assert "XDG_RUNTIME_DIR" not in env
+    result = run("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "migrations applied\n"
+    assert result.stderr == "", result.stderr
+
+
+def test_serve_sh_without_a_terminal_stops_on_sigint_as_on_sigterm(tmp_path: Path) -> None:
+    """serve.sh without a terminal, stopped by a SIGINT to its process group (a supervisor,
+    `timeout -s INT`): it must stop as cleanly as with SIGTERM: exit 0, no ERROR line, no
+    traceback. Through `uv run` the server got that SIGINT twice (from the group and from uv,
+    which passes it on), took the second as "force exit" and logged an ERROR CancelledError."""
+    port = free_port()
+    serve_sh = Path(__file__).resolve().parents[2] / "scripts" / "serve.sh"
+    server = subprocess.Popen(
+        [str(serve_sh), "--port", str(port)],
+        env=bare_env(DATA_DIR=str(tmp_path / "data")), cwd=tmp_path,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # no controlling terminal's signals
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()[0][-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve.sh never served"
+            time.sleep(0.2)
+        os.killpg(server.pid, signal.SIGINT)  # as `kill -INT -PGID`, a supervisor, timeout(1)
+        output, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, output[-3000:]
+    assert '"level":"ERROR"' not in output and "Traceback" not in output, output[-3000:]
+    assert "CancelledError" not in output, output[-3000:]
+    assert "Finished server process" in output

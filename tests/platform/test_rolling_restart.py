@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -37,7 +40,7 @@ from scripts.local_stack.stack import Stack, running_stack
 from scripts.local_stack.writes import differences
 from tests.support.factories import THROUGH_PGBOUNCER
 from tests.support.reporting import show
-from tests.support.servers import SECRET, random_user_id
+from tests.support.servers import SECRET, free_port, random_user_id
 
 pytestmark = pytest.mark.skipif(
     THROUGH_PGBOUNCER, reason="brings its own PgBouncer: runs in the direct pass")
@@ -52,7 +55,8 @@ MAX_LOAD_SECONDS = 600  # load.py's own bound; the test stops it long before
 @pytest.fixture(scope="module")
 def stack(database_url: str) -> Iterator[Stack]:
     # The limiter runs but never limits the load (32 users at ~30 requests per second each).
-    env = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
+    env = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000",
+           "LOG_LEVEL": "WARNING"}  # no access line a request: the load's CPU is the API's
     with running_stack(2, database_url=database_url, secret=SECRET, env=env) as running:
         yield running
 
@@ -218,3 +222,70 @@ async def test_a_stopping_replica_fails_readiness_keeps_serving_and_closes_conne
     assert code == 0, replica.log()[-3000:]
     assert exited_after >= grace  # the listener stayed open for the whole grace
     assert log_count(replica, "closing the listener") == workers
+
+
+def test_the_recipe_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> None:
+    """HAProxy's port taken: one line naming it and a free one, exit 2, and nothing started
+    (no PostgreSQL under DATA_DIR), where it once started everything and died in HAProxy."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/deploy_local.py"), "--port", str(port)],
+            env=recipe_env(DATA_DIR=str(tmp_path / "data")), cwd=tmp_path, capture_output=True,
+            text=True, timeout=60, check=False,
+        )
+    assert result.returncode == 2, result
+    line, = result.stderr.splitlines()
+    assert line.startswith(f"deploy_local: port {port} on 127.0.0.1 is taken by another "
+                           "program: choose another with --port"), line
+    assert not (tmp_path / "data").exists()
+
+
+def recipe_env(**settings: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return {**keep, "PYTHONPATH": str(ROOT), **settings}
+
+
+def test_the_recipe_honours_the_log_level_and_keeps_the_logs(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The recipe once forced the replicas' LOG_LEVEL to WARNING (no request lines, and .env
+    could not raise it) and removed their log folder on Ctrl-C. LOG_LEVEL=INFO in .env: the
+    request made through HAProxy is in a replica's log, which is still there after Ctrl-C."""
+    (tmp_path / ".env").write_text("LOG_LEVEL=INFO\n")
+    port = free_port()
+    recipe = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts/deploy_local.py"), "--replicas", "1",
+         "--port", str(port)],
+        env=recipe_env(DATABASE_URL=database_url, BETTER_AUTH_SECRET=SECRET,
+                       DATA_DIR=str(tmp_path / "data")),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output: list[str] = []
+    try:
+        assert recipe.stdout is not None
+        deadline = time.monotonic() + 120
+        while not any(line.startswith("  logs: ") for line in output):
+            line = recipe.stdout.readline()
+            assert line or recipe.poll() is None, "".join(output)
+            assert time.monotonic() < deadline, "".join(output)
+            output.append(line)
+        user = random_user_id()
+        response = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=10,
+                             headers={"Authorization": f"Bearer {mint_hs256(SECRET, user)}"})
+        assert response.status_code == 200, response.text
+        request_id = response.headers["x-request-id"]
+    finally:
+        recipe.send_signal(signal.SIGINT)
+        rest, _ = recipe.communicate(timeout=60)
+        output.append(rest)
+    assert recipe.returncode == 0, "".join(output)
+    log_dir = Path(next(line for line in output if line.startswith("  logs: "))[8:].strip())
+    assert f"the replicas' logs are kept in {log_dir}" in "".join(output)
+    assert log_dir.is_relative_to(tmp_path / "data" / "deploy-logs")
+    lines = [json.loads(line) for path in log_dir.glob("*.log")
+             for line in path.read_text().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("request_id") == request_id]
+    assert access and access[0]["level"] == "INFO", lines[-5:]

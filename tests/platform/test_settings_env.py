@@ -147,7 +147,7 @@ DEFAULTS = {
     "JWT_LEEWAY_SECONDS": 30, "JWKS_REFETCH_COOLDOWN_SECONDS": 3, "JWKS_MAX_AGE_SECONDS": 600,
     "CORS_ORIGINS": [], "LOG_LEVEL": "INFO", "LOG_FORMAT": "auto", "DB_POOL_MIN_SIZE": 2,
     "DB_POOL_MAX_SIZE": 16, "DB_COMMAND_TIMEOUT_SECONDS": 10, "DB_CONNECT_TIMEOUT_SECONDS": 5,
-    "DB_ACQUIRE_TIMEOUT_SECONDS": 5, "DB_STATEMENT_CACHE": None, "MAX_BODY_BYTES": 65536,
+    "DB_ACQUIRE_TIMEOUT_SECONDS": 5, "DB_STATEMENT_CACHE": "auto", "MAX_BODY_BYTES": 65536,
     "RATE_LIMIT_PER_SECOND": 20, "RATE_LIMIT_BURST": 200, "MAX_TASKS_PER_USER": 100_000,
     "CURSOR_SECRET": None, "SHUTDOWN_READY_GRACE_SECONDS": 0,
 }
@@ -172,9 +172,9 @@ def test_every_variable_is_read_from_the_environment_and_from_dotenv(tmp_path: P
     assert (empty["DATABASE_URL"], empty["CORS_ORIGINS"], empty["LOG_FORMAT"]) == (None, [], "auto")
 
     # Booleans and "auto" as README says.
-    for written, read in (("true", True), ("FALSE", False), ("auto", None), ("1", True)):
+    for written, read in (("true", True), ("FALSE", False), ("auto", "auto"), ("1", True)):
         assert read_config(tmp_path / "b", {"DB_STATEMENT_CACHE": written})[
-            "DB_STATEMENT_CACHE"] is read
+            "DB_STATEMENT_CACHE"] == read
 
 
 CORS_FORMS = [  # (as written in the environment, as written in .env, origins)
@@ -310,6 +310,42 @@ def test_a_bad_value_stops_every_other_command(tmp_path: Path, command: list[str
     env = bare_env(**VALID, CORS_ORIGINS="[broken")
     assert_refused(task_api(*command, env=env, cwd=tmp_path), "CORS_ORIGINS", "JSON list")
     assert not (tmp_path / ".data").exists()
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["migrate"], ["token", "alice"],
+                                     ["config"]])
+def test_an_unknown_key_in_dotenv_stops_the_command_naming_the_closest(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`CORS_ORIGIN=` in .env was silently ignored, so the frontend's calls failed for a reason
+    nobody could see: a key of .env that is no setting stops every command like a bad value."""
+    (tmp_path / ".env").write_text("LOG_LEVEL=INFO\nCORS_ORIGIN=http://localhost:3000\n")
+    result = task_api(*command, env=bare_env(**VALID), cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        "task-api: CORS_ORIGIN (in .env) is not a setting: did you mean CORS_ORIGINS?"]
+    assert not (tmp_path / ".data").exists()  # refused before starting anything
+
+
+def test_a_misspelled_variable_in_the_environment_is_a_warning_naming_the_closest(
+    tmp_path: Path,
+) -> None:
+    """The environment is shared with every other program: a variable that starts like one of
+    ours but is none is ignored with a warning line naming the closest setting; others (even
+    MAX_JOBS, or JWT-less names of other tools) pass without a word."""
+    env = bare_env(**VALID, CORS_ORIGIN="http://localhost:3000", DB_POOL_MAX="3",
+                   MAX_BODY_SIZE="4096", LOG_LEVL="DEBUG", MAX_JOBS="4", PGHOST="/tmp",
+                   NODE_ENV="test")
+    result = task_api("config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line)["message"] for line in result.stderr.splitlines()]
+    assert messages == [
+        "CORS_ORIGIN is not a setting and is ignored: did you mean CORS_ORIGINS?",
+        "DB_POOL_MAX is not a setting and is ignored: did you mean DB_POOL_MAX_SIZE?",
+        "LOG_LEVL is not a setting and is ignored: did you mean LOG_LEVEL?",
+        "MAX_BODY_SIZE is not a setting and is ignored: did you mean MAX_BODY_BYTES?",
+    ]
+    assert "CORS_ORIGINS=[]" in result.stdout.splitlines()
 
 
 # The three forms of CORS_ORIGINS on real servers: one origin (environment), a comma-separated

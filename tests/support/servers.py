@@ -120,7 +120,9 @@ class StoppablePostgres:
     """
 
     def __init__(self, directory: Path) -> None:
-        import pgserver  # type: ignore[import-untyped]
+        from impl.platform.embedded import pgserver_module
+
+        pgserver = pgserver_module()
 
         self.pgdata = directory / "pg"
         self._server = pgserver.get_server(self.pgdata, cleanup_mode="delete")  # initdb, start

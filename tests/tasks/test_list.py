@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.support.factories import User
+
+CONTRACT = Path(__file__).resolve().parents[2] / "openapi.yaml"
 
 
 async def create(client: httpx.AsyncClient, user: User, **fields: object) -> dict:
@@ -204,6 +209,52 @@ async def test_tampered_and_foreign_cursors_are_422(
         assert response.json()["error"]["details"][0]["field"] == "query.cursor"
     ok = await client.get("/api/tasks", params={"limit": 1, "cursor": cursor}, headers=alice.headers)
     assert ok.status_code == 200 and ok.json()["data"][0]["id"] != body["data"][0]["id"]
+
+
+async def test_a_cursor_reveals_nothing_of_the_task_it_marks(
+    client: httpx.AsyncClient, alice: User
+) -> None:
+    """A cursor once was readable base64 of the last task's title and dates, which then sat in
+    access logs, proxies and browser history. Now it is sealed: no title, date or id inside,
+    and a fresh seal each time (the same page gives two different cursors)."""
+    marked = await create(client, alice, title="Quarterly salary review",
+                          due_date="2031-04-05T06:07:08Z")
+    await create(client, alice, title="Zeta")
+    params = {"limit": 1, "sort": "title"}
+    pages = [(await client.get("/api/tasks", params=params, headers=alice.headers)).json()
+             for _ in range(2)]
+    assert [page["data"][0]["id"] for page in pages] == [marked["id"]] * 2
+    cursors = [page["meta"]["next_cursor"] for page in pages]
+    assert cursors[0] != cursors[1]
+    for cursor in cursors:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        for secret in ("Quarterly", "salary", "2031", marked["id"], marked["created_at"][:10]):
+            assert secret.encode() not in raw and secret not in cursor
+        following = await client.get("/api/tasks", params={**params, "cursor": cursor},
+                                     headers=alice.headers)
+        assert [t["title"] for t in following.json()["data"]] == ["Zeta"]
+
+
+async def test_the_longest_cursor_keeps_the_contracts_bounds(
+    client: httpx.AsyncClient, alice: User
+) -> None:
+    """The longest position: a title of 255 control characters, each \\uXXXX in the sealed
+    JSON. Its cursor still matches the contract's pattern and maxLength, and works."""
+    contract = yaml.safe_load(CONTRACT.read_text())
+    schema = contract["components"]["parameters"]["CursorParam"]["schema"]
+    await create(client, alice, title="z")  # the oldest: the last page
+    for title in ("\x01" * 254 + "x", "\U0001d11e" * 255):
+        await create(client, alice, title=title, due_date="2031-04-05T06:07:08.123456Z")
+    cursor = None
+    for _ in range(2):  # newest first: the two long titles' positions
+        query = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/api/tasks", params=query, headers=alice.headers)).json()
+        cursor = page["meta"]["next_cursor"]
+        assert re.fullmatch(schema["pattern"], cursor) and len(cursor) <= schema["maxLength"]
+        assert len(cursor) < 2600, len(cursor)  # about 1,700 bytes sealed, in base64
+    last = await client.get("/api/tasks", params={"limit": 1, "cursor": cursor},
+                            headers=alice.headers)
+    assert [t["title"] for t in last.json()["data"]] == ["z"]
 
 
 async def test_a_cursor_continues_in_the_order_of_the_request(
