@@ -31,7 +31,7 @@ const live = {
   waiters: [],
   start() {
     this.sync = keepInStep({
-      api: config.api, token: config.token, tasks: this.tasks,
+      api: config.api, getToken: async () => config.token, tasks: this.tasks,
       lastEventId: localStorage.getItem("lastEventId"),
       onEvent: (event) => this.record(event),
     });

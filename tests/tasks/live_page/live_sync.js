@@ -3,14 +3,19 @@
 // cannot send the Authorization header, and a token never goes in a URL.
 //
 //   const tasks = new Map();  // task id -> task, as the API returns it
-//   const sync = keepInStep({ api, token, tasks, lastEventId: localStorage.getItem("lastEventId") });
+//   const sync = keepInStep({
+//     api: "https://tasks.example.com",
+//     getToken: async () => (await authClient.token()).data.token,  // a fresh JWT per connect
+//     tasks,
+//     lastEventId: localStorage.getItem("lastEventId"),
+//   });
 //   ...
-//   sync.stop();              // e.g. when the user signs out
+//   await sync.stop();        // e.g. when the user signs out
 //
 // Every event's id is a sync token: remember the last one, and a reconnect (Last-Event-ID)
 // resumes exactly there, missing nothing.
 
-export function keepInStep({ api, token, tasks, lastEventId = null, onEvent = () => {} }) {
+export function keepInStep({ api, getToken, tasks, lastEventId = null, onEvent = () => {} }) {
   const controller = new AbortController();
   let retryMs = 3000; // until the server's `retry:` line says otherwise
 
@@ -26,11 +31,12 @@ export function keepInStep({ api, token, tasks, lastEventId = null, onEvent = ()
   }
 
   async function connect() {
-    const headers = { Authorization: `Bearer ${token}` };
+    const headers = { Authorization: `Bearer ${await getToken()}` };
     if (lastEventId) headers["Last-Event-ID"] = lastEventId;
     const response = await fetch(`${api}/api/tasks/events`, { headers, signal: controller.signal });
-    if (response.status === 410) {
-      // The token is older than the server keeps deletions: start over from everything.
+    if (response.status === 410 || response.status === 422) {
+      // 410: the token is older than the server keeps deletions; 422: it is not this user's.
+      // Start over from everything.
       tasks.clear();
       lastEventId = null;
       return connect();
