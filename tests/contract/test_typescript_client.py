@@ -1,6 +1,8 @@
 """Client proof for the frontend teams: TypeScript types generated from openapi.yaml by
 openapi-typescript, a strict `tsc` build of clients/typescript/src/demo.ts (openapi-fetch), and a
-run of it with Node against the live server. A contract change that breaks the client fails here.
+run of it with Node against the live server: the task operations, then the change feed (typed by
+its operation, listTaskChanges, and the TaskChanges, TaskTombstone and SyncUpToDate schemas) and
+the live stream's first event. A contract change that breaks the client fails here.
 
 The Node tools are pinned in package.json (installed by scripts/test.sh; `npm ci` here when they
 are missing or stale). The generated src/api.d.ts is never committed: it is made from the
@@ -118,6 +120,16 @@ def rename_next_cursor(spec: dict[str, Any]) -> None:
     page["required"] = ["cursor" if name == "next_cursor" else name for name in page["required"]]
 
 
+def rename_tombstone_deleted_at(spec: dict[str, Any]) -> None:
+    schema = spec["components"]["schemas"]["TaskTombstone"]
+    schema["properties"]["removed_at"] = schema["properties"].pop("deleted_at")
+    schema["required"] = ["id", "removed_at"]
+
+
+def rename_list_task_changes(spec: dict[str, Any]) -> None:
+    spec["paths"]["/api/tasks/changes"]["get"]["operationId"] = "getChanges"
+
+
 def copy_client(destination: Path) -> Path:
     """clients/typescript without generated files, with the repo's node_modules in reach."""
     copy = destination / "clients" / "typescript"
@@ -144,9 +156,12 @@ def pristine_copy(node: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         (rename_task_write_title, "'title'"),
         (drop_not_found_code, '"NOT_FOUND"'),
         (rename_next_cursor, "next_cursor"),
+        (rename_tombstone_deleted_at, "deleted_at"),
+        (rename_list_task_changes, "listTaskChanges"),
     ],
     ids=["TaskWrite.title renamed to name", "NOT_FOUND dropped from ErrorCode",
-         "ListMeta.next_cursor renamed to cursor"],
+         "ListMeta.next_cursor renamed to cursor", "TaskTombstone.deleted_at renamed",
+         "listTaskChanges renamed"],
 )
 def test_breaking_contract_change_fails_typecheck(
     tmp_path: Path, change: Callable[[dict[str, Any]], None], expected: str

@@ -13,12 +13,16 @@ import {
   deleteTask,
   getTask,
   getTaskStats,
+  listTaskChanges,
   listTasks,
   updateTask,
   type ErrorCode,
   type ErrorEnvelope,
   type SortOrder,
+  type SyncUpToDate,
   type Task,
+  type TaskChanges,
+  type TaskTombstone,
   type TaskWrite,
 } from "./client/index.js";
 
@@ -162,6 +166,24 @@ async function main(): Promise<void> {
   const invalid = failed(foreign, 422, "VALIDATION_ERROR", "another user's cursor");
   equal(invalid.error.details?.map((d) => d.field), ["query.cursor"], "422 details name the cursor");
   log("listTasks with another user's cursor -> 422 VALIDATION_ERROR at query.cursor (typed error)");
+
+  // -- the change feed: a first sync, then one since its token: a task deleted in between --------
+  const first = ok(await listTaskChanges(), 200, "listTaskChanges").data;
+  const firstChanges: TaskChanges = first.data;
+  equal([firstChanges.tasks.length, firstChanges.deleted, first.meta.has_more], [stats.total - 1, [], false],
+    "first sync: every task left");
+  const extra = ok(await createTask({ body: { title: "Deleted after the first sync" } }), 201, "createTask").data.data;
+  equal((await deleteTask({ path: { task_id: extra.id } })).response?.status, 204, "deleteTask status");
+  const later = ok(await listTaskChanges({ query: { since: first.meta.sync_token } }), 200, "listTaskChanges since").data;
+  const tombstone: TaskTombstone | undefined = later.data.deleted[0];
+  check(tombstone !== undefined && tombstone.id === extra.id, `tombstone: ${JSON.stringify(later.data)}`);
+  check(!Number.isNaN(Date.parse(tombstone.deleted_at)), `deleted_at: ${tombstone.deleted_at}`);
+  equal(later.data.tasks, [], "a task created and deleted between syncs comes only as its tombstone");
+  // The live stream's up-to-date event carries this type (its data); its token works in the feed.
+  const upToDate: SyncUpToDate = { sync_token: later.meta.sync_token };
+  const again = ok(await listTaskChanges({ query: { since: upToDate.sync_token, limit: 10 } }), 200, "listTaskChanges again").data;
+  equal([again.data.tasks, again.data.deleted, again.meta.has_more], [[], [], false], "nothing new");
+  log(`listTaskChanges: first sync ${firstChanges.tasks.length} tasks; since its token -> one tombstone; then nothing new`);
 
   console.log("client proof passed");
 }

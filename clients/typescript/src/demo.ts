@@ -10,13 +10,18 @@
 
 import createClient from "openapi-fetch";
 
-import type { components, paths } from "./api.js";
+import type { components, operations, paths } from "./api.js";
 
 type Task = components["schemas"]["Task"];
 type SortOrder = components["schemas"]["SortOrder"];
 type TaskWrite = components["schemas"]["TaskWrite"];
 type ErrorEnvelope = components["schemas"]["ErrorEnvelope"];
 type ErrorCode = components["schemas"]["ErrorCode"];
+type TaskChanges = components["schemas"]["TaskChanges"];
+type TaskTombstone = components["schemas"]["TaskTombstone"];
+type SyncUpToDate = components["schemas"]["SyncUpToDate"];
+// The change feed's query, named by its operationId: renaming the operation breaks this line.
+type ChangesQuery = NonNullable<operations["listTaskChanges"]["parameters"]["query"]>;
 
 function env(name: string): string {
   const value = process.env[name];
@@ -250,7 +255,102 @@ async function main(): Promise<void> {
   equal(foreign.error?.error.details?.map((detail) => detail.field), ["query.cursor"], "422 details");
   log("GET /api/tasks with another user's cursor -> 422 VALIDATION_ERROR at query.cursor");
 
+  await changeFeed();
   console.log("client proof passed");
+}
+
+/** One page of the change feed (GET /api/tasks/changes), typed from the contract. */
+async function changesPage(query: ChangesQuery): Promise<{ changes: TaskChanges; token: string; hasMore: boolean }> {
+  const { data, error, response } = await client.GET("/api/tasks/changes", { params: { query } });
+  check(!error, `GET /api/tasks/changes: ${response.status} ${JSON.stringify(error)}`);
+  check(data !== undefined, "GET /api/tasks/changes: body expected");
+  return { changes: data.data, token: data.meta.sync_token, hasMore: data.meta.has_more };
+}
+
+/** Keep a copy in step with the feed: a first sync (no token) or a later one, page by page. */
+async function sync(copy: Map<string, Task>, since?: string): Promise<{ token: string; tombstones: TaskTombstone[] }> {
+  const tombstones: TaskTombstone[] = [];
+  for (let pages = 1; ; pages++) {
+    check(pages <= 20, "the feed does not end");
+    const page = await changesPage({ limit: 2, ...(since ? { since } : {}) });
+    for (const task of page.changes.tasks) copy.set(task.id, task);
+    for (const tombstone of page.changes.deleted) copy.delete(tombstone.id);
+    tombstones.push(...page.changes.deleted);
+    since = page.token;
+    if (!page.hasMore) return { token: page.token, tombstones };
+  }
+}
+
+/** The first event of the live stream (GET /api/tasks/events), resumed from `lastEventId`. */
+async function firstEvent(lastEventId: string): Promise<{ event: string; id: string; data: string }> {
+  const controller = new AbortController();
+  const response = await fetch(`${env("API_URL")}/api/tasks/events`, {
+    headers: { Authorization: `Bearer ${env("API_TOKEN")}`, "Last-Event-ID": lastEventId },
+    signal: controller.signal,
+  });
+  equal(response.status, 200, "GET /api/tasks/events status");
+  check(response.body !== null, "a stream body");
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      check(!done, `the stream ended before an event: ${JSON.stringify(text)}`);
+      text += decoder.decode(value, { stream: true });
+      for (const block of text.split("\n\n").slice(0, -1)) {
+        const fields = new Map(block.split("\n").map((line) => {
+          const at = line.indexOf(": ");
+          return [line.slice(0, at), line.slice(at + 2)] as const;
+        }));
+        const [event, id, data] = [fields.get("event"), fields.get("id"), fields.get("data")];
+        if (event !== undefined && id !== undefined && data !== undefined) return { event, id, data };
+      }
+    }
+  } finally {
+    controller.abort();
+  }
+}
+
+async function changeFeed(): Promise<void> {
+  // -- first sync: no token, every task, page by page (limit=2) while has_more ---------------------
+  const copy = new Map<string, Task>();
+  const first = await sync(copy);
+  const listed = await client.GET("/api/tasks", { params: { query: { limit: 100 } } });
+  check(listed.data !== undefined, `GET /api/tasks: ${listed.response.status}`);
+  const byId = (tasks: Iterable<Task>) => [...tasks].sort((a, b) => a.id.localeCompare(b.id));
+  equal(byId(copy.values()), byId(listed.data.data), "first sync = the list");
+  equal(first.tombstones, [], "a first sync has no tombstones");
+  log(`GET /api/tasks/changes (first sync, limit=2) -> ${copy.size} tasks and a sync token`);
+
+  // -- a later sync: one task edited, one deleted; only those come, the deleted one as a tombstone
+  const [edited, doomed] = byId(copy.values());
+  check(edited !== undefined && doomed !== undefined, "two tasks to change");
+  const patched = await client.PATCH("/api/tasks/{task_id}", {
+    params: { path: { task_id: edited.id } }, body: { title: "Edited after the first sync" },
+  });
+  check(patched.data !== undefined, `PATCH: ${patched.response.status}`);
+  const removed = await client.DELETE("/api/tasks/{task_id}", { params: { path: { task_id: doomed.id } } });
+  equal(removed.response.status, 204, "DELETE status");
+  const later = await changesPage({ since: first.token });
+  equal(later.changes.tasks, [patched.data.data], "a later sync: the edited task, whole");
+  const tombstone: TaskTombstone | undefined = later.changes.deleted[0];
+  check(tombstone !== undefined && later.changes.deleted.length === 1, "one tombstone");
+  equal(tombstone.id, doomed.id, "the tombstone's id");
+  checkTimestamp(tombstone.deleted_at, "deleted_at");
+  const second = await sync(copy, first.token);
+  check(!copy.has(doomed.id) && copy.get(edited.id)?.title === "Edited after the first sync", "copy updated");
+  log("GET /api/tasks/changes?since=... -> the edited task and a tombstone (id, deleted_at)");
+
+  // -- the live stream, resumed from the token: caught up, so an up-to-date event (SyncUpToDate) --
+  const event = await firstEvent(second.token);
+  equal(event.event, "up-to-date", "the first event when caught up");
+  const upToDate = JSON.parse(event.data) as SyncUpToDate;
+  equal(upToDate.sync_token, event.id, "up-to-date: the token is the event id");
+  const resumed = await changesPage({ since: upToDate.sync_token });
+  equal([resumed.changes.tasks, resumed.changes.deleted, resumed.hasMore], [[], [], false],
+    "nothing changed since the stream's token");
+  log("GET /api/tasks/events (Last-Event-ID) -> up-to-date, its token good for the feed");
 }
 
 main().catch((error: unknown) => {
