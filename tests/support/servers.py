@@ -52,7 +52,8 @@ def settings(database_url: str, **overrides: Any) -> Settings:
         "rate_limit_burst": 1_000_000,
     }
     if database_url in POOLED:
-        values.update(database_url=POOLED[database_url], db_statement_cache=False)
+        values.update(database_url=POOLED[database_url], db_statement_cache=False,
+                      database_listen_url=database_url)
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
