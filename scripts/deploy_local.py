@@ -8,7 +8,8 @@ Stays in the foreground and prints the URL. SIGHUP (`kill -HUP <pid>`) restarts 
 turn (a rolling restart: SIGTERM, exit, start, back in HAProxy, next); Ctrl-C stops everything.
 The replicas get the settings of this environment and of `.env` here (README, Configuration),
 except DATABASE_URL (PgBouncer's), DB_STATEMENT_CACHE (off) and SHUTDOWN_READY_GRACE_SECONDS
-(--ready-grace).
+(--ready-grace); DATABASE_LISTEN_URL, where the live streams LISTEN, is PostgreSQL itself
+(LISTEN cannot work through PgBouncer's transaction mode) unless set here or in `.env`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def describe(stack: Stack) -> str:
         (f"  health checks: GET /api/ready every {CHECK_INTERVAL_MS} ms, out after {FALL} "
          f"failures, back after {RISE} successes"),
         f"  PgBouncer (transaction mode): {stack.pgbouncer.url}",
+        ("  live streams: through HAProxy's `streams` backend; the replicas LISTEN at "
+         "DATABASE_LISTEN_URL (PostgreSQL itself unless set)"),
         f"  logs: {stack.replicas[0].directory}",
         f"  rolling restart: kill -HUP {os.getpid()}    stop: Ctrl-C",
     ]
@@ -98,10 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
+    env = replica_settings()
+    if settings.database_listen_url:  # from .env too: the stack's default would win over it
+        env["DATABASE_LISTEN_URL"] = settings.database_listen_url
     with running_stack(
         args.replicas, database_url=settings.database_url, secret=settings.better_auth_secret,
         data_dir=settings.data_dir, port=args.port, env=replica_settings(),
         ready_grace=args.ready_grace, cwd=Path.cwd(), log_dir=log_dir,
+        heartbeat_seconds=settings.sync_heartbeat_seconds,
     ) as stack:
         print(describe(stack), flush=True)
         while not stopping.is_set():

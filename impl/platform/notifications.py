@@ -121,6 +121,12 @@ class Notifications:
             except DATABASE_DOWN as error:
                 log.warning("%s listener: %s: %s; reconnecting in %.1f s",
                             self.channel, type(error).__name__, error, delay)
+            except Exception as error:  # noqa: BLE001 - the listener must outlive any error
+                # Anything else (a role refused, a database missing, a proxy's own error while
+                # a Neon compute wakes up) ended this task silently: the replica then polled
+                # until restarted, with nothing in its log. Say it, and keep trying.
+                log.error("%s listener: %s: %s; streams poll meanwhile; reconnecting in %.1f s",
+                          self.channel, type(error).__name__, error, delay)
             finally:
                 self.listening = False
                 if connection is not None and not connection.is_closed():

@@ -14,6 +14,11 @@ replicas, on a free loopback port, with a generated configuration:
   with it, none). A request must fit HAProxy's 16 KiB buffer to be replayed: a task the
   contract accepts is under 4 KiB.
 
+Live streams (`GET /api/tasks/events`, Server-Sent Events) have a backend of their own
+(`streams`: the same replicas, tracking the health checks above; a server timeout above the
+heartbeat, no 200 ms hold on each event, least connections): config() says why, and
+docs/deploying-streams.md.
+
 The stats socket (`show stat`) says which replicas are UP and counts connection errors, retries
 and redispatches per replica; only errors and retried requests are logged (dontlog-normal).
 """
@@ -21,6 +26,7 @@ and redispatches per replica; only errors and retried requests are logged (dontl
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 import socket
 import subprocess
@@ -36,9 +42,15 @@ from scripts.local_stack.processes import free_port, stop
 CHECK_INTERVAL_MS = 250
 FALL = 2
 RISE = 2
+EVENTS_PATH = "/api/tasks/events"
+# A stream's longest allowed silence, in heartbeats: a busy replica may send one late.
+STREAM_SILENT_HEARTBEATS = 3
 
 
-def config(port: int, servers: Sequence[tuple[str, int]], directory: Path) -> str:
+def config(port: int, servers: Sequence[tuple[str, int]], directory: Path,
+           heartbeat_seconds: float = 15.0) -> str:
+    """HAProxy's configuration; `heartbeat_seconds`: the replicas' SYNC_HEARTBEAT_SECONDS."""
+    stream_timeout_ms = math.ceil(STREAM_SILENT_HEARTBEATS * heartbeat_seconds * 1000)
     lines = [
         "global",
         "    maxconn 4096",
@@ -62,6 +74,7 @@ def config(port: int, servers: Sequence[tuple[str, int]], directory: Path) -> st
         "",
         "frontend api",
         f"    bind 127.0.0.1:{port}",
+        f"    use_backend streams if {{ path {EVENTS_PATH} }} METH_GET",
         "    default_backend replicas",
         "",
         "backend replicas",
@@ -74,6 +87,27 @@ def config(port: int, servers: Sequence[tuple[str, int]], directory: Path) -> st
         "    acl replay_safe req.hdr(idempotency-key) -m found",
         "    http-request disable-l7-retry unless replay_safe",
         *(f"    server {name} 127.0.0.1:{server_port}" for name, server_port in servers),
+        "",
+        # Each setting measured with HAProxy 2.6.12 (Debian 12) in front of a server sending
+        # a chunk every few seconds (docs/deploying-streams.md):
+        "backend streams",
+        # HAProxy 2.6 proxies an event stream as an ordinary response, not a tunnel: `timeout
+        # tunnel` never applies (a stream was still cut at `timeout server` with one set).
+        # `timeout server` is the longest silence allowed from the replica mid-response: it
+        # must be above SYNC_HEARTBEAT_SECONDS (the comment line an idle stream gets), else
+        # every idle stream is cut at it. `timeout client` does not cut a response being sent
+        # (a silent client outlived a 2 s client timeout).
+        f"    timeout server {stream_timeout_ms}ms",
+        # Otherwise HAProxy sends each chunk with MSG_MORE (more is coming) and the kernel
+        # holds it up to 200 ms: every event and heartbeat arrived 200 ms late; with it, at once.
+        "    option http-no-delay",
+        # Streams last: round robin counts requests, leastconn open connections, so a new
+        # stream goes to the replica holding fewest (after a rolling restart, the one started
+        # last holds none).
+        "    balance leastconn",
+        # The same replicas, up and down with the health checks of `replicas` (no second set).
+        *(f"    server {name} 127.0.0.1:{server_port} track replicas/{name}"
+          for name, server_port in servers),
     ]
     return "\n".join(lines) + "\n"
 
@@ -152,15 +186,15 @@ def _wait_for_stats(haproxy: HAProxy, timeout: float) -> None:
 
 
 @contextmanager
-def running_haproxy(servers: Sequence[tuple[str, int]], port: int | None = None
-                    ) -> Iterator[HAProxy]:
+def running_haproxy(servers: Sequence[tuple[str, int]], port: int | None = None,
+                    heartbeat_seconds: float = 15.0) -> Iterator[HAProxy]:
     """HAProxy in the foreground (-db) on a free loopback port (or `port`), in front of
-    `servers` (name, port on 127.0.0.1)."""
+    `servers` (name, port on 127.0.0.1) whose streams send a heartbeat this often."""
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="task-api-haproxy-") as tmp:
         directory = Path(tmp)
         cfg = directory / "haproxy.cfg"
-        cfg.write_text(config(port, servers, directory))
+        cfg.write_text(config(port, servers, directory, heartbeat_seconds))
         check = subprocess.run([binary(), "-c", "-q", "-f", str(cfg)], capture_output=True,
                                text=True, check=False)
         if check.returncode != 0:

@@ -1,6 +1,7 @@
 """The whole recipe on loopback: PostgreSQL (given, or the embedded one under DATA_DIR), PgBouncer
 in transaction mode in front of it, N `task-api serve` replicas through PgBouncer (statement
-cache off), HAProxy in front of the replicas. And the rolling restart: each replica in turn
+cache off) that LISTEN for their live streams on PostgreSQL directly (DATABASE_LISTEN_URL:
+LISTEN cannot work through a transaction pooler), HAProxy in front of the replicas. And the rolling restart: each replica in turn
 stopped with SIGTERM (its hand-over), started again, and put back by HAProxy before the next."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from impl.platform.settings import Settings
 from scripts.local_stack.haproxy import CHECK_INTERVAL_MS, FALL, HAProxy, running_haproxy
 from scripts.local_stack.pgbouncer import PgBouncer, running_pgbouncer
 from scripts.local_stack.replicas import Replica
@@ -93,13 +95,16 @@ def running_stack(
     data_dir: Path = Path(".data"), port: int | None = None, env: dict[str, str] | None = None,
     ready_grace: float = READY_GRACE_SECONDS, cwd: Path | None = None,
     log_dir: Path | None = None,
+    heartbeat_seconds: float | None = None,
 ) -> Iterator[Stack]:
     """The stack, ready (every replica UP in HAProxy); stopped in reverse order on exit.
-    `env`: more settings for the replicas (RATE_LIMIT_PER_SECOND, LOG_LEVEL...); `cwd`: where
-    they run (its `.env` is read for what `env` does not set). `log_dir`: where the replicas'
-    logs go and stay after the stack stops; None: a temporary folder, removed with the stack.
-    The replicas' log level and format are the user's (environment, `.env`): nothing here
-    overrides them (their logs are files, so `auto` writes JSON lines)."""
+    `env`: more settings for the replicas (RATE_LIMIT_PER_SECOND, LOG_LEVEL...; a
+    DATABASE_LISTEN_URL there wins over the direct URL); `cwd`: where they run (its `.env` is
+    read for what `env` does not set). `log_dir`: where the replicas' logs go and stay after
+    the stack stops; None: a temporary folder, removed with the stack. The replicas' log level
+    and format are the user's (environment, `.env`): nothing here overrides them (their logs
+    are files, so `auto` writes JSON lines). `heartbeat_seconds`: their SYNC_HEARTBEAT_SECONDS
+    when `.env` sets it (HAProxy's stream timeout follows it), else from `env` or the default."""
     with ExitStack() as stack:
         direct_url, secret = _prepare_database(database_url, data_dir, secret, stack)
         bouncer = stack.enter_context(running_pgbouncer(direct_url))
@@ -110,6 +115,8 @@ def running_stack(
             directory = log_dir
             directory.mkdir(parents=True, exist_ok=True)
         replica_env = {
+            # The live streams' wake-ups: LISTEN on PostgreSQL itself, not through PgBouncer.
+            "DATABASE_LISTEN_URL": direct_url,
             **(env or {}),
             "DATABASE_URL": bouncer.url, "DB_STATEMENT_CACHE": "false",
             "SHUTDOWN_READY_GRACE_SECONDS": str(ready_grace),
@@ -120,8 +127,11 @@ def running_stack(
         for member in members:
             stack.callback(member.close)
             member.start()
-        haproxy = stack.enter_context(
-            running_haproxy([(m.name, m.port) for m in members], port=port))
+        if heartbeat_seconds is None:
+            heartbeat_seconds = float(replica_env.get(
+                "SYNC_HEARTBEAT_SECONDS", Settings.model_fields["sync_heartbeat_seconds"].default))
+        haproxy = stack.enter_context(running_haproxy(
+            [(m.name, m.port) for m in members], port=port, heartbeat_seconds=heartbeat_seconds))
         result = Stack(direct_url, secret, bouncer, members, haproxy)
         result.wait_all_up()
         yield result

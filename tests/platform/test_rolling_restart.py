@@ -7,6 +7,10 @@ safe retries, redispatch).
   by HAProxy before the next one goes. Not one request fails and the database holds exactly
   what every user was told. The load runs until the restart is over (and a moment more, so
   both new replicas serve it), however long that takes on a busy machine.
+  Meanwhile STREAM_USERS more users write their own tasks and follow them on the live stream
+  through HAProxy: each stream ends when its replica stops (`retry:`, then the end), and the
+  client reconnects with Last-Event-ID. After the writes, and the `up-to-date` that follows
+  the last one, each client's copy is the database's state for its user, field by field.
 - A cursor issued by one replica works on the other.
 - One Idempotency-Key sent to both replicas at once creates one task.
 - The hand-over itself, on one replica: after SIGTERM its listener stays open, /api/ready
@@ -40,7 +44,9 @@ from scripts.local_stack.stack import Stack, running_stack
 from scripts.local_stack.writes import differences
 from tests.support.factories import THROUGH_PGBOUNCER
 from tests.support.reporting import show
-from tests.support.servers import SECRET, free_port, random_user_id
+from tests.support.servers import SECRET, direct_connection, free_port, random_user_id
+from tests.support.streaming_users import StreamingUsers
+from tests.support.task_state import as_stored, tasks_in_database
 
 pytestmark = pytest.mark.skipif(
     THROUGH_PGBOUNCER, reason="brings its own PgBouncer: runs in the direct pass")
@@ -50,6 +56,8 @@ USERS = 32
 SWING_REQUESTS = 1000  # through HAProxy before the first replica is stopped
 AFTER_RESTART_SECONDS = 1.0  # of load once the last replica is back
 MAX_LOAD_SECONDS = 600  # load.py's own bound; the test stops it long before
+STREAM_USERS = 4  # writing and following their live stream through HAProxy
+STREAM_TIMEOUT = 60.0  # for a stream to open or deliver, on 2 shared cores: generous
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +82,21 @@ async def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
 ) -> None:
     state_path, report_path = tmp_path / "state.json", tmp_path / "load.json"
     before = {name: dict(row) for name, row in stack.haproxy.servers().items()}
+    streaming = StreamingUsers(stack.url, STREAM_USERS)
+    try:
+        await streaming.start_following(STREAM_TIMEOUT)
+        streaming.start_writing()
+        await _rolling_restart_under_load(stack, database_url, streaming, before, state_path,
+                                          report_path, request)
+    finally:
+        await streaming.close()
+
+
+async def _rolling_restart_under_load(
+    stack: Stack, database_url: str, streaming: StreamingUsers,
+    before: dict[str, dict[str, str]], state_path: Path, report_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     runner = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "scripts" / "load.py"), "--base-url", stack.url,
         "--secret", SECRET, "--users", str(USERS), "--seconds", str(MAX_LOAD_SECONDS),
@@ -92,8 +115,10 @@ async def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
         steps = await asyncio.to_thread(stack.rolling_restart)
         restart_seconds = time.monotonic() - began
         await asyncio.sleep(AFTER_RESTART_SECONDS)
+        await streaming.stop_writing()
         runner.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(runner.communicate(), timeout=120)
+        await streaming.last_write_seen(STREAM_TIMEOUT)
     finally:
         if runner.returncode is None:
             runner.kill()
@@ -128,6 +153,26 @@ async def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
     for replica in stack.replicas:
         assert replica.starts == 2
         assert "Traceback" not in replica.log(), replica.log()[-3000:]
+    await _streams_hold_the_database_state(database_url, streaming, request)
+
+
+async def _streams_hold_the_database_state(
+    database_url: str, streaming: StreamingUsers, request: pytest.FixtureRequest
+) -> None:
+    followers = [user.follower for user in streaming.users]
+    show(request, "[streams through the rolling restart] per user: reconnects "
+                  f"{[f.reconnects for f in followers]}, streams ended "
+                  f"{[dict(f.endings) for f in followers]}, events "
+                  f"{[len(f.received) for f in followers]}, last write -> its event "
+                  f"{[round((u.last_write_latency or 0) * 1000) for u in streaming.users]} ms; "
+                  f"writes {[dict(u.writes) for u in streaming.users]}")
+    async with direct_connection(database_url) as db:
+        for user in streaming.users:
+            stored = await tasks_in_database(db, user.user.id)
+            assert len(stored) > 1  # it wrote, and kept some
+            assert as_stored(user.follower.tasks) == stored, user.user.id
+    # Every replica was stopped once, so every stream was ended at least once and resumed.
+    assert all(f.reconnects >= 1 for f in followers)
 
 
 async def test_a_cursor_from_one_replica_works_on_the_other(stack: Stack) -> None:
