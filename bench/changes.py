@@ -159,24 +159,25 @@ def statement_args(point: Page, codec: SyncTokenCodec) -> tuple[Any, ...]:
 
 
 async def statements(url: str, points: list[Page], codec: SyncTokenCodec,
-                     samples: int = 60) -> list[dict[str, Any]]:
-    """Per point: the statement alone (median ms, generic plans as the API's connections) and
-    what EXPLAIN (ANALYZE, BUFFERS) says it reads."""
+                     samples: int = 100) -> list[dict[str, Any]]:
+    """Per point: the statement alone (median ms, generic plans as the API's connections; the
+    sizes of a kind in turn, as over HTTP) and what EXPLAIN (ANALYZE, BUFFERS) says it reads."""
     connection = await asyncpg.connect(url, server_settings=GENERIC_PLANS)
+    args = [statement_args(point, codec) for point in points]
+    times: list[list[float]] = [[] for _ in points]
     out = []
     try:
-        for point in points:
-            args = statement_args(point, codec)
-            for _ in range(5):
-                await connection.fetch(PAGE_SQL, *args)
-            times = []
-            for _ in range(samples):
-                start = time.perf_counter()
-                await connection.fetch(PAGE_SQL, *args)
-                times.append((time.perf_counter() - start) * 1000)
+        for group in kinds(points).values():
+            for sample in range(-5, samples):
+                for index in group:
+                    start = time.perf_counter()
+                    await connection.fetch(PAGE_SQL, *args[index])
+                    if sample >= 0:
+                        times[index].append((time.perf_counter() - start) * 1000)
+        for index in range(len(points)):
             plan = json.loads(await connection.fetchval(
-                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {PAGE_SQL}", *args))[0]["Plan"]
-            out.append({"sql_ms": statistics.median(times),
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {PAGE_SQL}", *args[index]))[0]["Plan"]
+            out.append({"sql_ms": statistics.median(times[index]),
                         "buffers": plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]})
     finally:
         await connection.close()
