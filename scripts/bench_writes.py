@@ -1,15 +1,22 @@
-"""What each part of migrations 0004, 0005 and 0006 costs a write: the database's CPU time per
-INSERT, per UPDATE of `completed` and per UPDATE of `title` (a PATCH of each), with the schema
-of 0003 and then each part added in turn, on the same data.
+"""What each part of migrations 0004 to 0007 costs a write: the database's CPU time per
+INSERT, per UPDATE of `completed`, per UPDATE of `title` (a PATCH of each) and per DELETE of one
+task, with the schema of 0003 and then each part added in turn, on the same data.
 
-    .venv/bin/python scripts/bench_writes.py [--statements 2000] [--rounds 5]
+    .venv/bin/python scripts/bench_writes.py [--statements 2000] [--rounds 5] [--from-step 0006]
 
 It starts a private PostgreSQL (pgserver, temporary directory), loads 60,000 realistic tasks
 (bench/data.py), and makes one database per step from a template of the previous one. The
 figure is the CPU time of the PostgreSQL backend process (/proc/<pid>/stat) divided by the
 statements it ran, autocommit, like the API: on a machine shared with other work it moves much
 less than wall time. Each round measures every step once, in order; the median is printed.
-Also the time `task-api migrate` takes from 0003 to 0004 on that data.
+Also the time `task-api migrate` takes from 0003 to head on that data.
+
+Migration 0007 (change tracking) is added part by part too (the column and its index, the
+BEFORE UPDATE stamp, the tombstones, the NOTIFY), and next to it two variants that do the same
+work in the statements instead of triggers (`VARIANTS`: what the store would send then), each in
+a copy of the 0006 database. A connection LISTENs on the channel while the steps are measured,
+as the API's listener does. `--from-step 0006` measures only the steps from the one whose label
+holds "0006" (the older ones are still built).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -48,6 +56,33 @@ UPDATE_SQL = (
 RETITLE_SQL = (
     "UPDATE tasks SET title = $3, version = version + 1, updated_at = now() "
     "WHERE id = $1 AND user_id = $2"
+)
+DELETE_SQL = "DELETE FROM tasks WHERE id = $1 AND user_id = $2"
+CHANNEL = "task_changes"  # migration 0007's
+
+
+@dataclass(frozen=True)
+class Writes:
+    """The four statements a step is measured with (the store's, or a variant's)."""
+
+    insert: str = INSERT_SQL
+    update: str = UPDATE_SQL
+    retitle: str = RETITLE_SQL
+    delete: str = DELETE_SQL
+
+
+_STAMP = ", change_xid = pg_current_xact_id() WHERE"
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', w.user_id) FROM w"
+# 0007's work in the statements, no trigger: the UPDATEs set change_xid themselves ...
+STAMPED = Writes(update=UPDATE_SQL.replace(" WHERE", _STAMP, 1),
+                 retitle=RETITLE_SQL.replace(" WHERE", _STAMP, 1))
+# ... and also NOTIFY, and the DELETE writes its tombstone (a CTE: still one statement).
+IN_STATEMENTS = Writes(
+    insert=f"WITH w AS ({INSERT_SQL}) SELECT w.*, pg_notify('{CHANNEL}', w.user_id) FROM w",
+    update=f"WITH w AS ({STAMPED.update} RETURNING user_id) {_NOTIFY}",
+    retitle=f"WITH w AS ({STAMPED.retitle} RETURNING user_id) {_NOTIFY}",
+    delete=(f"WITH w AS ({DELETE_SQL} RETURNING user_id, id), t AS (INSERT INTO task_tombstones "
+            f"(user_id, task_id) SELECT user_id, id FROM w) {_NOTIFY}"),
 )
 
 
@@ -100,6 +135,77 @@ def steps() -> dict[str, list[str]]:
         "+ priority and completed in the sort indexes (= 0006)": _rebuilt(
             {name: columns for name, (_, columns) in filtered.INDEXES.items()}
         ),
+        **changes_steps(),
+    }
+
+
+def _changes_parts() -> dict[str, str]:
+    """Migration 0007's statements, by what they are (taken from its upgrade())."""
+    executed: list[str] = []
+    module = _migration("0007_task_changes")
+    module.op = _Recorder(executed)
+    module.upgrade()
+    parts: dict[str, str] = {}
+    for statement in executed:
+        text = " ".join(statement.split())
+        key = next((k for k in ("TRIGGER tasks_change_stamp", "TRIGGER tasks_change_record",
+                                "FUNCTION task_change_stamp", "FUNCTION task_change_record",
+                                "ADD COLUMN", "ix_tasks_user_change", "CREATE TABLE",
+                                "ix_task_tombstones") if k in text), None)
+        if key is None:
+            raise RuntimeError(f"migration 0007: unexpected statement {text[:80]}")
+        parts[key] = statement
+    return parts
+
+
+class _Recorder:
+    def __init__(self, executed: list[str]) -> None:
+        self.executed = executed
+
+    def execute(self, statement: str) -> None:
+        self.executed.append(statement)
+
+
+TOMBSTONE_ONLY = """
+    CREATE OR REPLACE FUNCTION task_change_record() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO task_tombstones (user_id, task_id) VALUES (OLD.user_id, OLD.id);
+        RETURN NULL;
+    END $$
+"""
+
+
+def changes_steps() -> dict[str, list[str]]:
+    """Migration 0007 part by part, after 0006: the column (default: the inserting transaction)
+    and its index; the BEFORE UPDATE trigger that stamps it; the tombstone table and an AFTER
+    DELETE trigger that writes it; then the trigger as migrated (AFTER INSERT OR UPDATE OR
+    DELETE, and NOTIFY)."""
+    p = _changes_parts()
+    return {
+        "+ change_xid column and its index (0007)": [p["ADD COLUMN"], p["ix_tasks_user_change"]],
+        "+ BEFORE UPDATE trigger stamping change_xid (0007)": [
+            p["FUNCTION task_change_stamp"], p["TRIGGER tasks_change_stamp"]],
+        "+ tombstones (AFTER DELETE trigger, 0007)": [
+            p["CREATE TABLE"], p["ix_task_tombstones"], TOMBSTONE_ONLY,
+            ("CREATE TRIGGER tasks_change_record AFTER DELETE ON tasks "
+             "FOR EACH ROW EXECUTE FUNCTION task_change_record()")],
+        "+ NOTIFY on every write (AFTER INSERT OR UPDATE OR DELETE trigger; = 0007)": [
+            "DROP TRIGGER tasks_change_record ON tasks", "DROP FUNCTION task_change_record()",
+            p["FUNCTION task_change_record"], p["TRIGGER tasks_change_record"]],
+    }
+
+
+def variants() -> dict[str, tuple[list[str], Writes]]:
+    """0007 with work moved from triggers into the statements (each from the 0006 database)."""
+    p = _changes_parts()
+    base = [p["ADD COLUMN"], p["ix_tasks_user_change"], p["CREATE TABLE"],
+            p["ix_task_tombstones"]]
+    return {
+        "0007, change_xid set by the UPDATE statements (no BEFORE trigger)": (
+            [*base, p["FUNCTION task_change_record"], p["TRIGGER tasks_change_record"]],
+            STAMPED),
+        "0007, all in the statements (stamp, tombstone and NOTIFY; no trigger)": (
+            base, IN_STATEMENTS),
     }
 
 
@@ -109,8 +215,13 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-async def _measure(url: str, statements: int) -> tuple[float, float, float]:
+Figures = tuple[float, float, float, float]
+
+
+async def _measure(url: str, statements: int, writes: Writes) -> Figures:
     connection = await asyncpg.connect(url)
+    listener = await asyncpg.connect(url)  # as the API's: NOTIFYs are delivered and read
+    await listener.add_listener(CHANNEL, _ignore)
     try:
         pid = await connection.fetchval("SELECT pg_backend_pid()")
         user = f"writer-{uuid.uuid4().hex[:8]}"
@@ -125,20 +236,30 @@ async def _measure(url: str, statements: int) -> tuple[float, float, float]:
                 "due_date": dt.datetime.fromisoformat("2030-06-01T09:30:00+02:00"),
                 "tags": ["work", "urgent"],
             }
-            await connection.execute(INSERT_SQL, *insert_args(task_id, user, fields))
+            await connection.execute(writes.insert, *insert_args(task_id, user, fields))
         inserted = _cpu(pid)
         for task_id in ids:
-            await connection.execute(UPDATE_SQL, task_id, user, True)
+            await connection.execute(writes.update, task_id, user, True)
         updated = _cpu(pid)
         for index, task_id in enumerate(ids):
-            await connection.execute(RETITLE_SQL, task_id, user, f"Email the annual budget {index}")
+            await connection.execute(writes.retitle, task_id, user,
+                                     f"Email the annual budget {index}")
         retitled = _cpu(pid)
-        await connection.execute("DELETE FROM tasks WHERE user_id = $1", user)
+        for task_id in ids:
+            await connection.execute(writes.delete, task_id, user)
+        deleted = _cpu(pid)
+        if await connection.fetchval("SELECT to_regclass('task_tombstones') IS NOT NULL"):
+            await connection.execute("DELETE FROM task_tombstones WHERE user_id = $1", user)
         await connection.execute("VACUUM ANALYZE")
         return ((inserted - start) / statements * 1e6, (updated - inserted) / statements * 1e6,
-                (retitled - updated) / statements * 1e6)
+                (retitled - updated) / statements * 1e6, (deleted - retitled) / statements * 1e6)
     finally:
+        await listener.close()
         await connection.close()
+
+
+def _ignore(*_args: Any) -> None:
+    pass
 
 
 def _database(url: str, name: str) -> str:
@@ -157,13 +278,14 @@ async def _load(url: str) -> None:
         await connection.close()
 
 
-async def _build(admin_url: str, base: str) -> list[tuple[str, str]]:
+async def _build(admin_url: str, base: str) -> list[tuple[str, str, Writes]]:
+    """A database per step, each from the previous one; one per variant, from 0006's."""
     admin = await asyncpg.connect(admin_url)
-    databases, previous = [], base
+    databases: list[tuple[str, str, Writes]] = []
+    previous, head_0006 = base, base
     try:
-        for number, (label, statements) in enumerate(steps().items()):
-            name = f"step{number}"
-            await admin.execute(f"CREATE DATABASE {name} TEMPLATE {previous}")
+        async def make(name: str, template: str, statements: list[str]) -> str:
+            await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
             connection = await asyncpg.connect(_database(admin_url, name))
             try:
                 for statement in statements:
@@ -171,8 +293,17 @@ async def _build(admin_url: str, base: str) -> list[tuple[str, str]]:
                 await connection.execute("VACUUM ANALYZE")
             finally:
                 await connection.close()
-            databases.append((label, _database(admin_url, name)))
+            return _database(admin_url, name)
+
+        for number, (label, statements) in enumerate(steps().items()):
+            name = f"step{number}"
+            databases.append((label, await make(name, previous, statements), Writes()))
             previous = name
+            if "(= 0006)" in label:
+                head_0006 = name
+        for number, (label, (statements, writes)) in enumerate(variants().items()):
+            databases.append((label, await make(f"variant{number}", head_0006, statements),
+                              writes))
     finally:
         await admin.close()
     return databases
@@ -182,6 +313,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--statements", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--from-step", default=None,
+                        help="measure only from the step whose label holds this (e.g. 0006)")
     args = parser.parse_args()
     from impl.platform.embedded import pgserver_module
 
@@ -202,23 +335,27 @@ def main() -> int:
             upgrade(_database(admin_url, "timed"))
             migrate_s = time.monotonic() - started
             databases = asyncio.run(_build(admin_url, "data"))
-            results: dict[str, list[tuple[float, float, float]]] = {
-                label: [] for label, _ in databases
-            }
+            if args.from_step:
+                first = next(i for i, (label, _, _) in enumerate(databases)
+                             if args.from_step in label)
+                databases = databases[first:]
+            results: dict[str, list[Figures]] = {label: [] for label, _, _ in databases}
             for round_number in range(args.rounds):
-                for label, url in databases:
-                    results[label].append(asyncio.run(_measure(url, args.statements)))
+                for label, url, writes in databases:
+                    results[label].append(asyncio.run(_measure(url, args.statements, writes)))
                 print(f"round {round_number + 1}/{args.rounds} done", flush=True)
         finally:
             server.cleanup()
     print(f"\nPostgreSQL backend CPU per statement (autocommit), median of {args.rounds} rounds "
           f"of {args.statements}; 61,000 tasks; 1-minute load average "
           f"{os.getloadavg()[0]:.2f}:\n")
-    print("| schema | INSERT us | UPDATE (completed) us | UPDATE (title) us |\n|---|---:|---:|---:|")
+    print("| schema | INSERT us | UPDATE (completed) us | UPDATE (title) us | DELETE us |\n"
+          "|---|---:|---:|---:|---:|")
     for label, runs in results.items():
-        insert, update, retitle = (statistics.median(r[i] for r in runs) for i in range(3))
-        print(f"| {label} | {insert:.0f} | {update:.0f} | {retitle:.0f} |")
-    print(f"\n`task-api migrate` 0003 -> head (0006) on those 61,000 tasks: {migrate_s:.1f} s")
+        insert, update, retitle, delete = (statistics.median(r[i] for r in runs)
+                                           for i in range(4))
+        print(f"| {label} | {insert:.0f} | {update:.0f} | {retitle:.0f} | {delete:.0f} |")
+    print(f"\n`task-api migrate` 0003 -> head on those 61,000 tasks: {migrate_s:.1f} s")
     return 0
 
 
