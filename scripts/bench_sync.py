@@ -1,8 +1,8 @@
 """The change feed and the live stream, measured (issue 27): figures printed, never asserted.
 
-    uv run python scripts/bench_sync.py                       # both parts, about 6 minutes
-    uv run python scripts/bench_sync.py --skip-streams        # the change pages only
-    uv run python scripts/bench_sync.py --skip-pages --streams 1000 --stream-users 100 --rate 10
+    .venv/bin/python scripts/bench_sync.py                       # both parts, about 6 minutes
+    .venv/bin/python scripts/bench_sync.py --skip-streams        # the change pages only
+    .venv/bin/python scripts/bench_sync.py --skip-pages --streams 1000 --stream-users 100 --rate 10
 
 It starts a private PostgreSQL (pgserver, in a temporary directory), migrates it to head and loads
 realistic tasks with COPY (bench/data.py): users with 100, 1,000, 10,000 and 100,000 tasks, 100
