@@ -303,7 +303,8 @@ async def task_item(request: Request) -> Response:
                 else:
                     record = await connection.fetchrow(
                         f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, "
-                        "updated_at = now() WHERE id = $1 AND user_id = $2 "
+                        "updated_at = now(), change_xid = pg_current_xact_id() "
+                        "WHERE id = $1 AND user_id = $2 "
                         "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
                         f"RETURNING {COLUMNS}",
                         *args,

@@ -12,9 +12,10 @@ less than wall time. Each round measures every step once, in order; the median i
 Also the time `task-api migrate` takes from 0003 to head on that data.
 
 Migration 0007 (change tracking) is added part by part too (the column and its index, the
-BEFORE UPDATE stamp, the tombstones, the NOTIFY), and next to it two variants that do the same
-work in the statements instead of triggers (`VARIANTS`: what the store would send then), each in
-a copy of the 0006 database. A connection LISTENs on the channel while the steps are measured,
+tombstones, then the NOTIFY and the stamp check with UPDATEs that stamp change_xid, as the
+store's do), and next to it two variants, each in a copy of the 0006 database: the first
+design (a BEFORE UPDATE trigger stamping change_xid) and all of it in the statements (no
+trigger). A connection LISTENs on the channel while the steps are measured,
 as the API's listener does. `--from-step 0006` measures only the steps from the one whose label
 holds "0006" (the older ones are still built).
 """
@@ -148,8 +149,7 @@ def _changes_parts() -> dict[str, str]:
     parts: dict[str, str] = {}
     for statement in executed:
         text = " ".join(statement.split())
-        key = next((k for k in ("TRIGGER tasks_change_stamp", "TRIGGER tasks_change_record",
-                                "FUNCTION task_change_stamp", "FUNCTION task_change_record",
+        key = next((k for k in ("TRIGGER tasks_change_record", "FUNCTION task_change_record",
                                 "ADD COLUMN", "ix_tasks_user_change", "CREATE TABLE",
                                 "ix_task_tombstones") if k in text), None)
         if key is None:
@@ -173,41 +173,52 @@ TOMBSTONE_ONLY = """
         RETURN NULL;
     END $$
 """
+# The design first measured (commit 9e7bd88): a BEFORE UPDATE trigger stamped change_xid. Kept
+# as a variant: with any BEFORE ROW UPDATE trigger PostgreSQL recomputes `search` on every update.
+STAMP_TRIGGER = [
+    """CREATE FUNCTION task_change_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.change_xid := pg_current_xact_id();
+        RETURN NEW;
+    END $$""",
+    ("CREATE TRIGGER tasks_change_stamp BEFORE UPDATE ON tasks "
+     "FOR EACH ROW EXECUTE FUNCTION task_change_stamp()"),
+]
+# The label of the step that completes 0007: from it on the UPDATEs must stamp (its trigger
+# refuses those that do not), as the store's do.
+MIGRATED_0007 = "(= 0007)"
 
 
 def changes_steps() -> dict[str, list[str]]:
     """Migration 0007 part by part, after 0006: the column (default: the inserting transaction)
-    and its index; the BEFORE UPDATE trigger that stamps it; the tombstone table and an AFTER
-    DELETE trigger that writes it; then the trigger as migrated (AFTER INSERT OR UPDATE OR
-    DELETE, and NOTIFY)."""
+    and its index; the tombstone table and an AFTER DELETE trigger that writes it; then the
+    trigger as migrated (AFTER INSERT OR UPDATE OR DELETE: NOTIFY, and the stamp check), with
+    the UPDATEs stamping change_xid as the store's do."""
     p = _changes_parts()
     return {
         "+ change_xid column and its index (0007)": [p["ADD COLUMN"], p["ix_tasks_user_change"]],
-        "+ BEFORE UPDATE trigger stamping change_xid (0007)": [
-            p["FUNCTION task_change_stamp"], p["TRIGGER tasks_change_stamp"]],
         "+ tombstones (AFTER DELETE trigger, 0007)": [
             p["CREATE TABLE"], p["ix_task_tombstones"], TOMBSTONE_ONLY,
             ("CREATE TRIGGER tasks_change_record AFTER DELETE ON tasks "
              "FOR EACH ROW EXECUTE FUNCTION task_change_record()")],
-        "+ NOTIFY on every write (AFTER INSERT OR UPDATE OR DELETE trigger; = 0007)": [
+        f"+ NOTIFY on every write and UPDATEs stamping change_xid {MIGRATED_0007}": [
             "DROP TRIGGER tasks_change_record ON tasks", "DROP FUNCTION task_change_record()",
             p["FUNCTION task_change_record"], p["TRIGGER tasks_change_record"]],
     }
 
 
 def variants() -> dict[str, tuple[list[str], Writes]]:
-    """0007 with work moved from triggers into the statements (each from the 0006 database)."""
+    """0007 done otherwise (each from the 0006 database)."""
     p = _changes_parts()
     base = [p["ADD COLUMN"], p["ix_tasks_user_change"], p["CREATE TABLE"],
             p["ix_task_tombstones"]]
     return {
-        "0007, change_xid set by the UPDATE statements (no BEFORE trigger)": (
-            [*base, p["FUNCTION task_change_record"], p["TRIGGER tasks_change_record"]],
-            STAMPED),
+        "0007 with a BEFORE UPDATE trigger stamping change_xid (the first design)": (
+            [*base, *STAMP_TRIGGER, p["FUNCTION task_change_record"],
+             p["TRIGGER tasks_change_record"]], STAMPED),
         "0007, all in the statements (stamp, tombstone and NOTIFY; no trigger)": (
             base, IN_STATEMENTS),
     }
-
 
 
 def _cpu(pid: int) -> float:
@@ -297,7 +308,8 @@ async def _build(admin_url: str, base: str) -> list[tuple[str, str, Writes]]:
 
         for number, (label, statements) in enumerate(steps().items()):
             name = f"step{number}"
-            databases.append((label, await make(name, previous, statements), Writes()))
+            writes = STAMPED if MIGRATED_0007 in label else Writes()
+            databases.append((label, await make(name, previous, statements), writes))
             previous = name
             if "(= 0006)" in label:
                 head_0006 = name

@@ -173,7 +173,9 @@ class TaskStore:
                     )
         async with self.database.connection() as connection:
             record = await connection.fetchrow(
-                f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, updated_at = now() "
+                f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, updated_at = now(), "
+                # The change feed's stamp (migration 0007: its trigger refuses an UPDATE without).
+                "change_xid = pg_current_xact_id() "
                 "WHERE id = $1 AND user_id = $2 "
                 "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
                 f"RETURNING {COLUMNS}",

@@ -93,7 +93,7 @@ async def test_seed_is_idempotent_and_reset_reloads(database_url: str, db) -> No
     again = run("seed", env=env)
     assert "seeded 0 tasks" in again.stdout
     assert await db.fetchval(count, demo) == 10
-    await db.execute("UPDATE tasks SET title = 'changed' WHERE user_id = $1", demo[0])
+    await db.execute("UPDATE tasks SET title = 'changed', change_xid = pg_current_xact_id() WHERE user_id = $1", demo[0])
     await db.execute(
         "INSERT INTO tasks (id, user_id, title) VALUES ($1, $2, 'extra')", uuid.uuid4(), demo[1]
     )

@@ -85,8 +85,8 @@ async def test_upgrade_counts_and_indexes_what_was_there_and_downgrade_restores_
             extra, USERS[0], ["home", "it's", "home"],
         )
         await connection.execute(
-            "UPDATE tasks SET title = 'ÉTÉ CAFÉ: naïve déjà-vu', description = '123abc x' "
-            "WHERE id = $1", extra,
+            "UPDATE tasks SET title = 'ÉTÉ CAFÉ: naïve déjà-vu', description = '123abc x', "
+            "change_xid = pg_current_xact_id() WHERE id = $1", extra,
         )
         assert await connection.fetch(RELIST_TAGS) == []
         await connection.execute("DELETE FROM tasks WHERE id = $1", extra)

@@ -106,7 +106,7 @@ async def test_upgrade_from_0002_keeps_every_row_and_the_database_keeps_working(
         assert await _snapshot(connection) == before
         columns_0003 = await _columns(connection)
         # Later migrations add columns and tables (0004: tasks.search, more counters; 0005:
-        # task_tags), never change these.
+        # task_tags; 0007: tasks.change_xid, task_tombstones), never change these.
         await connection.close()
         await asyncio.to_thread(upgrade, fresh_database, "head")
         connection = await _connect(fresh_database)
@@ -117,7 +117,8 @@ async def test_upgrade_from_0002_keeps_every_row_and_the_database_keeps_working(
             "WHERE column_name = 'user_id' ORDER BY table_name"
         )
         assert [tuple(row) for row in types] == [
-            (table, "text", "C") for table in sorted((*TABLES, "task_tag_counts", "task_tags"))
+            (table, "text", "C") for table in sorted(
+                (*TABLES, "task_tag_counts", "task_tags", "task_tombstones"))
         ]
 
         # The counters trigger was recreated: writes under an old and a new id keep counting.
@@ -127,7 +128,8 @@ async def test_upgrade_from_0002_keeps_every_row_and_the_database_keeps_working(
                 uuid.uuid4(), user,
             )
             await connection.execute(
-                "UPDATE tasks SET priority = 'high' WHERE user_id = $1 AND title = 'after'", user
+                "UPDATE tasks SET priority = 'high', change_xid = pg_current_xact_id() "
+                "WHERE user_id = $1 AND title = 'after'", user
             )
         counted = await connection.fetch(
             "SELECT user_id, count(*) AS total, count(*) FILTER (WHERE completed) AS completed, "

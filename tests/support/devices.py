@@ -1,5 +1,6 @@
-"""A device that keeps a copy of its user's tasks in step through the change feed, as a
-frontend would, and the database's own view to compare it with."""
+"""A device that keeps a copy of its user's tasks in step through the change feed (GET
+/api/tasks/changes), as a frontend would, and the database's own view to compare it with
+(tests/support/task_state.py; tests/support/live_client.py follows the live stream instead)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 
-from impl.http.envelope import dumps
-from impl.tasks.store import COLUMNS
 from tests.support.factories import User
+from tests.support.task_state import as_stored, tasks_in_database
 
 
 @dataclass
@@ -54,7 +53,10 @@ class Device:
 
 
 async def database_copy(db: asyncpg.Connection, user: User) -> dict[str, dict[str, Any]]:
-    """The user's tasks as PostgreSQL holds them, in the API's JSON form."""
-    records = await db.fetch(f"SELECT {COLUMNS} FROM tasks WHERE user_id = $1", user.id)
-    tasks: list[dict[str, Any]] = orjson.loads(dumps([dict(record) for record in records]))
-    return {task["id"]: task for task in tasks}
+    """The user's tasks as PostgreSQL holds them, in the terms of `stored(device)`."""
+    return await tasks_in_database(db, user.id)
+
+
+def stored(device: Device) -> dict[str, dict[str, Any]]:
+    """The device's copy in the terms of database_copy(): compared field by field."""
+    return as_stored(device.tasks)

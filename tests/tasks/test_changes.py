@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import pytest
 
 from impl.platform.database import Database
 from impl.tasks.changes import PAGE_SQL, ChangeFeed, _start_key
 from impl.tasks.sync_token import SyncPosition, SyncTokenCodec
-from tests.support.devices import Device, database_copy
+from tests.support.devices import Device, database_copy, stored
 from tests.support.factories import User, new_user
 from tests.support.servers import SECRET, running_server, settings
 
@@ -43,7 +44,7 @@ async def test_a_first_sync_pages_through_every_task_once(
     assert [len(page["tasks"]) for page in pages] == [2, 2, 1]
     assert all(page["deleted"] == [] for page in pages)  # nothing to delete on a first sync
     assert set(device.tasks) == {task["id"] for task in created}
-    assert device.tasks == await database_copy(db, alice)
+    assert stored(device) == await database_copy(db, alice)
 
 
 async def test_a_later_sync_returns_what_changed_whole_and_deletions_as_tombstones(
@@ -73,7 +74,7 @@ async def test_a_later_sync_returns_what_changed_whole_and_deletions_as_tombston
     deleted_at = datetime.fromisoformat(tombstone["deleted_at"])
     assert before_delete - timedelta(seconds=5) < deleted_at < datetime.now(UTC) + timedelta(seconds=5)
     assert kept["id"] in device.tasks and removed["id"] not in device.tasks
-    assert device.tasks == await database_copy(db, alice)
+    assert stored(device) == await database_copy(db, alice)
 
     # Nothing since: an empty page, caught up, and the token still works.
     (page,) = await device.sync(client)
@@ -120,7 +121,7 @@ async def test_a_task_written_while_a_device_pages_comes_again_in_its_latest_sta
     for data in rest[:-1] if len(rest) > 1 else []:
         seen_in_round += [task["id"] for task in data["tasks"]]
     assert len(seen_in_round) == len(set(seen_in_round))
-    assert device.tasks == await database_copy(db, alice)
+    assert stored(device) == await database_copy(db, alice)
     assert all(device.tasks[task_id]["title"] == "again" for task_id in again)
 
 
@@ -235,3 +236,19 @@ async def test_a_later_sync_reads_only_the_changed_tasks_from_the_index(
     assert all(scan["Actual Rows"] <= 1 for scan in scans), plan
     (page,) = await device.sync(client)
     assert [task["title"] for task in page["tasks"]] == ["one more"]
+
+
+async def test_an_update_that_does_not_stamp_change_xid_is_refused(
+    client: httpx.AsyncClient, alice: User, db: asyncpg.Connection
+) -> None:
+    """Every UPDATE must set change_xid (the store's do): the database refuses one that does
+    not, so no write, present or future, can slip past the feed."""
+    task = await create(client, alice, "stamped")
+    with pytest.raises(asyncpg.RaiseError, match="must set change_xid"):
+        await db.execute("UPDATE tasks SET title = 'unstamped' WHERE id = $1", uuid.UUID(task["id"]))
+    await db.execute(
+        "UPDATE tasks SET title = 'stamped again', change_xid = pg_current_xact_id() "
+        "WHERE id = $1", uuid.UUID(task["id"]),
+    )
+    assert await db.fetchval("SELECT title FROM tasks WHERE id = $1", uuid.UUID(task["id"])) == (
+        "stamped again")
