@@ -48,6 +48,8 @@ import pytest
 
 from impl.platform.database import connect_options
 from impl.platform.token_verifier import mint_hs256
+from tests.support.factories import new_user
+from tests.support.live_client import messages
 from tests.support.reporting import show
 from tests.support.servers import SECRET, TASK_API, free_port, random_user_id, server_environment
 
@@ -431,3 +433,29 @@ async def test_requests_sent_before_sigterm_are_served_not_reset(
     if dropped:
         raise SentRequestDropped(f"{len(dropped)} of {len(outcomes)} requests sent before "
                                  f"SIGTERM were not answered: {dict(summary)}")
+
+
+async def test_sigterm_ends_an_event_stream_with_a_retry_hint_at_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """An open event stream does not hold the shutdown up: on SIGTERM it gets `retry:` (come
+    back soon, to another replica) and ends, and the process exits 0 without a traceback."""
+    user = new_user()
+    server = await start_server(database_url, tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http, \
+                http.stream("GET", "/api/tasks/events", headers=user.headers) as response:
+            assert response.status_code == 200
+            received = []
+            async for message in messages(response):
+                received.append(message)
+                if message.event == "up-to-date":
+                    server.process.send_signal(signal.SIGTERM)
+                    signalled = time.monotonic()
+            ended = time.monotonic() - signalled
+        assert received[-1].retry == 1000, received
+        assert ended < 5, f"the stream held the shutdown up for {ended:.1f} s"
+        assert await server.exited(30) == 0
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop_for_good()
