@@ -234,6 +234,31 @@ class SyncUpToDate(BaseModel):
     sync_token: SyncToken
 
 
+class TaskStreamEventName(Enum):
+    CHANGES = 'changes'
+    UP_TO_DATE = 'up-to-date'
+
+
+class TaskStreamEvent(BaseModel):
+    event: TaskStreamEventName
+    id: SyncToken
+    data: Annotated[
+        str,
+        Field(
+            description='A `TaskChanges` (event `changes`) or a `SyncUpToDate` (event `up-to-date`), as JSON.',
+            json_schema_extra={'contentMediaType': 'application/json'},
+        ),
+    ]
+    retry: Annotated[
+        Optional[int],
+        Field(
+            description='Milliseconds to wait before reconnecting (sent first, and when the server stops).',
+            ge=0,
+            le=60000,
+        ),
+    ] = None
+
+
 class SyncMeta(Meta):
     sync_token: SyncToken
     has_more: Annotated[

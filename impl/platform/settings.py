@@ -360,7 +360,7 @@ def describe_value(field: str, value: Any) -> Any:
         return "auto"
     if value is None:
         return None
-    if field == "database_url":
+    if field in ("database_url", "database_listen_url"):  # the password masked, the rest shown
         parts = urlsplit(value)
         if parts.password:
             netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"

@@ -27,7 +27,8 @@ async def test_schemathesis_finds_no_failure(base_url: str, alice: User) -> None
             created = await client.post("/api/tasks", json={"title": title})
             assert created.status_code == 201
         cursor = (await client.get("/api/tasks", params={"limit": 1})).json()["meta"]["next_cursor"]
-    assert cursor
+        sync_token = (await client.get("/api/tasks/changes")).json()["meta"]["sync_token"]
+    assert cursor and sync_token
     seed = os.environ.get("SCHEMATHESIS_SEED", DEFAULT_SEED)
     command = [
         SCHEMATHESIS, "--config-file", "schemathesis.toml", "run", "openapi.yaml",
@@ -42,6 +43,7 @@ async def test_schemathesis_finds_no_failure(base_url: str, alice: User) -> None
         "TASK_API_URL": base_url,
         "TASK_API_TOKEN": alice.token,
         "TASK_API_CURSOR": cursor,
+        "TASK_API_SYNC_TOKEN": sync_token,
         "NO_COLOR": "1",
     }
     result = subprocess.run(  # noqa: ASYNC221 - the server runs in its own thread
@@ -51,5 +53,5 @@ async def test_schemathesis_finds_no_failure(base_url: str, alice: User) -> None
     assert result.returncode == 0, output[-20000:]
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
         assert f"✅ {phase}" in output, f"phase {phase} did not pass:\n{output[-5000:]}"
-    assert "Selected: 9/9" in output and "Tested: 9" in output
+    assert "Selected: 11/11" in output and "Tested: 11" in output
     print(output)

@@ -112,6 +112,11 @@ WRITTEN = {
     "MAX_TASKS_PER_USER": "500",
     "CURSOR_SECRET": "cursor-SECRET-value",
     "SHUTDOWN_READY_GRACE_SECONDS": "1.5",
+    "SYNC_RETENTION_SECONDS": "86400",
+    "SYNC_HEARTBEAT_SECONDS": "5.5",
+    "SYNC_MAX_STREAMS_PER_USER": "3",
+    "DATABASE_LISTEN_URL": "postgresql://app:listen-PASSWORD@db.example.com:5432/app",
+    "SYNC_POLL_SECONDS": "0.5",
 }
 READ = {
     "DATABASE_URL": "postgresql://app:***@db.example.com:5433/app?sslmode=require",
@@ -139,6 +144,11 @@ READ = {
     "MAX_TASKS_PER_USER": 500,
     "CURSOR_SECRET": "*** (19 bytes)",
     "SHUTDOWN_READY_GRACE_SECONDS": 1.5,
+    "SYNC_RETENTION_SECONDS": 86400,
+    "SYNC_HEARTBEAT_SECONDS": 5.5,
+    "SYNC_MAX_STREAMS_PER_USER": 3,
+    "DATABASE_LISTEN_URL": "postgresql://app:***@db.example.com:5432/app",
+    "SYNC_POLL_SECONDS": 0.5,
 }
 # README's defaults, as the commands read them with nothing set.
 DEFAULTS = {
@@ -150,6 +160,8 @@ DEFAULTS = {
     "DB_ACQUIRE_TIMEOUT_SECONDS": 5, "DB_STATEMENT_CACHE": "auto", "MAX_BODY_BYTES": 65536,
     "RATE_LIMIT_PER_SECOND": 20, "RATE_LIMIT_BURST": 200, "MAX_TASKS_PER_USER": 100_000,
     "CURSOR_SECRET": None, "SHUTDOWN_READY_GRACE_SECONDS": 0,
+    "SYNC_RETENTION_SECONDS": 2_592_000, "SYNC_HEARTBEAT_SECONDS": 15,
+    "SYNC_MAX_STREAMS_PER_USER": 10, "DATABASE_LISTEN_URL": None, "SYNC_POLL_SECONDS": 2,
 }
 
 
@@ -231,6 +243,12 @@ BAD = [
     ("RATE_LIMIT_BURST", "0", "from 1 to 1000000000"),
     ("RATE_LIMIT_BURST", "1000000001", "from 1 to 1000000000"),
     ("CORS_ORIGINS", "1http://a.test", "scheme://host[:port]"),
+    ("SYNC_RETENTION_SECONDS", "0", "from 1 to 315360000"),
+    ("SYNC_RETENTION_SECONDS", "30d", "from 1 to 315360000"),
+    ("SYNC_HEARTBEAT_SECONDS", "0", "above 0, at most 300"),
+    ("SYNC_MAX_STREAMS_PER_USER", "0", "from 1 to 10000"),
+    ("DATABASE_LISTEN_URL", "redis://cache:6379", "postgresql://"),
+    ("SYNC_POLL_SECONDS", "61", "above 0, at most 60"),
     ("CORS_ORIGINS", "http://" + "a" * 2048 + ".test", "scheme://host[:port]"),
     ("MAX_TASKS_PER_USER", "lots", "0 or more"),
 ]
