@@ -245,8 +245,18 @@ class TaskStreamEvent(BaseModel):
     data: Annotated[
         str,
         Field(
-            description='A `TaskChanges` (event `changes`) or a `SyncUpToDate` (event `up-to-date`), as JSON.',
-            json_schema_extra={'contentMediaType': 'application/json'},
+            description='One line of JSON, a `TaskChanges` (event `changes`) or a `SyncUpToDate` (event `up-to-date`).',
+            json_schema_extra={
+                'contentMediaType': 'application/json',
+                'contentSchema': {
+                    'oneOf': [
+                        {'$ref': '#/components/schemas/TaskChanges'},
+                        {'$ref': '#/components/schemas/SyncUpToDate'},
+                    ]
+                },
+            },
+            max_length=4194304,
+            pattern='^[^\\n\\r]*$',
         ),
     ]
     retry: Annotated[
