@@ -269,10 +269,14 @@ async def snapshot(db: asyncpg.Connection, user_id: str) -> dict[str, Any]:
 
 
 async def create_task(api: Api, user: User, title: str) -> dict[str, Any]:
-    """A task written over plain HTTP (no Origin header: not a browser)."""
+    """A task written over plain HTTP (no Origin header: not a browser). Returns once its
+    access-log line is written too (after the response is sent: on a busy machine it could
+    land after a test's log offset and pass for one of the browser's requests)."""
+    before = api.log_size()
     async with httpx.AsyncClient(base_url=api.url) as http:
         response = await http.post("/api/tasks", json={"title": title}, headers=user.headers)
     assert response.status_code == 201, response.text
+    assert api.requests_since(before, at_least=1)[-1][:2] == ("POST", "/api/tasks")
     task: dict[str, Any] = response.json()["data"]
     return task
 

@@ -469,6 +469,8 @@ async def test_every_tool_error_reaches_the_inspector_cli_as_a_tool_error(
         # (token, tool, arguments, code)
         (alice.token, "list_tasks", ["limit=1000"], "VALIDATION_ERROR"),
         (alice.token, "list_tasks", ["cursor=not-a-cursor"], "VALIDATION_ERROR"),
+        (alice.token, "list_task_changes", ["limit=5000"], "VALIDATION_ERROR"),
+        (alice.token, "list_task_changes", ["since=not-a-sync-token"], "VALIDATION_ERROR"),
         (alice.token, "add_task", ["title= "], "VALIDATION_ERROR"),
         (alice.token, "add_task", ["title=x", "priority=urgent"], "VALIDATION_ERROR"),
         (alice.token, "get_task_stats", ["verbose=true"], "VALIDATION_ERROR"),
@@ -495,3 +497,21 @@ async def test_every_tool_error_reaches_the_inspector_cli_as_a_tool_error(
         assert "structuredContent" not in result, (tool, result)
         error_in([block["text"] for block in result["content"]], code)
     assert await rows(db, alice) == before
+
+
+async def test_an_assistant_asks_what_changed_since_it_last_looked(api_url: str) -> None:
+    """list_task_changes returns the envelope (the sync token is in its meta), and the token
+    passed back gives only what changed since, tombstones included."""
+    user = new_user()
+    async with connect(api_url, user.token, "auto") as client:
+        first = ok(await client.call_tool("add_task", {"title": "Kept"}))
+        gone = ok(await client.call_tool("add_task", {"title": "Dropped"}))
+        synced = ok(await client.call_tool("list_task_changes", {}))
+        assert sorted(t["title"] for t in synced["data"]["tasks"]) == ["Dropped", "Kept"]
+        assert synced["meta"]["has_more"] is False
+        ok(await client.call_tool("update_task", {"task_id": first["id"], "completed": True}))
+        assert (await client.call_tool("delete_task", {"task_id": gone["id"]})).is_error is False
+        later = ok(await client.call_tool(
+            "list_task_changes", {"since": synced["meta"]["sync_token"]}))
+    assert [(t["id"], t["completed"]) for t in later["data"]["tasks"]] == [(first["id"], True)]
+    assert [d["id"] for d in later["data"]["deleted"]] == [gone["id"]]
