@@ -23,6 +23,9 @@ log = logging.getLogger("task_api.auth")
 class Principal:
     # The token's `sub`, opaque: Better Auth's default ids, UUIDs, serial numbers, custom ids.
     user_id: str
+    # When the token stops being valid (Unix seconds, its `exp` plus the leeway): a response
+    # that outlasts the request (an event stream) must not outlive its credential.
+    valid_until: float = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ async def authenticate(request: Request) -> Principal:
     authentication: Authentication = lifespan_state(request, STATE_KEY)
     limits = authentication.limits
     try:
-        user_id = await _verified_user(request, authentication.verifier)
+        user_id, valid_until = await _verified_user(request, authentication.verifier)
     except (Unauthorized, TokenRefused):
         if limits is not None:
             _limit(request, limits.per_address, request.client.host if request.client else "")
@@ -65,10 +68,10 @@ async def authenticate(request: Request) -> Principal:
     if limits is not None and not request.scope.get(ALREADY_COUNTED):
         _limit(request, limits.per_user, user_id)
     request.state.user_id = user_id  # for the access log
-    return Principal(user_id=user_id)
+    return Principal(user_id=user_id, valid_until=valid_until)
 
 
-async def _verified_user(request: Request, verifier: TokenVerifier) -> str:
+async def _verified_user(request: Request, verifier: TokenVerifier) -> tuple[str, float]:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("Authorization header required")
@@ -76,7 +79,8 @@ async def _verified_user(request: Request, verifier: TokenVerifier) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header required")
     try:
-        return await verifier.verify(token.strip())
+        token = token.strip()
+        return await verifier.verify(token), verifier.expires_at(token)
     except TokenRefused as refused:
         # The reason only: never the token, its claims or a key (the request id comes with it).
         log.warning("token refused", extra={"reason": refused.reason})

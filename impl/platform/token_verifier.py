@@ -197,6 +197,13 @@ class TokenVerifier:
         self._verified[token] = _verified(subject, key, claims)
         return subject
 
+    def expires_at(self, token: str) -> float:
+        """When a token that verify() just accepted expires (its `exp`, Unix seconds, plus the
+        leeway verify() allows): a long-lived response it opened (an event stream) ends then.
+        Infinity for a token verify() has not accepted."""
+        known = self._verified.get(token)
+        return known.expires + self.leeway if known is not None else float("inf")
+
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(

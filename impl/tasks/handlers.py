@@ -135,7 +135,8 @@ async def stream_task_events(
     elif since is not None:
         position = tokens.decode(user_id, since)
     messages = await resources.live.open(
-        user_id=user_id, position=position, closing=server_closing()
+        user_id=user_id, position=position, closing=server_closing(),
+        valid_until=principal.valid_until,
     )
     return sse.event_stream(_as_server_sent_events(messages))
 

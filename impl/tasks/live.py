@@ -76,11 +76,18 @@ class LiveStreams:
         self.open_per_user: Counter[str] = Counter()
 
     async def open(
-        self, *, user_id: str, position: SyncPosition | None, closing: asyncio.Event | None
+        self,
+        *,
+        user_id: str,
+        position: SyncPosition | None,
+        closing: asyncio.Event | None,
+        valid_until: float = float("inf"),
     ) -> AsyncIterator[Message]:
         """The stream's messages. Refuses (429) a user who has the most streams open already;
         reads the first catch-up before the response starts, so an expired or foreign token is
-        a 410 or 422 envelope, not a broken stream."""
+        a 410 or 422 envelope, not a broken stream. Ends, with a retry hint, when `closing` is
+        set (the server stops) or at `valid_until` (Unix seconds: the bearer token expires, and
+        the client reconnects with a fresh one; a revoked user's stream does not run on)."""
         if self.open_per_user[user_id] >= self.settings.max_per_user:
             raise TooManyOpen(
                 f"Too many open streams: at most {self.settings.max_per_user} per user on one "
@@ -92,13 +99,16 @@ class LiveStreams:
         except BaseException:
             stream.release()
             raise
-        return stream.messages(self._messages(stream, position, closing or asyncio.Event(), first))
+        return stream.messages(
+            self._messages(stream, position, closing or asyncio.Event(), valid_until, first)
+        )
 
     async def _messages(
         self,
         stream: _OpenStream,
         position: SyncPosition,
         closing: asyncio.Event,
+        valid_until: float,
         first: list[Message],
     ) -> AsyncIterator[Message]:
         waiter = stream.waiter
@@ -111,8 +121,9 @@ class LiveStreams:
             timeout = self.settings.heartbeat_seconds - (time.monotonic() - last_sent)
             if not self.notifications.listening:
                 timeout = min(timeout, self.settings.poll_seconds)
+            timeout = min(timeout, valid_until - time.time())
             await _first_of(waiter.woken, closing, max(timeout, 0.0))
-            if closing.is_set():
+            if closing.is_set() or time.time() >= valid_until:
                 break
             if waiter.woken.is_set() or not self.notifications.listening:
                 waiter.woken.clear()  # before the read: a commit during it wakes us again

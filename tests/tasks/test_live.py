@@ -13,10 +13,12 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import httpx
+import jwt
 
+from impl.platform.token_verifier import mint_hs256
 from tests.support.factories import User, new_user
 from tests.support.live_client import Follower, Message, arrival_of, caught_up_after, messages
-from tests.support.servers import running_server, settings
+from tests.support.servers import SECRET, running_server, settings
 from tests.support.task_state import as_stored, tasks_in_database
 
 EVENTS = "/api/tasks/events"
@@ -218,3 +220,21 @@ def test_the_stream_is_documented_but_not_an_assistant_tool() -> None:
 
     assert "list_task_changes" in {tool.name for tool in TOOLS}
     assert "streamTaskEvents" not in {tool.operation_id for tool in TOOLS}
+
+
+async def test_a_stream_ends_when_its_token_expires(database_url: str) -> None:
+    """A stream does not outlive the bearer token that opened it: at its `exp` (no leeway
+    here) the stream sends a retry hint and ends; the client comes back with a fresh token."""
+    user_id = new_user().id
+    short_lived = mint_hs256(SECRET, user_id, ttl_seconds=2)
+    strict = settings(database_url, jwt_leeway_seconds=0)
+    with running_server(strict) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client, client.stream(
+            "GET", EVENTS, headers={"Authorization": f"Bearer {short_lived}"}
+        ) as response:
+            assert response.status_code == 200
+            received = [message async for message in messages(response)]
+            ended = time.time()
+    expires = jwt.decode(short_lived, options={"verify_signature": False})["exp"]
+    assert received[-1].retry == 1000, received
+    assert expires - 0.5 <= ended < expires + 5, (expires, ended)
