@@ -2,7 +2,7 @@
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
-Create Date: ${create_date}
+Create Date: ${create_date.strftime("%Y-%m-%d")}
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401 - autogenerate references sqlmodel.sql.sqltypes.AutoString
 from alembic import op
-${imports if imports else ""}
+% if imports:
+${imports}
+% endif
 
-revision = ${repr(up_revision)}
-down_revision = ${repr(down_revision)}
+revision = "${up_revision}"
+down_revision = ${'"%s"' % down_revision if down_revision else "None"}
 branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
 
