@@ -8,6 +8,9 @@
 --              flips the value (no If-Match)
 --       post   POST  /api/tasks with a realistic body (title, description, priority, due date,
 --              tags); titles carry a counter so no two bodies are the same
+--       delete DELETE /api/tasks/<id>, each id of IDS_FILE once while the thread has not used up
+--              its share (scripts/bench_write_tracking.py loads more ids than a run deletes, and
+--              counts the 204s)
 --
 -- Each wrk thread starts at its own offset in the id list, so the threads do not update the same
 -- rows at the same moment. The Authorization header comes from -H (wrk.headers).
@@ -26,8 +29,8 @@ local priorities = { "low", "medium", "high" }
 
 function init(args)
    mode = args[1]
-   if mode ~= "get" and mode ~= "patch" and mode ~= "post" then
-      error("requests.lua: MODE must be get, patch or post, got " .. tostring(mode))
+   if mode ~= "get" and mode ~= "patch" and mode ~= "post" and mode ~= "delete" then
+      error("requests.lua: MODE must be get, patch, post or delete, got " .. tostring(mode))
    end
    if args[2] then
       for line in io.lines(args[2]) do
@@ -43,7 +46,7 @@ function init(args)
    else
       counter = index * math.max(1, math.floor(#ids / 2))
    end
-   if mode ~= "get" then wrk.headers["Content-Type"] = "application/json" end
+   if mode == "patch" or mode == "post" then wrk.headers["Content-Type"] = "application/json" end
 end
 
 function request()
@@ -55,6 +58,8 @@ function request()
       local flip = math.floor(counter / #ids) % 2 == 0
       local body = flip and '{"completed":true}' or '{"completed":false}'
       return wrk.format("PATCH", "/api/tasks/" .. id, nil, body)
+   elseif mode == "delete" then
+      return wrk.format("DELETE", "/api/tasks/" .. ids[(counter % #ids) + 1], nil, nil)
    else
       local body = string.format(
          '{"title":"Load test task %d","description":"Created by scripts/bench.py",' ..
