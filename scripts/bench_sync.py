@@ -288,7 +288,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args()
     sizes = SIZES[:3] if args.quick else SIZES
-    import pgserver
+    from impl.platform.embedded import pgserver_module
+
+    pgserver = pgserver_module()
 
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
