@@ -20,7 +20,7 @@ from typing import Any
 
 from impl.platform.errors import TooManyOpen
 from impl.platform.notifications import Notifications
-from impl.tasks.changes import ChangeFeed
+from impl.tasks.changes import ChangeFeed, ChangePage
 from impl.tasks.sync_token import SyncPosition, SyncTokenCodec
 
 PAGE_SIZE = 200
@@ -84,10 +84,10 @@ class LiveStreams:
         valid_until: float = float("inf"),
     ) -> AsyncIterator[Message]:
         """The stream's messages. Refuses (429) a user who has the most streams open already;
-        reads the first catch-up before the response starts, so an expired or foreign token is
-        a 410 or 422 envelope, not a broken stream. Ends, with a retry hint, when `closing` is
-        set (the server stops) or at `valid_until` (Unix seconds: the bearer token expires, and
-        the client reconnects with a fresh one; a revoked user's stream does not run on)."""
+        reads the first page before the response starts, so an expired or foreign token is a
+        410 or 422 envelope, not a broken stream. Ends, with a retry hint, when `closing` is set
+        (the server stops) or at `valid_until` (Unix seconds: the bearer token expires, and the
+        client reconnects with a fresh one; a revoked user's stream does not run on)."""
         if self.open_per_user[user_id] >= self.settings.max_per_user:
             raise TooManyOpen(
                 f"Too many open streams: at most {self.settings.max_per_user} per user on one "
@@ -95,25 +95,28 @@ class LiveStreams:
             )
         stream = _OpenStream(self, user_id)
         try:
-            position, first = await self._catch_up(user_id, position, first=True)
+            first = await self.read_page(user_id, position)
         except BaseException:
             stream.release()
             raise
         return stream.messages(
-            self._messages(stream, position, closing or asyncio.Event(), valid_until, first)
+            self._messages(stream, first, closing or asyncio.Event(), valid_until)
         )
+
+    async def read_page(self, user_id: str, position: SyncPosition | None) -> ChangePage:
+        return await self.feed.page(user_id=user_id, position=position, limit=PAGE_SIZE)
 
     async def _messages(
         self,
         stream: _OpenStream,
-        position: SyncPosition,
+        first: ChangePage,
         closing: asyncio.Event,
         valid_until: float,
-        first: list[Message],
     ) -> AsyncIterator[Message]:
         waiter = stream.waiter
         yield Retry(RETRY_MILLISECONDS)
-        for message in first:
+        reader = _CatchUp(self, stream.user_id)
+        async for message in reader.events(first, always_up_to_date=True):
             yield message
         last_sent = time.monotonic()
         while True:
@@ -127,33 +130,40 @@ class LiveStreams:
                 break
             if waiter.woken.is_set() or not self.notifications.listening:
                 waiter.woken.clear()  # before the read: a commit during it wakes us again
-                position, messages = await self._catch_up(stream.user_id, position, first=False)
-                for message in messages:
+                page = await self.read_page(stream.user_id, reader.position)
+                async for message in reader.events(page, always_up_to_date=False):
                     yield message
-                if messages:
                     last_sent = time.monotonic()
             if time.monotonic() - last_sent >= self.settings.heartbeat_seconds:
                 yield Heartbeat()
                 last_sent = time.monotonic()
         yield Retry(CLOSING_RETRY_MILLISECONDS)
 
-    async def _catch_up(
-        self, user_id: str, position: SyncPosition | None, *, first: bool
-    ) -> tuple[SyncPosition, list[Message]]:
-        """Read the feed until caught up: a `changes` event per page that holds any, then one
-        `up-to-date` event (always on the stream's first catch-up, else after changes)."""
-        messages: list[Message] = []
+
+class _CatchUp:
+    """Reads one stream's feed until caught up, a page at a time: each page is sent as it is
+    read (a first sync of 100,000 tasks holds one page of 200 in memory, not all of them)."""
+
+    def __init__(self, streams: LiveStreams, user_id: str) -> None:
+        self.streams = streams
+        self.user_id = user_id
+        self.position: SyncPosition | None = None
+
+    async def events(self, page: ChangePage, *, always_up_to_date: bool) -> AsyncIterator[Event]:
+        """A `changes` event per page that holds any, then one `up-to-date` event (always on
+        the stream's first catch-up, else after changes)."""
+        sent = False
         while True:
-            page = await self.feed.page(user_id=user_id, position=position, limit=PAGE_SIZE)
-            position = page.position
-            token = self.tokens.encode(user_id, position)
+            self.position = page.position
+            token = self.streams.tokens.encode(self.user_id, page.position)
             if page.tasks or page.deleted:
-                data = {"tasks": page.tasks, "deleted": page.deleted}
-                messages.append(Event("changes", data, token))
+                sent = True
+                yield Event("changes", {"tasks": page.tasks, "deleted": page.deleted}, token)
             if not page.has_more:
-                if messages or first:
-                    messages.append(Event("up-to-date", {"sync_token": token}, token))
-                return position, messages
+                if sent or always_up_to_date:
+                    yield Event("up-to-date", {"sync_token": token}, token)
+                return
+            page = await self.streams.read_page(self.user_id, page.position)
 
 
 class _OpenStream:

@@ -238,3 +238,22 @@ async def test_a_stream_ends_when_its_token_expires(database_url: str) -> None:
     expires = jwt.decode(short_lived, options={"verify_signature": False})["exp"]
     assert received[-1].retry == 1000, received
     assert expires - 0.5 <= ended < expires + 5, (expires, ended)
+
+
+async def test_a_first_catch_up_comes_a_page_at_a_time(
+    base_url: str, alice: User, db: asyncpg.Connection
+) -> None:
+    """A stream opened from nothing by a user with many tasks sends them in pages of 200 as it
+    reads them (it never holds them all), then one up-to-date."""
+    await db.execute(
+        "INSERT INTO tasks (id, user_id, title) "
+        "SELECT gen_random_uuid(), $1, 'bulk ' || n FROM generate_series(1, 450) AS n", alice.id,
+    )
+    async with following(base_url, alice, reconnect=False) as follower:
+        await follower.wait_for(
+            lambda received: any(m.event == "up-to-date" for m in received), WAIT)
+    kinds = [(m.event, len(m.json()["tasks"]) if m.event == "changes" else None)
+             for m in follower.received]
+    assert kinds == [("changes", 200), ("changes", 200), ("changes", 50), ("up-to-date", None)]
+    assert len(follower.tasks) == 450
+    assert len({m.id for m in follower.received[:3]}) == 3
