@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import importlib.util
 import json
 import os
 import random
@@ -47,17 +46,14 @@ sys.path.insert(0, str(REPO))
 
 from bench import changes as bench_changes
 from bench import streams as bench_streams
+from bench.bench_script import bench_main as load_bench_main
 from bench.data import copy_tasks, task_rows
 from impl.platform.migrate import upgrade
 from impl.platform.token_verifier import mint_hs256
 from impl.tasks.sync_token import SyncTokenCodec
 
-# scripts/bench.py's servers and settings (a file, not a module: `bench` is the package).
-_spec = importlib.util.spec_from_file_location("bench_main", REPO / "scripts" / "bench.py")
-assert _spec and _spec.loader
-bench_main = importlib.util.module_from_spec(_spec)
-sys.modules["bench_main"] = bench_main
-_spec.loader.exec_module(bench_main)
+# scripts/bench.py's servers, settings and wrk runner.
+bench_main = load_bench_main()
 
 NAMESPACE = uuid.UUID("0b9c8f3e-4c1e-4f7a-9d51-7a1c2e3f4b60")
 SIZES = (100, 1_000, 10_000, 100_000)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import importlib.util
 import json
 import os
 import random
@@ -47,15 +46,12 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bench_script import bench_main as load_bench_main
 from bench.data import copy_tasks, task_rows
 from impl.platform.token_verifier import mint_hs256
 
-# scripts/bench.py's wrk runner and servers (a file, not a module: `bench` is the package).
-_spec = importlib.util.spec_from_file_location("bench_main", REPO / "scripts" / "bench.py")
-assert _spec and _spec.loader
-bench_main = importlib.util.module_from_spec(_spec)
-sys.modules["bench_main"] = bench_main
-_spec.loader.exec_module(bench_main)
+# scripts/bench.py's servers, settings and wrk runner.
+bench_main = load_bench_main()
 Load, say = bench_main.Load, bench_main.say
 
 BEFORE_COMMIT = "33da7d1"
