@@ -58,6 +58,7 @@ from bench.sql import (
     TASK_FIELDS,
     WRITABLE,
 )
+from impl.platform.database import set_codecs  # jsonb as the API reads it (reminders)
 from impl.platform.sealed import Sealer
 from impl.platform.settings import Settings
 from impl.tasks.cursor import PURPOSE as CURSOR_PURPOSE
@@ -76,7 +77,7 @@ RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 PRIORITIES = ("low", "medium", "high")
-DEFAULTS: dict[str, Any] = {"completed": False, "priority": "medium", "tags": []}
+DEFAULTS: dict[str, Any] = {"completed": False, "priority": "medium", "tags": [], "reminders": []}
 
 pool: asyncpg.Pool | None = None
 
@@ -330,7 +331,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     global pool
     # The API's connections keep generic plans (impl/platform/database.py): so do the baseline's.
     pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=16, command_timeout=10,
-                                     connection_class=Connection,
+                                     connection_class=Connection, init=set_codecs,
                                      server_settings={"plan_cache_mode": "force_generic_plan"})
     # The API freezes its start-up objects out of the garbage collector's sight (impl/app.py);
     # the baseline does the same, so neither gets an advantage the other could not take.

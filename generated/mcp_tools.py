@@ -160,6 +160,11 @@ TOOLS: tuple[ToolOperation, ...] = (
                             'priority',
                             'due_date',
                             'tags',
+                            'recurrence',
+                            'time_zone',
+                            'reminders',
+                            'series_id',
+                            'next_occurrence_id',
                             'created_at',
                             'updated_at',
                             'version',
@@ -202,6 +207,63 @@ TOOLS: tuple[ToolOperation, ...] = (
                                     'pattern': '^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
                                 },
                                 'maxItems': 10,
+                            },
+                            'recurrence': {
+                                'type': ['string', 'null'],
+                                'maxLength': 500,
+                                'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
+                            },
+                            'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                            'reminders': {
+                                'type': 'array',
+                                'maxItems': 5,
+                                'items': {
+                                    'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                                    'oneOf': [
+                                        {
+                                            'type': 'object',
+                                            'description': 'A reminder at an instant.',
+                                            'additionalProperties': False,
+                                            'required': ['at'],
+                                            'properties': {
+                                                'at': {
+                                                    'type': 'string',
+                                                    'format': 'date-time',
+                                                    'maxLength': 64,
+                                                    'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                                    'description': 'RFC 3339 with offset; returned in UTC.',
+                                                }
+                                            },
+                                            'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                                        },
+                                        {
+                                            'type': 'object',
+                                            'description': 'A reminder some minutes before the due date (it moves with it).',
+                                            'additionalProperties': False,
+                                            'required': ['minutes_before'],
+                                            'properties': {
+                                                'minutes_before': {
+                                                    'type': 'integer',
+                                                    'format': 'int32',
+                                                    'minimum': 0,
+                                                    'maximum': 40320,
+                                                    'description': 'Up to 28 days.',
+                                                }
+                                            },
+                                            'examples': [{'minutes_before': 15}],
+                                        },
+                                    ],
+                                },
+                            },
+                            'series_id': {
+                                'type': ['string', 'null'],
+                                'format': 'uuid',
+                                'description': 'The first task of its recurring series; null for a task that never recurred.',
+                            },
+                            'next_occurrence_id': {
+                                'type': ['string', 'null'],
+                                'format': 'uuid',
+                                'description': 'The occurrence its completion created (it may since have been deleted).',
                             },
                             'created_at': {'type': 'string', 'format': 'date-time'},
                             'updated_at': {'type': 'string', 'format': 'date-time'},
@@ -278,6 +340,9 @@ TOOLS: tuple[ToolOperation, ...] = (
             ToolArgument('priority', 'body', 'priority'),
             ToolArgument('due_date', 'body', 'due_date'),
             ToolArgument('tags', 'body', 'tags'),
+            ToolArgument('recurrence', 'body', 'recurrence'),
+            ToolArgument('time_zone', 'body', 'time_zone'),
+            ToolArgument('reminders', 'body', 'reminders'),
         ),
         input_schema={
             'type': 'object',
@@ -331,6 +396,69 @@ TOOLS: tuple[ToolOperation, ...] = (
                     },
                     'default': [],
                 },
+                'recurrence': {
+                    'type': ['string', 'null'],
+                    'maxLength': 500,
+                    'pattern': '^[A-Za-z0-9=;,:+-]*$',
+                    'description': 'Repeats the task: an RFC 5545 RRULE (an `RRULE:` prefix is optional), expanded from\n`due_date` as a wall-clock time in `time_zone`, so 09:00 stays 09:00 local across DST.\nNeeds `due_date` and `time_zone`. Completing the task keeps it (completed) and creates\nthe next occurrence, with the next due date, in the same series (`series_id`).\nSupported parts: FREQ (DAILY, WEEKLY, MONTHLY, YEARLY), INTERVAL (1-999), COUNT\n(1-999: the occurrences left, this one included), UNTIL (a date, the end of that day\nin `time_zone`, or a UTC date-time), BYDAY (MO..SU; with a number such as -1FR only\nfor MONTHLY (1-4) and YEARLY (1-52)), BYMONTHDAY, BYMONTH, BYSETPOS (with BYDAY),\nWKST. Combinations that might never match a date (30 February, every 24 months on\n29 February) are refused. A local time that does not exist (02:30 on the day clocks\ngo forward) is read with the offset before the gap (03:30 summer time); one that\nexists twice is its first. A month without the day (the 31st) is skipped, as RFC\n5545 says: for the last day of every month use BYMONTHDAY=-1.\n',
+                    'examples': [
+                        'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR',
+                        'FREQ=MONTHLY;BYMONTHDAY=-1',
+                        'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH;COUNT=10',
+                    ],
+                    'default': None,
+                },
+                'time_zone': {
+                    'type': ['string', 'null'],
+                    'minLength': 1,
+                    'maxLength': 64,
+                    'description': 'An IANA time zone name (case matters); the zone a recurrence keeps its time in.',
+                    'examples': ['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
+                    'default': None,
+                },
+                'reminders': {
+                    'type': 'array',
+                    'maxItems': 5,
+                    'description': 'Up to 5; each fires once as a due reminder in the change feed and on the live\nstream (`reminders_due`). Moving the due date moves the `minutes_before` ones;\ncompleting or deleting the task cancels them; a time already past when written is\nnot scheduled. Duplicates are merged.\n',
+                    'items': {
+                        'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                        'oneOf': [
+                            {
+                                'type': 'object',
+                                'description': 'A reminder at an instant.',
+                                'additionalProperties': False,
+                                'required': ['at'],
+                                'properties': {
+                                    'at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'maxLength': 64,
+                                        'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                        'description': 'RFC 3339 with offset; returned in UTC.',
+                                    }
+                                },
+                                'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                            },
+                            {
+                                'type': 'object',
+                                'description': 'A reminder some minutes before the due date (it moves with it).',
+                                'additionalProperties': False,
+                                'required': ['minutes_before'],
+                                'properties': {
+                                    'minutes_before': {
+                                        'type': 'integer',
+                                        'format': 'int32',
+                                        'minimum': 0,
+                                        'maximum': 40320,
+                                        'description': 'Up to 28 days.',
+                                    }
+                                },
+                                'examples': [{'minutes_before': 15}],
+                            },
+                        ],
+                    },
+                    'default': [],
+                },
             },
             'additionalProperties': False,
             'required': ['title'],
@@ -348,6 +476,11 @@ TOOLS: tuple[ToolOperation, ...] = (
                 'priority',
                 'due_date',
                 'tags',
+                'recurrence',
+                'time_zone',
+                'reminders',
+                'series_id',
+                'next_occurrence_id',
                 'created_at',
                 'updated_at',
                 'version',
@@ -390,6 +523,63 @@ TOOLS: tuple[ToolOperation, ...] = (
                         'pattern': '^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
                     },
                     'maxItems': 10,
+                },
+                'recurrence': {
+                    'type': ['string', 'null'],
+                    'maxLength': 500,
+                    'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
+                },
+                'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                'reminders': {
+                    'type': 'array',
+                    'maxItems': 5,
+                    'items': {
+                        'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                        'oneOf': [
+                            {
+                                'type': 'object',
+                                'description': 'A reminder at an instant.',
+                                'additionalProperties': False,
+                                'required': ['at'],
+                                'properties': {
+                                    'at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'maxLength': 64,
+                                        'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                        'description': 'RFC 3339 with offset; returned in UTC.',
+                                    }
+                                },
+                                'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                            },
+                            {
+                                'type': 'object',
+                                'description': 'A reminder some minutes before the due date (it moves with it).',
+                                'additionalProperties': False,
+                                'required': ['minutes_before'],
+                                'properties': {
+                                    'minutes_before': {
+                                        'type': 'integer',
+                                        'format': 'int32',
+                                        'minimum': 0,
+                                        'maximum': 40320,
+                                        'description': 'Up to 28 days.',
+                                    }
+                                },
+                                'examples': [{'minutes_before': 15}],
+                            },
+                        ],
+                    },
+                },
+                'series_id': {
+                    'type': ['string', 'null'],
+                    'format': 'uuid',
+                    'description': 'The first task of its recurring series; null for a task that never recurred.',
+                },
+                'next_occurrence_id': {
+                    'type': ['string', 'null'],
+                    'format': 'uuid',
+                    'description': 'The occurrence its completion created (it may since have been deleted).',
                 },
                 'created_at': {'type': 'string', 'format': 'date-time'},
                 'updated_at': {'type': 'string', 'format': 'date-time'},
@@ -522,7 +712,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'type': 'object',
                     'description': "What changed: tasks created or updated since the token (each whole, in its latest state)\nand tasks deleted since (tombstones). A task id is in at most one of the two lists.\nAlso the `data` of the stream's `changes` events.\n",
                     'additionalProperties': False,
-                    'required': ['tasks', 'deleted'],
+                    'required': ['tasks', 'deleted', 'reminders_due'],
                     'properties': {
                         'tasks': {
                             'type': 'array',
@@ -540,6 +730,11 @@ TOOLS: tuple[ToolOperation, ...] = (
                                     'priority',
                                     'due_date',
                                     'tags',
+                                    'recurrence',
+                                    'time_zone',
+                                    'reminders',
+                                    'series_id',
+                                    'next_occurrence_id',
                                     'created_at',
                                     'updated_at',
                                     'version',
@@ -586,6 +781,63 @@ TOOLS: tuple[ToolOperation, ...] = (
                                         },
                                         'maxItems': 10,
                                     },
+                                    'recurrence': {
+                                        'type': ['string', 'null'],
+                                        'maxLength': 500,
+                                        'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
+                                    },
+                                    'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                                    'reminders': {
+                                        'type': 'array',
+                                        'maxItems': 5,
+                                        'items': {
+                                            'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                                            'oneOf': [
+                                                {
+                                                    'type': 'object',
+                                                    'description': 'A reminder at an instant.',
+                                                    'additionalProperties': False,
+                                                    'required': ['at'],
+                                                    'properties': {
+                                                        'at': {
+                                                            'type': 'string',
+                                                            'format': 'date-time',
+                                                            'maxLength': 64,
+                                                            'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                                            'description': 'RFC 3339 with offset; returned in UTC.',
+                                                        }
+                                                    },
+                                                    'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                                                },
+                                                {
+                                                    'type': 'object',
+                                                    'description': 'A reminder some minutes before the due date (it moves with it).',
+                                                    'additionalProperties': False,
+                                                    'required': ['minutes_before'],
+                                                    'properties': {
+                                                        'minutes_before': {
+                                                            'type': 'integer',
+                                                            'format': 'int32',
+                                                            'minimum': 0,
+                                                            'maximum': 40320,
+                                                            'description': 'Up to 28 days.',
+                                                        }
+                                                    },
+                                                    'examples': [{'minutes_before': 15}],
+                                                },
+                                            ],
+                                        },
+                                    },
+                                    'series_id': {
+                                        'type': ['string', 'null'],
+                                        'format': 'uuid',
+                                        'description': 'The first task of its recurring series; null for a task that never recurred.',
+                                    },
+                                    'next_occurrence_id': {
+                                        'type': ['string', 'null'],
+                                        'format': 'uuid',
+                                        'description': 'The occurrence its completion created (it may since have been deleted).',
+                                    },
                                     'created_at': {'type': 'string', 'format': 'date-time'},
                                     'updated_at': {'type': 'string', 'format': 'date-time'},
                                     'version': {
@@ -609,6 +861,35 @@ TOOLS: tuple[ToolOperation, ...] = (
                                 'properties': {
                                     'id': {'type': 'string', 'format': 'uuid'},
                                     'deleted_at': {'type': 'string', 'format': 'date-time'},
+                                },
+                            },
+                        },
+                        'reminders_due': {
+                            'type': 'array',
+                            'maxItems': 1000,
+                            'description': 'Reminders that came due since the token (none on a first sync), each once.',
+                            'items': {
+                                'type': 'object',
+                                'description': "A reminder that came due, in the change feed and the stream's `changes` events.",
+                                'additionalProperties': False,
+                                'required': ['id', 'task_id', 'remind_at', 'fired_at'],
+                                'properties': {
+                                    'id': {
+                                        'type': 'string',
+                                        'format': 'uuid',
+                                        'description': 'Unique per reminder and time: deduplicate on it.',
+                                    },
+                                    'task_id': {'type': 'string', 'format': 'uuid'},
+                                    'remind_at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'description': 'When it was due.',
+                                    },
+                                    'fired_at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'description': 'When the server fired it (later than remind_at when a server was down).',
+                                    },
                                 },
                             },
                         },
@@ -686,6 +967,11 @@ TOOLS: tuple[ToolOperation, ...] = (
                 'priority',
                 'due_date',
                 'tags',
+                'recurrence',
+                'time_zone',
+                'reminders',
+                'series_id',
+                'next_occurrence_id',
                 'created_at',
                 'updated_at',
                 'version',
@@ -729,6 +1015,63 @@ TOOLS: tuple[ToolOperation, ...] = (
                     },
                     'maxItems': 10,
                 },
+                'recurrence': {
+                    'type': ['string', 'null'],
+                    'maxLength': 500,
+                    'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
+                },
+                'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                'reminders': {
+                    'type': 'array',
+                    'maxItems': 5,
+                    'items': {
+                        'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                        'oneOf': [
+                            {
+                                'type': 'object',
+                                'description': 'A reminder at an instant.',
+                                'additionalProperties': False,
+                                'required': ['at'],
+                                'properties': {
+                                    'at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'maxLength': 64,
+                                        'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                        'description': 'RFC 3339 with offset; returned in UTC.',
+                                    }
+                                },
+                                'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                            },
+                            {
+                                'type': 'object',
+                                'description': 'A reminder some minutes before the due date (it moves with it).',
+                                'additionalProperties': False,
+                                'required': ['minutes_before'],
+                                'properties': {
+                                    'minutes_before': {
+                                        'type': 'integer',
+                                        'format': 'int32',
+                                        'minimum': 0,
+                                        'maximum': 40320,
+                                        'description': 'Up to 28 days.',
+                                    }
+                                },
+                                'examples': [{'minutes_before': 15}],
+                            },
+                        ],
+                    },
+                },
+                'series_id': {
+                    'type': ['string', 'null'],
+                    'format': 'uuid',
+                    'description': 'The first task of its recurring series; null for a task that never recurred.',
+                },
+                'next_occurrence_id': {
+                    'type': ['string', 'null'],
+                    'format': 'uuid',
+                    'description': 'The occurrence its completion created (it may since have been deleted).',
+                },
                 'created_at': {'type': 'string', 'format': 'date-time'},
                 'updated_at': {'type': 'string', 'format': 'date-time'},
                 'version': {
@@ -762,6 +1105,9 @@ TOOLS: tuple[ToolOperation, ...] = (
             ToolArgument('priority', 'body', 'priority'),
             ToolArgument('due_date', 'body', 'due_date'),
             ToolArgument('tags', 'body', 'tags'),
+            ToolArgument('recurrence', 'body', 'recurrence'),
+            ToolArgument('time_zone', 'body', 'time_zone'),
+            ToolArgument('reminders', 'body', 'reminders'),
         ),
         input_schema={
             'type': 'object',
@@ -822,6 +1168,69 @@ TOOLS: tuple[ToolOperation, ...] = (
                     },
                     'default': [],
                 },
+                'recurrence': {
+                    'type': ['string', 'null'],
+                    'maxLength': 500,
+                    'pattern': '^[A-Za-z0-9=;,:+-]*$',
+                    'description': 'Repeats the task: an RFC 5545 RRULE (an `RRULE:` prefix is optional), expanded from\n`due_date` as a wall-clock time in `time_zone`, so 09:00 stays 09:00 local across DST.\nNeeds `due_date` and `time_zone`. Completing the task keeps it (completed) and creates\nthe next occurrence, with the next due date, in the same series (`series_id`).\nSupported parts: FREQ (DAILY, WEEKLY, MONTHLY, YEARLY), INTERVAL (1-999), COUNT\n(1-999: the occurrences left, this one included), UNTIL (a date, the end of that day\nin `time_zone`, or a UTC date-time), BYDAY (MO..SU; with a number such as -1FR only\nfor MONTHLY (1-4) and YEARLY (1-52)), BYMONTHDAY, BYMONTH, BYSETPOS (with BYDAY),\nWKST. Combinations that might never match a date (30 February, every 24 months on\n29 February) are refused. A local time that does not exist (02:30 on the day clocks\ngo forward) is read with the offset before the gap (03:30 summer time); one that\nexists twice is its first. A month without the day (the 31st) is skipped, as RFC\n5545 says: for the last day of every month use BYMONTHDAY=-1.\n',
+                    'examples': [
+                        'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR',
+                        'FREQ=MONTHLY;BYMONTHDAY=-1',
+                        'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH;COUNT=10',
+                    ],
+                    'default': None,
+                },
+                'time_zone': {
+                    'type': ['string', 'null'],
+                    'minLength': 1,
+                    'maxLength': 64,
+                    'description': 'An IANA time zone name (case matters); the zone a recurrence keeps its time in.',
+                    'examples': ['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
+                    'default': None,
+                },
+                'reminders': {
+                    'type': 'array',
+                    'maxItems': 5,
+                    'description': 'Up to 5; each fires once as a due reminder in the change feed and on the live\nstream (`reminders_due`). Moving the due date moves the `minutes_before` ones;\ncompleting or deleting the task cancels them; a time already past when written is\nnot scheduled. Duplicates are merged.\n',
+                    'items': {
+                        'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                        'oneOf': [
+                            {
+                                'type': 'object',
+                                'description': 'A reminder at an instant.',
+                                'additionalProperties': False,
+                                'required': ['at'],
+                                'properties': {
+                                    'at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'maxLength': 64,
+                                        'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                        'description': 'RFC 3339 with offset; returned in UTC.',
+                                    }
+                                },
+                                'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                            },
+                            {
+                                'type': 'object',
+                                'description': 'A reminder some minutes before the due date (it moves with it).',
+                                'additionalProperties': False,
+                                'required': ['minutes_before'],
+                                'properties': {
+                                    'minutes_before': {
+                                        'type': 'integer',
+                                        'format': 'int32',
+                                        'minimum': 0,
+                                        'maximum': 40320,
+                                        'description': 'Up to 28 days.',
+                                    }
+                                },
+                                'examples': [{'minutes_before': 15}],
+                            },
+                        ],
+                    },
+                    'default': [],
+                },
             },
             'additionalProperties': False,
             'required': ['task_id', 'title'],
@@ -839,6 +1248,11 @@ TOOLS: tuple[ToolOperation, ...] = (
                 'priority',
                 'due_date',
                 'tags',
+                'recurrence',
+                'time_zone',
+                'reminders',
+                'series_id',
+                'next_occurrence_id',
                 'created_at',
                 'updated_at',
                 'version',
@@ -882,6 +1296,63 @@ TOOLS: tuple[ToolOperation, ...] = (
                     },
                     'maxItems': 10,
                 },
+                'recurrence': {
+                    'type': ['string', 'null'],
+                    'maxLength': 500,
+                    'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
+                },
+                'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                'reminders': {
+                    'type': 'array',
+                    'maxItems': 5,
+                    'items': {
+                        'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                        'oneOf': [
+                            {
+                                'type': 'object',
+                                'description': 'A reminder at an instant.',
+                                'additionalProperties': False,
+                                'required': ['at'],
+                                'properties': {
+                                    'at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'maxLength': 64,
+                                        'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                        'description': 'RFC 3339 with offset; returned in UTC.',
+                                    }
+                                },
+                                'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                            },
+                            {
+                                'type': 'object',
+                                'description': 'A reminder some minutes before the due date (it moves with it).',
+                                'additionalProperties': False,
+                                'required': ['minutes_before'],
+                                'properties': {
+                                    'minutes_before': {
+                                        'type': 'integer',
+                                        'format': 'int32',
+                                        'minimum': 0,
+                                        'maximum': 40320,
+                                        'description': 'Up to 28 days.',
+                                    }
+                                },
+                                'examples': [{'minutes_before': 15}],
+                            },
+                        ],
+                    },
+                },
+                'series_id': {
+                    'type': ['string', 'null'],
+                    'format': 'uuid',
+                    'description': 'The first task of its recurring series; null for a task that never recurred.',
+                },
+                'next_occurrence_id': {
+                    'type': ['string', 'null'],
+                    'format': 'uuid',
+                    'description': 'The occurrence its completion created (it may since have been deleted).',
+                },
                 'created_at': {'type': 'string', 'format': 'date-time'},
                 'updated_at': {'type': 'string', 'format': 'date-time'},
                 'version': {
@@ -915,6 +1386,9 @@ TOOLS: tuple[ToolOperation, ...] = (
             ToolArgument('priority', 'body', 'priority'),
             ToolArgument('due_date', 'body', 'due_date'),
             ToolArgument('tags', 'body', 'tags'),
+            ToolArgument('recurrence', 'body', 'recurrence'),
+            ToolArgument('time_zone', 'body', 'time_zone'),
+            ToolArgument('reminders', 'body', 'reminders'),
         ),
         input_schema={
             'type': 'object',
@@ -971,6 +1445,66 @@ TOOLS: tuple[ToolOperation, ...] = (
                         'pattern': '^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
                     },
                 },
+                'recurrence': {
+                    'type': ['string', 'null'],
+                    'maxLength': 500,
+                    'pattern': '^[A-Za-z0-9=;,:+-]*$',
+                    'description': 'Repeats the task: an RFC 5545 RRULE (an `RRULE:` prefix is optional), expanded from\n`due_date` as a wall-clock time in `time_zone`, so 09:00 stays 09:00 local across DST.\nNeeds `due_date` and `time_zone`. Completing the task keeps it (completed) and creates\nthe next occurrence, with the next due date, in the same series (`series_id`).\nSupported parts: FREQ (DAILY, WEEKLY, MONTHLY, YEARLY), INTERVAL (1-999), COUNT\n(1-999: the occurrences left, this one included), UNTIL (a date, the end of that day\nin `time_zone`, or a UTC date-time), BYDAY (MO..SU; with a number such as -1FR only\nfor MONTHLY (1-4) and YEARLY (1-52)), BYMONTHDAY, BYMONTH, BYSETPOS (with BYDAY),\nWKST. Combinations that might never match a date (30 February, every 24 months on\n29 February) are refused. A local time that does not exist (02:30 on the day clocks\ngo forward) is read with the offset before the gap (03:30 summer time); one that\nexists twice is its first. A month without the day (the 31st) is skipped, as RFC\n5545 says: for the last day of every month use BYMONTHDAY=-1.\n',
+                    'examples': [
+                        'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR',
+                        'FREQ=MONTHLY;BYMONTHDAY=-1',
+                        'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH;COUNT=10',
+                    ],
+                },
+                'time_zone': {
+                    'type': ['string', 'null'],
+                    'minLength': 1,
+                    'maxLength': 64,
+                    'description': 'An IANA time zone name (case matters); the zone a recurrence keeps its time in.',
+                    'examples': ['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
+                },
+                'reminders': {
+                    'type': 'array',
+                    'maxItems': 5,
+                    'description': 'Up to 5; each fires once as a due reminder in the change feed and on the live\nstream (`reminders_due`). Moving the due date moves the `minutes_before` ones;\ncompleting or deleting the task cancels them; a time already past when written is\nnot scheduled. Duplicates are merged.\n',
+                    'items': {
+                        'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                        'oneOf': [
+                            {
+                                'type': 'object',
+                                'description': 'A reminder at an instant.',
+                                'additionalProperties': False,
+                                'required': ['at'],
+                                'properties': {
+                                    'at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'maxLength': 64,
+                                        'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                        'description': 'RFC 3339 with offset; returned in UTC.',
+                                    }
+                                },
+                                'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                            },
+                            {
+                                'type': 'object',
+                                'description': 'A reminder some minutes before the due date (it moves with it).',
+                                'additionalProperties': False,
+                                'required': ['minutes_before'],
+                                'properties': {
+                                    'minutes_before': {
+                                        'type': 'integer',
+                                        'format': 'int32',
+                                        'minimum': 0,
+                                        'maximum': 40320,
+                                        'description': 'Up to 28 days.',
+                                    }
+                                },
+                                'examples': [{'minutes_before': 15}],
+                            },
+                        ],
+                    },
+                },
             },
             'additionalProperties': False,
             'required': ['task_id'],
@@ -988,6 +1522,11 @@ TOOLS: tuple[ToolOperation, ...] = (
                 'priority',
                 'due_date',
                 'tags',
+                'recurrence',
+                'time_zone',
+                'reminders',
+                'series_id',
+                'next_occurrence_id',
                 'created_at',
                 'updated_at',
                 'version',
@@ -1030,6 +1569,63 @@ TOOLS: tuple[ToolOperation, ...] = (
                         'pattern': '^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
                     },
                     'maxItems': 10,
+                },
+                'recurrence': {
+                    'type': ['string', 'null'],
+                    'maxLength': 500,
+                    'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
+                },
+                'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                'reminders': {
+                    'type': 'array',
+                    'maxItems': 5,
+                    'items': {
+                        'description': "Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n",
+                        'oneOf': [
+                            {
+                                'type': 'object',
+                                'description': 'A reminder at an instant.',
+                                'additionalProperties': False,
+                                'required': ['at'],
+                                'properties': {
+                                    'at': {
+                                        'type': 'string',
+                                        'format': 'date-time',
+                                        'maxLength': 64,
+                                        'pattern': '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+                                        'description': 'RFC 3339 with offset; returned in UTC.',
+                                    }
+                                },
+                                'examples': [{'at': '2026-12-24T08:00:00Z'}],
+                            },
+                            {
+                                'type': 'object',
+                                'description': 'A reminder some minutes before the due date (it moves with it).',
+                                'additionalProperties': False,
+                                'required': ['minutes_before'],
+                                'properties': {
+                                    'minutes_before': {
+                                        'type': 'integer',
+                                        'format': 'int32',
+                                        'minimum': 0,
+                                        'maximum': 40320,
+                                        'description': 'Up to 28 days.',
+                                    }
+                                },
+                                'examples': [{'minutes_before': 15}],
+                            },
+                        ],
+                    },
+                },
+                'series_id': {
+                    'type': ['string', 'null'],
+                    'format': 'uuid',
+                    'description': 'The first task of its recurring series; null for a task that never recurred.',
+                },
+                'next_occurrence_id': {
+                    'type': ['string', 'null'],
+                    'format': 'uuid',
+                    'description': 'The occurrence its completion created (it may since have been deleted).',
                 },
                 'created_at': {'type': 'string', 'format': 'date-time'},
                 'updated_at': {'type': 'string', 'format': 'date-time'},

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Optional, Union
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
@@ -41,78 +41,40 @@ class Tag(RootModel[str]):
     ]
 
 
-class TaskPatch(BaseModel):
+class ReminderAt(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    title: Annotated[
-        Optional[str],
-        Field(
-            description='Not blank; no NUL characters.',
-            max_length=255,
-            min_length=1,
-            pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
-        ),
-    ] = None
-    description: Annotated[
-        Optional[str],
-        Field(
-            description='Free text; no NUL characters.', max_length=2000, pattern='^[^\\u0000]*$'
-        ),
-    ] = None
-    completed: Optional[bool] = None
-    priority: Optional[Priority] = None
-    due_date: Annotated[
-        Optional[str],
-        Field(
-            description='RFC 3339 with offset.',
-            max_length=64,
-            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
-        ),
-    ] = None
-    tags: Annotated[
-        Optional[List[Tag]],
-        Field(description='Duplicates are merged, keeping the first occurrence.', max_length=10),
-    ] = None
-
-
-class TaskWrite(BaseModel):
-    model_config = ConfigDict(
-        extra='forbid',
-    )
-    title: Annotated[
+    at: Annotated[
         str,
         Field(
-            description='Not blank; no NUL characters.',
-            max_length=255,
-            min_length=1,
-            pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
-        ),
-    ]
-    description: Annotated[
-        Optional[str],
-        Field(
-            description='Free text; no NUL characters.', max_length=2000, pattern='^[^\\u0000]*$'
-        ),
-    ] = None
-    completed: bool = False
-    priority: Priority = Priority('medium')
-    due_date: Annotated[
-        Optional[str],
-        Field(
-            description='RFC 3339 with offset.',
+            description='RFC 3339 with offset; returned in UTC.',
             max_length=64,
             pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
         ),
-    ] = None
-    tags: Annotated[
-        List[Tag],
+    ]
+
+
+class ReminderBefore(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    minutes_before: Annotated[int, Field(description='Up to 28 days.', ge=0, le=40320)]
+
+
+class DueReminder(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: Annotated[UUID, Field(description='Unique per reminder and time: deduplicate on it.')]
+    task_id: UUID
+    remind_at: Annotated[AwareDatetime, Field(description='When it was due.')]
+    fired_at: Annotated[
+        AwareDatetime,
         Field(
-            description='Duplicates are merged, keeping the first occurrence.',
-            max_length=10,
-            validate_default=True,
+            description='When the server fired it (later than remind_at when a server was down).'
         ),
-    ] = []
+    ]
 
 
 class UserId(RootModel[str]):
@@ -124,33 +86,6 @@ class UserId(RootModel[str]):
             max_length=255,
             min_length=1,
             pattern='^[^\\u0000-\\u001f\\u007f-\\u009f]+$',
-        ),
-    ]
-
-
-class Task(BaseModel):
-    model_config = ConfigDict(
-        extra='forbid',
-    )
-    id: UUID
-    user_id: UserId
-    title: Annotated[
-        str, Field(max_length=255, min_length=1, pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$')
-    ]
-    description: Annotated[Optional[str], Field(max_length=2000, pattern='^[^\\u0000]*$')]
-    completed: bool
-    completed_at: Optional[AwareDatetime]
-    priority: Priority
-    due_date: Optional[AwareDatetime]
-    tags: Annotated[List[Tag], Field(max_length=10)]
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
-    version: Annotated[
-        int,
-        Field(
-            description='Bumped on every write (the column is a 32-bit integer).',
-            ge=1,
-            le=2147483647,
         ),
     ]
 
@@ -205,14 +140,6 @@ class TaskTombstone(BaseModel):
     )
     id: UUID
     deleted_at: AwareDatetime
-
-
-class TaskChanges(BaseModel):
-    model_config = ConfigDict(
-        extra='forbid',
-    )
-    tasks: Annotated[List[Task], Field(max_length=1000)]
-    deleted: Annotated[List[TaskTombstone], Field(max_length=1000)]
 
 
 class SyncToken(RootModel[str]):
@@ -302,24 +229,9 @@ class ReadinessEnvelope(BaseModel):
     meta: Meta
 
 
-class TaskEnvelope(BaseModel):
-    data: Task
-    meta: Meta
-
-
-class TaskListEnvelope(BaseModel):
-    data: Annotated[List[Task], Field(max_length=100)]
-    meta: ListMeta
-
-
 class TaskStatsEnvelope(BaseModel):
     data: TaskStats
     meta: Meta
-
-
-class TaskChangesEnvelope(BaseModel):
-    data: TaskChanges
-    meta: SyncMeta
 
 
 class ErrorDetail(BaseModel):
@@ -379,3 +291,222 @@ class ApiError(BaseModel):
 class ErrorEnvelope(BaseModel):
     error: ApiError
     meta: Meta
+
+
+class TaskReminder(RootModel[Union[ReminderAt, ReminderBefore]]):
+    root: Annotated[
+        Union[ReminderAt, ReminderBefore],
+        Field(
+            description="Either `at` (an instant) or `minutes_before` (before the task's due date, which it then\nneeds).\n"
+        ),
+    ]
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: UUID
+    user_id: UserId
+    title: Annotated[
+        str, Field(max_length=255, min_length=1, pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$')
+    ]
+    description: Annotated[Optional[str], Field(max_length=2000, pattern='^[^\\u0000]*$')]
+    completed: bool
+    completed_at: Optional[AwareDatetime]
+    priority: Priority
+    due_date: Optional[AwareDatetime]
+    tags: Annotated[List[Tag], Field(max_length=10)]
+    recurrence: Annotated[
+        Optional[str],
+        Field(
+            description='The RRULE (see TaskWrite), upper case, without a prefix.', max_length=500
+        ),
+    ]
+    time_zone: Annotated[Optional[str], Field(max_length=64)]
+    reminders: Annotated[List[TaskReminder], Field(max_length=5)]
+    series_id: Annotated[
+        Optional[UUID],
+        Field(
+            description='The first task of its recurring series; null for a task that never recurred.'
+        ),
+    ]
+    next_occurrence_id: Annotated[
+        Optional[UUID],
+        Field(
+            description='The occurrence its completion created (it may since have been deleted).'
+        ),
+    ]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    version: Annotated[
+        int,
+        Field(
+            description='Bumped on every write (the column is a 32-bit integer).',
+            ge=1,
+            le=2147483647,
+        ),
+    ]
+
+
+class TaskChanges(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    tasks: Annotated[List[Task], Field(max_length=1000)]
+    deleted: Annotated[List[TaskTombstone], Field(max_length=1000)]
+    reminders_due: Annotated[
+        List[DueReminder],
+        Field(
+            description='Reminders that came due since the token (none on a first sync), each once.',
+            max_length=1000,
+        ),
+    ]
+
+
+class TaskEnvelope(BaseModel):
+    data: Task
+    meta: Meta
+
+
+class TaskListEnvelope(BaseModel):
+    data: Annotated[List[Task], Field(max_length=100)]
+    meta: ListMeta
+
+
+class TaskChangesEnvelope(BaseModel):
+    data: TaskChanges
+    meta: SyncMeta
+
+
+class TaskPatch(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    title: Annotated[
+        Optional[str],
+        Field(
+            description='Not blank; no NUL characters.',
+            max_length=255,
+            min_length=1,
+            pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
+        ),
+    ] = None
+    description: Annotated[
+        Optional[str],
+        Field(
+            description='Free text; no NUL characters.', max_length=2000, pattern='^[^\\u0000]*$'
+        ),
+    ] = None
+    completed: Optional[bool] = None
+    priority: Optional[Priority] = None
+    due_date: Annotated[
+        Optional[str],
+        Field(
+            description='RFC 3339 with offset.',
+            max_length=64,
+            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+        ),
+    ] = None
+    tags: Annotated[
+        Optional[List[Tag]],
+        Field(description='Duplicates are merged, keeping the first occurrence.', max_length=10),
+    ] = None
+    recurrence: Annotated[
+        Optional[str],
+        Field(
+            description='Repeats the task: an RFC 5545 RRULE (an `RRULE:` prefix is optional), expanded from\n`due_date` as a wall-clock time in `time_zone`, so 09:00 stays 09:00 local across DST.\nNeeds `due_date` and `time_zone`. Completing the task keeps it (completed) and creates\nthe next occurrence, with the next due date, in the same series (`series_id`).\nSupported parts: FREQ (DAILY, WEEKLY, MONTHLY, YEARLY), INTERVAL (1-999), COUNT\n(1-999: the occurrences left, this one included), UNTIL (a date, the end of that day\nin `time_zone`, or a UTC date-time), BYDAY (MO..SU; with a number such as -1FR only\nfor MONTHLY (1-4) and YEARLY (1-52)), BYMONTHDAY, BYMONTH, BYSETPOS (with BYDAY),\nWKST. Combinations that might never match a date (30 February, every 24 months on\n29 February) are refused. A local time that does not exist (02:30 on the day clocks\ngo forward) is read with the offset before the gap (03:30 summer time); one that\nexists twice is its first. A month without the day (the 31st) is skipped, as RFC\n5545 says: for the last day of every month use BYMONTHDAY=-1.\n',
+            examples=[
+                'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR',
+                'FREQ=MONTHLY;BYMONTHDAY=-1',
+                'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH;COUNT=10',
+            ],
+            max_length=500,
+            pattern='^[A-Za-z0-9=;,:+-]*$',
+        ),
+    ] = None
+    time_zone: Annotated[
+        Optional[str],
+        Field(
+            description='An IANA time zone name (case matters); the zone a recurrence keeps its time in.',
+            examples=['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
+            max_length=64,
+            min_length=1,
+        ),
+    ] = None
+    reminders: Annotated[
+        Optional[List[TaskReminder]],
+        Field(
+            description='Up to 5; each fires once as a due reminder in the change feed and on the live\nstream (`reminders_due`). Moving the due date moves the `minutes_before` ones;\ncompleting or deleting the task cancels them; a time already past when written is\nnot scheduled. Duplicates are merged.\n',
+            max_length=5,
+        ),
+    ] = None
+
+
+class TaskWrite(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    title: Annotated[
+        str,
+        Field(
+            description='Not blank; no NUL characters.',
+            max_length=255,
+            min_length=1,
+            pattern='^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$',
+        ),
+    ]
+    description: Annotated[
+        Optional[str],
+        Field(
+            description='Free text; no NUL characters.', max_length=2000, pattern='^[^\\u0000]*$'
+        ),
+    ] = None
+    completed: bool = False
+    priority: Priority = Priority('medium')
+    due_date: Annotated[
+        Optional[str],
+        Field(
+            description='RFC 3339 with offset.',
+            max_length=64,
+            pattern='^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$',
+        ),
+    ] = None
+    tags: Annotated[
+        List[Tag],
+        Field(
+            description='Duplicates are merged, keeping the first occurrence.',
+            max_length=10,
+            validate_default=True,
+        ),
+    ] = []
+    recurrence: Annotated[
+        Optional[str],
+        Field(
+            description='Repeats the task: an RFC 5545 RRULE (an `RRULE:` prefix is optional), expanded from\n`due_date` as a wall-clock time in `time_zone`, so 09:00 stays 09:00 local across DST.\nNeeds `due_date` and `time_zone`. Completing the task keeps it (completed) and creates\nthe next occurrence, with the next due date, in the same series (`series_id`).\nSupported parts: FREQ (DAILY, WEEKLY, MONTHLY, YEARLY), INTERVAL (1-999), COUNT\n(1-999: the occurrences left, this one included), UNTIL (a date, the end of that day\nin `time_zone`, or a UTC date-time), BYDAY (MO..SU; with a number such as -1FR only\nfor MONTHLY (1-4) and YEARLY (1-52)), BYMONTHDAY, BYMONTH, BYSETPOS (with BYDAY),\nWKST. Combinations that might never match a date (30 February, every 24 months on\n29 February) are refused. A local time that does not exist (02:30 on the day clocks\ngo forward) is read with the offset before the gap (03:30 summer time); one that\nexists twice is its first. A month without the day (the 31st) is skipped, as RFC\n5545 says: for the last day of every month use BYMONTHDAY=-1.\n',
+            examples=[
+                'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR',
+                'FREQ=MONTHLY;BYMONTHDAY=-1',
+                'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH;COUNT=10',
+            ],
+            max_length=500,
+            pattern='^[A-Za-z0-9=;,:+-]*$',
+        ),
+    ] = None
+    time_zone: Annotated[
+        Optional[str],
+        Field(
+            description='An IANA time zone name (case matters); the zone a recurrence keeps its time in.',
+            examples=['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
+            max_length=64,
+            min_length=1,
+        ),
+    ] = None
+    reminders: Annotated[
+        List[TaskReminder],
+        Field(
+            description='Up to 5; each fires once as a due reminder in the change feed and on the live\nstream (`reminders_due`). Moving the due date moves the `minutes_before` ones;\ncompleting or deleting the task cancels them; a time already past when written is\nnot scheduled. Duplicates are merged.\n',
+            max_length=5,
+            validate_default=True,
+        ),
+    ] = []

@@ -33,12 +33,13 @@ from impl.http.rate_limit import RateLimiter
 from impl.mcp import install_mcp
 from impl.platform.database import Database
 from impl.platform.notifications import Notifications
-from impl.platform.periodic import running_every
+from impl.platform.periodic import running_every, running_paced
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import TokenVerifier
 from impl.tasks.changes import ChangeFeed
 from impl.tasks.cursor import CursorCodec
 from impl.tasks.live import LiveStreams, StreamSettings
+from impl.tasks.reminder_scheduler import ReminderScheduler
 from impl.tasks.store import TaskStore
 from impl.tasks.sync_token import SyncTokenCodec
 
@@ -145,8 +146,14 @@ def create_app(settings: Settings) -> FastAPI:
         gc.collect()
         gc.freeze()
         purge_every = min(3600.0, max(settings.sync_retention_seconds / 4, 1.0))
+        reminders = ReminderScheduler(
+            database, settings.reminder_poll_seconds, settings.reminder_batch_size
+        )
         try:
-            async with running_every(purge_every, changes.purge_tombstones, "tombstone purge"):
+            async with (
+                running_every(purge_every, changes.purge_tombstones, "tombstone purge"),
+                running_paced(settings.reminder_poll_seconds, reminders.fire_due, "reminders"),
+            ):
                 yield state
         finally:
             await notifications.stop()

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 
 from impl.platform.errors import DATABASE_DOWN, Unavailable
 from impl.platform.settings import Settings
@@ -59,6 +60,18 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
 
     def get_reset_query(self) -> str:
         return ""
+
+
+def _json_text(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def set_codecs(connection: asyncpg.Connection) -> None:
+    """jsonb to and from Python values (a task's reminders), with orjson: asyncpg's default
+    passes jsonb as text both ways."""
+    await connection.set_type_codec(
+        "jsonb", encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
+    )
 
 
 class _PooledConnection:
@@ -124,6 +137,7 @@ class Database:
         self._pool = await asyncpg.create_pool(
             min_size=0,
             connection_class=_Connection,
+            init=set_codecs,
             max_size=self.settings.db_pool_max_size,
             max_inactive_connection_lifetime=300,
             **self.connect_kwargs(),

@@ -39,3 +39,32 @@ async def running_every(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@asynccontextmanager
+async def running_paced(
+    most_seconds: float, chore: Callable[[], Awaitable[float]], name: str
+) -> AsyncIterator[None]:
+    """Runs `chore` again after the seconds it returns (at most `most_seconds`) while the
+    block runs: a chore that knows when its next work is due sleeps just that long. A failure
+    is logged and the chore tried again after `most_seconds`."""
+
+    async def loop() -> None:
+        while True:
+            wait = most_seconds
+            try:
+                wait = min(max(await chore(), 0.0), most_seconds)
+            except DATABASE_DOWN as error:
+                log.warning("%s: database unavailable (%s); next try in %.1f s",
+                            name, type(error).__name__, most_seconds)
+            except Exception:
+                log.exception("%s failed; next try in %.1f s", name, most_seconds)
+            await asyncio.sleep(wait)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

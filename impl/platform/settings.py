@@ -142,6 +142,16 @@ class Settings(BaseSettings):
         default=2.0, gt=0, le=60, allow_inf_nan=False,
         description="a number of seconds above 0, at most 60",
     )
+    # How often each replica's scheduler looks for reminders that came due (it also sleeps
+    # only until the next known one): the most a reminder written moments before its time waits.
+    reminder_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, allow_inf_nan=False,
+        description="a number of seconds above 0, at most 60",
+    )
+    # Reminders one claim fires, in one transaction.
+    reminder_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="a whole number from 1 to 10000"
+    )
 
     @field_validator("database_url", "database_listen_url")
     @classmethod

@@ -44,12 +44,15 @@ NIL = uuid.UUID(int=0)  # below every task id (uuid4 is never nil)
 # One round trip: the round's target snapshot (the statement's own, on a round's first page),
 # the database's clock, whether the token's snapshot is from the future (a database reset or
 # restored from a backup), then up to $6 changes after the key ($4, $5) in (change_xid, id)
-# order, merged from the tasks and the tombstones (each read in that order from its index,
-# ix_tasks_user_change and the tombstones' primary key). A task's fields are fetched by id.
+# order, merged from the tasks, the tombstones and the fired reminders (migration 0008), each
+# read in that order from its index (ix_tasks_user_change, the tombstones' primary key,
+# ix_task_reminders_user_change). A task's fields are fetched by id.
 # Generic plans (impl/platform/database.py): every bound is an index condition whatever the
 # values; on a first sync `seen` is NULL and every task is new.
 _CHANGE_KEYS = """
-    (SELECT t.change_xid, t.id, NULL::timestamptz AS deleted_at
+    (SELECT t.change_xid, t.id, NULL::timestamptz AS deleted_at,
+            NULL::uuid AS reminder_task_id, NULL::timestamptz AS remind_at,
+            NULL::timestamptz AS fired_at
      FROM tasks t
      WHERE t.user_id = $1 AND (t.change_xid, t.id) > ($4::text::xid8, $5::uuid)
        AND t.change_xid < pg_snapshot_xmax(r.target)
@@ -57,7 +60,7 @@ _CHANGE_KEYS = """
        AND NOT coalesce(pg_visible_in_snapshot(t.change_xid, r.seen), false)
      ORDER BY t.change_xid, t.id LIMIT $6)
     UNION ALL
-    (SELECT d.change_xid, d.task_id, d.deleted_at
+    (SELECT d.change_xid, d.task_id, d.deleted_at, NULL, NULL, NULL
      FROM task_tombstones d
      WHERE r.seen IS NOT NULL
        AND d.user_id = $1 AND (d.change_xid, d.task_id) > ($4::text::xid8, $5::uuid)
@@ -65,6 +68,15 @@ _CHANGE_KEYS = """
        AND pg_visible_in_snapshot(d.change_xid, r.target)
        AND NOT pg_visible_in_snapshot(d.change_xid, r.seen)
      ORDER BY d.change_xid, d.task_id LIMIT $6)
+    UNION ALL
+    (SELECT m.change_xid, m.id, NULL, m.task_id, m.remind_at, m.fired_at
+     FROM task_reminders m
+     WHERE r.seen IS NOT NULL AND m.change_xid IS NOT NULL
+       AND m.user_id = $1 AND (m.change_xid, m.id) > ($4::text::xid8, $5::uuid)
+       AND m.change_xid < pg_snapshot_xmax(r.target)
+       AND pg_visible_in_snapshot(m.change_xid, r.target)
+       AND NOT pg_visible_in_snapshot(m.change_xid, r.seen)
+     ORDER BY m.change_xid, m.id LIMIT $6)
     ORDER BY 1, 2 LIMIT $6
 """
 # Whether anything committed after a continued round's target (on a round's first page the
@@ -78,6 +90,9 @@ _NEWER = """
                 AND NOT pg_visible_in_snapshot(n.change_xid, r.target))
         OR EXISTS (SELECT 1 FROM task_tombstones n WHERE n.user_id = $1
                    AND n.change_xid >= pg_snapshot_xmin(r.target)
+                   AND NOT pg_visible_in_snapshot(n.change_xid, r.target))
+        OR EXISTS (SELECT 1 FROM task_reminders n WHERE n.user_id = $1
+                   AND n.change_xid >= pg_snapshot_xmin(r.target)
                    AND NOT pg_visible_in_snapshot(n.change_xid, r.target))))
 """
 PAGE_SQL = f"""
@@ -90,6 +105,7 @@ SELECT r.target::text AS round_target, now() AS database_now,
            AS from_the_future,
        {_NEWER} AS newer_changes,
        c.change_xid::text AS change_xid, c.id AS change_id, c.deleted_at,
+       c.reminder_task_id, c.remind_at, c.fired_at,
        t.*
 FROM r
 LEFT JOIN LATERAL ({_CHANGE_KEYS}) c ON true
@@ -97,7 +113,7 @@ LEFT JOIN LATERAL ({_CHANGE_KEYS}) c ON true
 -- plainly, the planner may read all of the user's tasks and filter them.
 LEFT JOIN LATERAL (
     SELECT {select_list()} FROM tasks
-    WHERE id = c.id AND user_id = $1 AND c.deleted_at IS NULL LIMIT 1
+    WHERE id = c.id AND user_id = $1 AND c.deleted_at IS NULL AND c.remind_at IS NULL LIMIT 1
 ) t ON true
 ORDER BY c.change_xid, c.id
 """
@@ -107,8 +123,13 @@ ORDER BY c.change_xid, c.id
 class ChangePage:
     tasks: list[dict[str, Any]]
     deleted: list[dict[str, Any]]
+    reminders_due: list[dict[str, Any]]
     position: SyncPosition  # where the next call starts
     has_more: bool
+
+    def contents(self) -> dict[str, Any]:
+        """As the contract's TaskChanges: the feed's `data`, a `changes` event's data."""
+        return {"tasks": self.tasks, "deleted": self.deleted, "reminders_due": self.reminders_due}
 
 
 def _start_key(position: SyncPosition | None) -> tuple[str, uuid.UUID]:
@@ -128,18 +149,22 @@ class ChangeFeed:
         self.retention = timedelta(seconds=retention_seconds)
 
     async def purge_tombstones(self) -> int:
-        """Delete the tombstones that no unexpired token needs. A token is honoured while its
+        """Delete the tombstones and fired reminders that no unexpired token needs. A token is honoured while its
         snapshot is younger than the retention; a tombstone's deleted_at is its transaction's
         start, which can precede its commit by at most one statement's time (every delete is
         one statement, bounded by DB_COMMAND_TIMEOUT_SECONDS): kept that much longer, a
         tombstone is never purged while a token that has not seen it is still valid."""
         margin = timedelta(seconds=self.database.settings.db_command_timeout_seconds + 1)
+        purged = 0
         async with self.database.connection() as connection:
-            status: str = await connection.execute(
+            # Fired reminders are in the feed like tombstones, stamped by the same rule.
+            for statement in (
                 "DELETE FROM task_tombstones WHERE deleted_at < now() - $1::interval",
-                self.retention + margin,
-            )
-        return int(status.rsplit(" ", 1)[-1])
+                "DELETE FROM task_reminders WHERE fired_at < now() - $1::interval",
+            ):
+                status: str = await connection.execute(statement, self.retention + margin)
+                purged += int(status.rsplit(" ", 1)[-1])
+        return purged
 
     async def page(
         self, *, user_id: str, position: SyncPosition | None, limit: int
@@ -165,10 +190,15 @@ class ChangeFeed:
         full = len(found) > limit
         has_more = full or head["newer_changes"]
         found = found[:limit]
-        tasks, deleted = [], []
+        tasks, deleted, reminders_due = [], [], []
         for record in found:
             if record["deleted_at"] is not None:
                 deleted.append({"id": record["change_id"], "deleted_at": record["deleted_at"]})
+            elif record["remind_at"] is not None:
+                reminders_due.append({
+                    "id": record["change_id"], "task_id": record["reminder_task_id"],
+                    "remind_at": record["remind_at"], "fired_at": record["fired_at"],
+                })
             else:
                 tasks.append({name: record[name] for name in FIELDS})
         # A round that starts with this page has this statement's snapshot and clock.
@@ -182,7 +212,8 @@ class ChangeFeed:
             )
         else:  # the round is over: every change visible in its target has been delivered
             next_position = SyncPosition(seen=head["round_target"], seen_at=target_at)
-        return ChangePage(tasks=tasks, deleted=deleted, position=next_position, has_more=has_more)
+        return ChangePage(tasks=tasks, deleted=deleted, reminders_due=reminders_due,
+                          position=next_position, has_more=has_more)
 
 
 def _duration(delta: timedelta) -> str:

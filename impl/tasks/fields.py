@@ -6,6 +6,7 @@ nothing here. Only a field with a rule of its own names itself (tags: duplicates
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 
 from generated.models import TaskPatch, TaskWrite
 from impl.platform.errors import InvalidInput
+from impl.tasks import recurrence, reminders
 from impl.tasks.columns import DATETIMES, NULLABLE, WRITABLE
 
 
@@ -45,8 +47,18 @@ def instant(text: str | None, field: str) -> datetime | None:
         raise InvalidInput(field, "Not a valid RFC 3339 date-time", "datetime") from None
 
 
-# Rules of single fields, by name (the contract states them).
-_RULES = {"tags": _unique}
+def _reminders(value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return reminders.normalize(value, instant)
+
+
+# Rules of single fields, by name (the contract states them). What depends on two fields (a
+# rule needs a due date) is the table's CHECK, which sees a PATCH merged with the stored row.
+_RULES: dict[str, Callable[[Any], Any]] = {
+    "tags": _unique,
+    "recurrence": recurrence.normalize_rule,
+    "time_zone": recurrence.check_time_zone,
+    "reminders": _reminders,
+}
 
 
 def _column_value(name: str, value: Any) -> Any:

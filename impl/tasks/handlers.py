@@ -117,7 +117,7 @@ async def list_task_changes(
     position = resources.sync_tokens.decode(user_id, since) if since else None
     page = await resources.changes.page(user_id=user_id, position=position, limit=limit)
     return success(
-        {"tasks": page.tasks, "deleted": page.deleted},
+        page.contents(),
         sync_token=resources.sync_tokens.encode(user_id, page.position),
         has_more=page.has_more,
     )

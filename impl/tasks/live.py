@@ -156,9 +156,9 @@ class _CatchUp:
         while True:
             self.position = page.position
             token = self.streams.tokens.encode(self.user_id, page.position)
-            if page.tasks or page.deleted:
+            if page.tasks or page.deleted or page.reminders_due:
                 sent = True
-                yield Event("changes", {"tasks": page.tasks, "deleted": page.deleted}, token)
+                yield Event("changes", page.contents(), token)
             if not page.has_more:
                 if sent or always_up_to_date:
                     yield Event("up-to-date", {"sync_token": token}, token)

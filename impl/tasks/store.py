@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from impl.platform.database import Database
+from impl.tasks import occurrences
+from impl.tasks.checks import refusing_broken_checks
 from impl.tasks.columns import (
     DATETIMES,
     FIELDS,
@@ -42,8 +44,13 @@ INSERT_PARAMETERS = (
     *(f"${index}::{parameter_type(column)}" for index, column in enumerate(WRITABLE_COLUMNS, 3)),
 )
 COMPLETED = f"${INSERT_COLUMNS.index('completed') + 1}"  # the parameter completed_at follows
-_INSERT_INTO = f"INSERT INTO tasks ({', '.join(INSERT_COLUMNS)}, completed_at)"
-_INSERT_VALUES = ", ".join([*INSERT_PARAMETERS, f"CASE WHEN {COMPLETED} THEN now() END"])
+RECURRENCE = f"${INSERT_COLUMNS.index('recurrence') + 1}"  # a recurring task starts a series
+_INSERT_INTO = f"INSERT INTO tasks ({', '.join(INSERT_COLUMNS)}, completed_at, series_id)"
+_INSERT_VALUES = ", ".join([
+    *INSERT_PARAMETERS,
+    f"CASE WHEN {COMPLETED} THEN now() END",
+    f"CASE WHEN {RECURRENCE} IS NOT NULL THEN $1::uuid END",
+])
 INSERT_SQL = f"{_INSERT_INTO} VALUES ({_INSERT_VALUES}) RETURNING {COLUMNS}"
 # The same insert under a per-user quota (one more parameter: the quota). The upsert takes the
 # user's counter row lock first, so concurrent creates of one user queue there and each sees the
@@ -54,6 +61,16 @@ QUOTA_INSERT_SQL = (
     "ON CONFLICT (user_id) DO UPDATE SET total = c.total RETURNING total) "
     f"{_INSERT_INTO} SELECT {_INSERT_VALUES} "
     f"FROM quota WHERE quota.total < ${3 + len(WRITABLE)} RETURNING {COLUMNS}"
+)
+# A recurring task's next occurrence (impl/tasks/occurrences.py), in its series.
+_SPAWN_VALUES = ", ".join([
+    *INSERT_PARAMETERS, "NULL", f"${len(INSERT_COLUMNS) + 1}::uuid"
+])
+SPAWN_SQL = f"{_INSERT_INTO} VALUES ({_SPAWN_VALUES}) RETURNING id"
+# When the next occurrence could not be made (the series ended): the claim is let go.
+UNCLAIM_SQL = (
+    "UPDATE tasks SET next_occurrence_id = NULL, change_xid = pg_current_xact_id() "
+    f"WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
 )
 # Only on a failure path: tell a missing task from another user's or a stale one.
 DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
@@ -138,8 +155,10 @@ class TaskStore:
 
     async def _insert(self, connection: Any, args: tuple[Any, ...]) -> dict[str, Any]:
         if not self.max_tasks:
-            return dict(await connection.fetchrow(INSERT_SQL, *args))
-        record = await connection.fetchrow(QUOTA_INSERT_SQL, *args, self.max_tasks)
+            with refusing_broken_checks():
+                return dict(await connection.fetchrow(INSERT_SQL, *args))
+        with refusing_broken_checks():
+            record = await connection.fetchrow(QUOTA_INSERT_SQL, *args, self.max_tasks)
         if record is None:
             raise OverQuota(self.max_tasks)
         return dict(record)
@@ -161,26 +180,51 @@ class TaskStore:
             return task
         args: list[Any] = [task_id, user_id, versions]
         sets = []
+        new_value: dict[str, str] = {}  # a changed field's parameter, as SQL
         for column in WRITABLE_COLUMNS:
             name = column.name
             if name in changes:
                 args.append(_parameter(name, changes[name]))
+                new_value[name] = f"${len(args)}::{parameter_type(column)}"
                 sets.append(f"{name} = ${len(args)}::{parameter_type(column)}")
                 if name == "completed":
                     sets.append(
                         f"completed_at = CASE WHEN ${len(args)} "
                         "THEN COALESCE(completed_at, now()) END"
                     )
-        async with self.database.connection() as connection:
-            record = await connection.fetchrow(
-                f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, updated_at = now(), "
-                # The change feed's stamp (migration 0007: its trigger refuses an UPDATE without).
-                "change_xid = pg_current_xact_id() "
-                "WHERE id = $1 AND user_id = $2 "
-                "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
-                f"RETURNING {COLUMNS}",
-                *args,
+        recurrence = new_value.get("recurrence", "recurrence")  # the rule after this write
+        if "recurrence" in changes:  # a task that becomes recurring starts its series
+            sets.append(f"series_id = CASE WHEN {recurrence} IS NULL THEN series_id "
+                        "ELSE coalesce(series_id, id) END")
+        completing = changes.get("completed") is True
+        if completing:
+            # Completing a recurring task claims the id of its next occurrence, once: only a
+            # pending task whose claim is empty (the row lock orders concurrent completions; a
+            # reopened task keeps its claim, so completing it again makes none).
+            args.append(uuid.uuid4())
+            sets.append(
+                f"next_occurrence_id = CASE WHEN NOT completed AND next_occurrence_id IS NULL "
+                f"AND {recurrence} IS NOT NULL THEN ${len(args)}::uuid "
+                "ELSE next_occurrence_id END"
             )
+        statement = (
+            f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, updated_at = now(), "
+            # The change feed's stamp (migration 0007: its trigger refuses an UPDATE without).
+            "change_xid = pg_current_xact_id() "
+            "WHERE id = $1 AND user_id = $2 "
+            "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
+            f"RETURNING {COLUMNS}"
+        )
+        async with self.database.connection() as connection:
+            if completing:  # the next occurrence is written in the completion's transaction
+                async with connection.transaction():
+                    with refusing_broken_checks():
+                        record = await connection.fetchrow(statement, *args)
+                    if record is not None and record["next_occurrence_id"] == args[-1]:
+                        record = await occurrences.make_next(connection, dict(record))
+            else:
+                with refusing_broken_checks():
+                    record = await connection.fetchrow(statement, *args)
         if record is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
         return dict(record)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -77,6 +78,11 @@ class Xid8(sa.types.UserDefinedType[int]):
 CURRENT_XID = sa.text("pg_current_xact_id()")
 
 
+# The CHECK constraints a PATCH can break with the row's other values: the store answers 422
+# naming the field (impl/tasks/store.py).
+RECURRENCE_NEEDS_DUE_DATE = "recurrence_needs_due_date_and_zone"
+RELATIVE_REMINDER_NEEDS_DUE_DATE = "relative_reminder_needs_due_date"
+
 # A PostgreSQL enum sorts in declaration order: ORDER BY priority ranks low < medium < high.
 priority_type = postgresql.ENUM(*PRIORITIES, name="task_priority", create_type=False)
 
@@ -95,6 +101,22 @@ class Task(SQLModel, table=True):
         sa.CheckConstraint("completed = (completed_at IS NOT NULL)", name="completed_at_matches"),
         sa.CheckConstraint("version >= 1", name="version_positive"),
         sa.CheckConstraint("due_date IS NULL OR isfinite(due_date)", name="due_date_finite"),
+        # Recurrence and reminders (migration 0008; impl/tasks/recurrence.py and reminders.py
+        # check each value, these the combinations a PATCH can make with the stored row).
+        sa.CheckConstraint(
+            "recurrence IS NULL OR (due_date IS NOT NULL AND time_zone IS NOT NULL)",
+            name=RECURRENCE_NEEDS_DUE_DATE,
+        ),
+        sa.CheckConstraint(
+            "due_date IS NOT NULL OR NOT jsonb_path_exists(reminders, '$[*].minutes_before')",
+            name=RELATIVE_REMINDER_NEEDS_DUE_DATE,
+        ),
+        sa.CheckConstraint(
+            "jsonb_typeof(reminders) = 'array' AND jsonb_array_length(reminders) <= 5",
+            name="reminder_count",
+        ),
+        sa.CheckConstraint("char_length(recurrence) <= 500", name="recurrence_length"),
+        sa.CheckConstraint("char_length(time_zone) <= 64", name="time_zone_length"),
         # One index per sort key, (user_id, key, id): ties break on id in the sort's direction,
         # so a descending sort reads the same index backwards (list_sql.py, migration 0004).
         # Then priority and completed (migration 0006): a walk in the key's order that filters
@@ -141,6 +163,25 @@ class Task(SQLModel, table=True):
         sa_column=sa.Column(
             postgresql.ARRAY(sa.String(32)), nullable=False, server_default=sa.text("'{}'")
         ),
+    )
+    # An RFC 5545 RRULE (impl/tasks/recurrence.py says which parts) in `time_zone`, an IANA name.
+    recurrence: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    time_zone: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Up to 5 of {"at": instant} or {"minutes_before": n} (impl/tasks/reminders.py); a trigger
+    # schedules them in task_reminders (migration 0008).
+    reminders: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=sa.Column(
+            postgresql.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")
+        ),
+    )
+    # The first task of a recurring series (its own id for the first one), and the occurrence
+    # its completion created: set once, so a task never creates two.
+    series_id: uuid.UUID | None = Field(
+        default=None, sa_column=sa.Column(sa.Uuid, nullable=True, info=SET_BY_SERVER)
+    )
+    next_occurrence_id: uuid.UUID | None = Field(
+        default=None, sa_column=sa.Column(sa.Uuid, nullable=True, info=SET_BY_SERVER)
     )
     created_at: datetime = Field(
         sa_column=sa.Column(
@@ -273,3 +314,33 @@ class TaskTombstone(SQLModel, table=True):
             sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         )
     )
+
+
+class TaskReminder(SQLModel, table=True):
+    """A reminder to fire (migration 0008): written by the `tasks` trigger from a task's
+    `reminders`, claimed when due by the scheduler of any replica (impl/tasks/reminder_scheduler.py),
+    which stamps it fired in its own transaction: the change feed then carries it."""
+
+    __tablename__ = "task_reminders"
+    __table_args__ = (
+        user_id_check(),
+        sa.PrimaryKeyConstraint("user_id", "task_id", "id"),
+        # What the scheduler claims: the pending ones by time.
+        sa.Index("ix_task_reminders_pending", "remind_at",
+                 postgresql_where=sa.text("fired_at IS NULL")),
+        # The fired ones in the change feed's order.
+        sa.Index("ix_task_reminders_user_change", "user_id", "change_xid", "id",
+                 postgresql_where=sa.text("change_xid IS NOT NULL")),
+        sa.Index("ix_task_reminders_fired_at", "fired_at", postgresql_using="brin"),
+    )
+
+    user_id: str = Field(sa_column=user_id_column(primary_key=True))
+    task_id: uuid.UUID = Field(primary_key=True)
+    id: uuid.UUID = Field(primary_key=True)
+    remind_at: datetime = Field(
+        sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    fired_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    change_xid: int | None = Field(default=None, sa_column=sa.Column(Xid8(), nullable=True))

@@ -1,0 +1,85 @@
+"""Fires the reminders that came due, in every replica, each exactly once.
+
+Engine: PostgreSQL row locks with FOR UPDATE SKIP LOCKED on our own table, not a job queue
+(procrastinate, pgqueuer). A reminder is not a job to run but a row to stamp: the task's trigger
+schedules, moves and cancels it in the task write's own transaction (migration 0008), and firing
+is one UPDATE that marks it fired, gives it the firing transaction's id (the change feed reads it
+by that, like a tombstone) and NOTIFYs its user's streams. A queue would keep a second copy of
+each reminder in its own tables, to be moved and cancelled whenever a task's due date or
+reminders change.
+
+Exactly once as a client sees it: a claim locks due rows that no other replica holds (SKIP
+LOCKED), and marks them fired in the same statement; a replica that dies mid-claim (SIGKILL,
+lost network) never commits, PostgreSQL rolls back and releases the rows when its connection
+ends, and the next replica's poll fires them. Each fired reminder has one id in the feed and on
+the stream, which a client can deduplicate on. A reminder due while the database was down fires
+when it is back (every claim takes all that are due, however late).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from impl.platform.database import Database
+
+log = logging.getLogger("task_api.reminders")
+
+# One statement: claim up to $1 due reminders no other replica holds, stamp them fired with this
+# transaction's id, and wake each user's streams (a NOTIFY is delivered at commit, and
+# PostgreSQL folds duplicates within a transaction).
+CLAIM_SQL = """
+WITH due AS (
+    SELECT user_id, task_id, id FROM task_reminders
+    WHERE fired_at IS NULL AND remind_at <= now()
+    ORDER BY remind_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), fired AS (
+    UPDATE task_reminders AS m
+    SET fired_at = clock_timestamp(), change_xid = pg_current_xact_id()
+    FROM due
+    WHERE m.user_id = due.user_id AND m.task_id = due.task_id AND m.id = due.id
+    RETURNING m.user_id, m.task_id, m.id, m.remind_at, m.fired_at
+)
+SELECT fired.*, pg_notify('task_changes', fired.user_id)::text AS notified FROM fired
+"""
+# Seconds until the next pending reminder (negative: one is due), by the pending index.
+NEXT_DUE_SQL = """
+SELECT extract(epoch FROM min(remind_at) - clock_timestamp())::float8
+FROM task_reminders WHERE fired_at IS NULL
+"""
+
+Fired = list[dict[str, Any]]
+
+
+class ReminderScheduler:
+    def __init__(
+        self,
+        database: Database,
+        poll_seconds: float,
+        batch_size: int,
+        on_fired: Callable[[Fired], Awaitable[None]] | None = None,
+    ) -> None:
+        self.database = database
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+        self.on_fired = on_fired  # after commit: metrics, logs
+
+    async def fire_due(self) -> float:
+        """Fire every reminder that is due, a batch per transaction; the seconds until the
+        next pending one (at most the poll interval: one may be written meanwhile)."""
+        while True:
+            async with self.database.connection() as connection:
+                records = await connection.fetch(CLAIM_SQL, self.batch_size)
+            if records:
+                fired = [dict(record) for record in records]
+                log.debug("fired %d reminders", len(fired))
+                if self.on_fired is not None:
+                    await self.on_fired(fired)
+            if len(records) < self.batch_size:
+                break
+        async with self.database.connection() as connection:
+            wait: float | None = await connection.fetchval(NEXT_DUE_SQL)
+        return self.poll_seconds if wait is None else min(wait, self.poll_seconds)
