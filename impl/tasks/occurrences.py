@@ -10,6 +10,7 @@ series has ended (COUNT reached, past UNTIL) the claim is let go and nothing is 
 from __future__ import annotations
 
 import uuid
+from datetime import time
 from typing import Any
 
 from impl.tasks import recurrence, reminders
@@ -19,19 +20,21 @@ from impl.tasks.columns import WRITABLE
 COPIED = ("title", "description", "priority", "tags", "time_zone")
 
 
-def next_fields(task: dict[str, Any]) -> dict[str, Any] | None:
-    """The writable fields of the occurrence after `task`, or None when the series ends."""
-    following = recurrence.next_occurrence(task["due_date"], task["recurrence"], task["time_zone"])
+def next_fields(task: dict[str, Any]) -> tuple[dict[str, Any], time | None] | None:
+    """The writable fields of the occurrence after `task` and its series' wall time (when its
+    due date cannot show it), or None when the series ends."""
+    following = recurrence.next_occurrence(
+        task["due_date"], task["recurrence"], task["time_zone"], task["wall_time"]
+    )
     if following is None:
         return None
-    due, rule = following
     fields = {name: task[name] for name in COPIED}
     fields.update(
-        completed=False, due_date=due, recurrence=rule,
-        reminders=reminders.moved(task["reminders"], due - task["due_date"]),
+        completed=False, due_date=following.due, recurrence=following.rule,
+        reminders=reminders.moved(task["reminders"], following.due - task["due_date"]),
     )
     assert set(fields) == set(WRITABLE), "a new writable column: say whether it is copied"
-    return fields
+    return fields, following.wall_time
 
 
 async def make_next(connection: Any, task: dict[str, Any]) -> dict[str, Any]:
@@ -39,10 +42,11 @@ async def make_next(connection: Any, task: dict[str, Any]) -> dict[str, Any]:
     Returns the completed task as it now is."""
     from impl.tasks.store import SPAWN_SQL, UNCLAIM_SQL, insert_args  # store imports this module
 
-    fields = next_fields(task)
-    if fields is None:
+    following = next_fields(task)
+    if following is None:
         return dict(await connection.fetchrow(UNCLAIM_SQL, task["id"], task["user_id"]))
+    fields, wall_time = following
     series: uuid.UUID = task["series_id"] or task["id"]
     args = insert_args(task["next_occurrence_id"], task["user_id"], fields)
-    await connection.fetchval(SPAWN_SQL, *args, series)
+    await connection.fetchval(SPAWN_SQL, *args, series, wall_time)
     return task

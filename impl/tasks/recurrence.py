@@ -16,6 +16,7 @@ including itself, so the next one gets COUNT - 1 and a series with COUNT=1 ends 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
@@ -168,17 +169,34 @@ def _expansion(rule: str, start: datetime) -> rrule:
     return expanded
 
 
-def next_occurrence(due: datetime, rule: str, zone: str) -> tuple[datetime, str] | None:
-    """The next occurrence after the one due at `due`: its due date (UTC) and its rule (COUNT
-    one less), or None when the series ends (COUNT reached, past UNTIL)."""
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    due: datetime  # UTC
+    rule: str  # COUNT one less than the previous one's
+    # The series' wall-clock time when `due` does not show it: a time that did not exist that
+    # day (02:30 on the spring-forward day is due at 03:30), so the one after is 02:30 again.
+    wall_time: time | None
+
+
+def next_occurrence(
+    due: datetime, rule: str, zone: str, wall_time: time | None = None
+) -> Occurrence | None:
+    """The occurrence after the one due at `due` (whose series keeps `wall_time`, when given),
+    or None when the series ends (COUNT reached, past UNTIL)."""
     count = re.search(r"(?:^|;)COUNT=([0-9]+)", rule)
     if count and int(count.group(1)) <= 1:
         return None
     local = due.astimezone(ZoneInfo(zone))
+    if wall_time is not None:
+        local = local.replace(hour=wall_time.hour, minute=wall_time.minute,
+                              second=wall_time.second, microsecond=wall_time.microsecond)
     found = _expansion(rule, local).after(local)
     if found is None:
         return None
     if count:
         remaining = int(count.group(1)) - 1
         rule = re.sub(r"(^|;)COUNT=[0-9]+", rf"\g<1>COUNT={remaining}", rule)
-    return found.astimezone(UTC), rule
+    due_next = found.astimezone(UTC)
+    shown = due_next.astimezone(found.tzinfo).timetz().replace(tzinfo=None)
+    kept = found.time() if shown != found.time() else None
+    return Occurrence(due_next, rule, kept)

@@ -64,9 +64,10 @@ QUOTA_INSERT_SQL = (
 )
 # A recurring task's next occurrence (impl/tasks/occurrences.py), in its series.
 _SPAWN_VALUES = ", ".join([
-    *INSERT_PARAMETERS, "NULL", f"${len(INSERT_COLUMNS) + 1}::uuid"
+    *INSERT_PARAMETERS, "NULL",
+    f"${len(INSERT_COLUMNS) + 1}::uuid", f"${len(INSERT_COLUMNS) + 2}::time",
 ])
-SPAWN_SQL = f"{_INSERT_INTO} VALUES ({_SPAWN_VALUES}) RETURNING id"
+SPAWN_SQL = f"{_INSERT_INTO[:-1]}, wall_time) VALUES ({_SPAWN_VALUES}) RETURNING id"
 # When the next occurrence could not be made (the series ended): the claim is let go.
 UNCLAIM_SQL = (
     "UPDATE tasks SET next_occurrence_id = NULL, change_xid = pg_current_xact_id() "
@@ -193,6 +194,8 @@ class TaskStore:
                         "THEN COALESCE(completed_at, now()) END"
                     )
         recurrence = new_value.get("recurrence", "recurrence")  # the rule after this write
+        if changes.keys() & {"recurrence", "time_zone", "due_date"}:
+            sets.append("wall_time = NULL")  # the client's due date shows the time again
         if "recurrence" in changes:  # a task that becomes recurring starts its series
             sets.append(f"series_id = CASE WHEN {recurrence} IS NULL THEN series_id "
                         "ELSE coalesce(series_id, id) END")
@@ -213,7 +216,7 @@ class TaskStore:
             "change_xid = pg_current_xact_id() "
             "WHERE id = $1 AND user_id = $2 "
             "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
-            f"RETURNING {COLUMNS}"
+            f"RETURNING {COLUMNS}{', wall_time' if completing else ''}"
         )
         async with self.database.connection() as connection:
             if completing:  # the next occurrence is written in the completion's transaction
@@ -227,7 +230,9 @@ class TaskStore:
                     record = await connection.fetchrow(statement, *args)
         if record is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
-        return dict(record)
+        task = dict(record)
+        task.pop("wall_time", None)  # internal: read for the next occurrence only
+        return task
 
     async def delete(
         self, *, user_id: str, task_id: uuid.UUID, versions: list[int] | None

@@ -7,7 +7,7 @@ and indexes, which the database enforces whatever the code above it does.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 import sqlalchemy as sa
@@ -182,6 +182,11 @@ class Task(SQLModel, table=True):
     )
     next_occurrence_id: uuid.UUID | None = Field(
         default=None, sa_column=sa.Column(sa.Uuid, nullable=True, info=SET_BY_SERVER)
+    )
+    # The series' local time of day when the due date cannot show it (a time that did not exist
+    # that day: impl/tasks/recurrence.py Occurrence.wall_time); null when the due date does.
+    wall_time: time | None = Field(
+        default=None, sa_column=sa.Column(sa.Time, nullable=True, info=INTERNAL)
     )
     created_at: datetime = Field(
         sa_column=sa.Column(

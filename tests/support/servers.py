@@ -19,7 +19,7 @@ import uvicorn
 from starlette.routing import BaseRoute
 
 from impl.app import create_app
-from impl.platform.database import connect_options
+from impl.platform.database import connect_options, set_codecs
 from impl.platform.settings import Settings
 from scripts.local_stack.processes import free_port, stop  # noqa: F401 - the tests' names
 
@@ -199,6 +199,7 @@ async def direct_connection(database_url: str) -> AsyncIterator[asyncpg.Connecti
     """A connection straight to PostgreSQL (never through PgBouncer), to check what the API
     really wrote."""
     connection = await asyncpg.connect(connect_options(database_url).dsn)
+    await set_codecs(connection)  # jsonb as the API reads it
     try:
         yield connection
     finally:

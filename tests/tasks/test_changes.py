@@ -78,7 +78,7 @@ async def test_a_later_sync_returns_what_changed_whole_and_deletions_as_tombston
 
     # Nothing since: an empty page, caught up, and the token still works.
     (page,) = await device.sync(client)
-    assert page == {"tasks": [], "deleted": []}
+    assert page == {"tasks": [], "deleted": [], "reminders_due": []}
 
 
 async def test_one_users_feed_never_shows_another_users_changes(
@@ -89,7 +89,7 @@ async def test_one_users_feed_never_shows_another_users_changes(
     bobs_task = await create(client, bob, "bob's")
     await client.delete(f"/api/tasks/{bobs_task['id']}", headers=bob.headers)
     (page,) = await alices.sync(client)
-    assert page == {"tasks": [], "deleted": []}
+    assert page == {"tasks": [], "deleted": [], "reminders_due": []}
 
 
 async def test_a_task_written_while_a_device_pages_comes_again_in_its_latest_state(

@@ -65,7 +65,7 @@ async def test_a_stream_starts_with_everything_then_pushes_each_commit(
         # Its id is a sync token: the feed takes it and has nothing newer.
         feed = await client.get("/api/tasks/changes", params={"since": up_to_date.id},
                                 headers=alice.headers)
-        assert feed.json()["data"] == {"tasks": [], "deleted": []}
+        assert feed.json()["data"] == {"tasks": [], "deleted": [], "reminders_due": []}
 
         latencies = []
         task = await create(client, alice, "live")

@@ -37,7 +37,7 @@ def upgrade() -> None:
         "ALTER TABLE tasks "
         "ADD COLUMN recurrence text, ADD COLUMN time_zone text, "
         f"ADD COLUMN reminders jsonb NOT NULL DEFAULT {NOT_EMPTY}, "
-        "ADD COLUMN series_id uuid, ADD COLUMN next_occurrence_id uuid, "
+        "ADD COLUMN series_id uuid, ADD COLUMN next_occurrence_id uuid, ADD COLUMN wall_time time, "
         "ADD CONSTRAINT recurrence_needs_due_date_and_zone CHECK "
         "(recurrence IS NULL OR (due_date IS NOT NULL AND time_zone IS NOT NULL)), "
         "ADD CONSTRAINT relative_reminder_needs_due_date CHECK "
@@ -118,5 +118,5 @@ def downgrade() -> None:
     op.execute(
         "ALTER TABLE tasks "
         "DROP COLUMN recurrence, DROP COLUMN time_zone, DROP COLUMN reminders, "
-        "DROP COLUMN series_id, DROP COLUMN next_occurrence_id"
+        "DROP COLUMN series_id, DROP COLUMN next_occurrence_id, DROP COLUMN wall_time"
     )
