@@ -72,6 +72,8 @@ class Follower:
         self.reconnect = reconnect
         self.tasks: dict[str, dict[str, Any]] = {}  # the client's copy: id -> task
         self.received: list[Message] = []  # every `changes` and `up-to-date` event, in order
+        # Every due reminder received, with its arrival (Unix seconds: compared with remind_at).
+        self.reminders_due: list[tuple[dict[str, Any], float]] = []
         self.last_event_id: str | None = None
         self.retry_ms = FIRST_RETRY_MILLISECONDS
         self.connects = 0
@@ -120,6 +122,8 @@ class Follower:
                 self.tasks[task["id"]] = task
             for tombstone in data["deleted"]:
                 self.tasks.pop(tombstone["id"], None)
+            arrived = time.time()
+            self.reminders_due.extend((due, arrived) for due in data["reminders_due"])
         if message.event in ("changes", "up-to-date"):
             self.received.append(message)
             # The id is set once the event is applied: a reconnect resumes after it.
