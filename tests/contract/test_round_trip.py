@@ -43,7 +43,12 @@ def _is_datetime(schema: dict[str, Any]) -> bool:
 
 
 def value(schema: dict[str, Any], variant: int) -> Any:
-    """A valid value of `schema`, never its default, a different one for each variant."""
+    """A valid value of `schema`, never its default, a different one for each variant. A field
+    whose valid values a schema cannot spell (an RRULE, an IANA zone) gives them as examples."""
+    if "examples" in schema:
+        return schema["examples"][variant % len(schema["examples"])]
+    if "oneOf" in schema:
+        return value(schema_of(schema["oneOf"][variant % len(schema["oneOf"])]), variant)
     if "enum" in schema:
         choices = [v for v in schema["enum"] if v != schema.get("default")]
         return choices[variant % len(choices)]
@@ -60,8 +65,11 @@ def value(schema: dict[str, Any], variant: int) -> Any:
         items = schema_of(schema["items"])
         count = max(schema.get("minItems", 0), min(2, schema.get("maxItems", 2)))
         return [value(items, variant * 10 + index) for index in range(count)]
+    if "object" in kinds:
+        properties = schema["properties"]
+        return {name: value(schema_of(properties[name]), variant) for name in schema["required"]}
     if _is_datetime(schema):
-        return f"{2031 + variant}-05-06T07:08:09+00:00"
+        return f"{2031 + variant}-05-06T07:08:09Z"  # as the API writes instants inside objects
     assert "string" in kinds, f"no value generator for {schema}"
     text = f"Round trip {variant}"
     text = (text * (1 + schema.get("minLength", 0) // len(text)))[: schema.get("maxLength", 64)]
