@@ -1,4 +1,5 @@
-"""Demo data: two users with fixed ids and five tasks each, in varied states.
+"""Demo data: two users with fixed ids and their tasks in varied states (one recurring, with a
+reminder).
 
 A plain run is idempotent (rows with these ids are left as they are); `reset` first deletes
 the demo users' tasks and idempotency keys, never anyone else's.
@@ -7,12 +8,13 @@ the demo users' tasks and idempotency keys, never anyone else's.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from impl.platform.database import connect_options
+from impl.platform.database import connect_options, set_codecs
 from impl.tasks import store
 from impl.tasks.columns import WRITABLE
 from impl.tasks.tables import Task
@@ -22,6 +24,7 @@ from impl.tasks.tables import Task
 ALICE = "a11ce000-0000-4000-8000-000000000001"
 BOB = "b0b00000-0000-4000-8000-000000000002"
 DEMO_USERS = {"alice": ALICE, "bob": BOB}
+BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def demo_tasks(now: datetime) -> list[dict[str, Any]]:
@@ -38,6 +41,10 @@ def demo_tasks(now: datetime) -> list[dict[str, Any]]:
              "priority": "low"},
             {"title": "Renew passport", "completed": True, "priority": "high",
              "due_date": now - 10 * day, "tags": ["admin", "travel"]},
+            # Recurring, with a reminder: completing it makes next Monday's.
+            {"title": "Water the plants", "tags": ["home"], "due_date": _next_monday_9(now),
+             "time_zone": "Europe/Berlin", "recurrence": "FREQ=WEEKLY;BYDAY=MO",
+             "reminders": [{"minutes_before": 30}]},
         ],
         BOB: [
             {"title": "Fix bike tyre", "due_date": now + day, "tags": ["home"]},
@@ -65,17 +72,26 @@ def demo_tasks(now: datetime) -> list[dict[str, Any]]:
     return rows
 
 
+def _next_monday_9(now: datetime) -> datetime:
+    """The next Monday at 09:00 in Berlin after `now` (the seed's recurring task)."""
+    local = now.astimezone(BERLIN)
+    monday = (local + timedelta(days=(7 - local.weekday()) % 7 or 7)).date()
+    return datetime.combine(monday, time(9), tzinfo=BERLIN).astimezone(UTC)
+
+
 def _default(name: str) -> Any:
     return Task.model_fields[name].get_default(call_default_factory=True)
 
 
 # The store's insert (its columns and casts derive from the table) with one more parameter, the
 # creation time: completed_at (for a completed task), created_at and updated_at.
+# A recurring task starts its series, as the API's insert does.
 _CREATED = f"${len(store.INSERT_PARAMETERS) + 1}::timestamptz"
 INSERT_SQL = (
-    f"INSERT INTO tasks ({', '.join(store.INSERT_COLUMNS)}, completed_at, created_at, updated_at) "
-    f"VALUES ({', '.join(store.INSERT_PARAMETERS)}, CASE WHEN {store.COMPLETED} THEN {_CREATED} "
-    f"END, {_CREATED}, {_CREATED}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO tasks ({', '.join(store.INSERT_COLUMNS)}, completed_at, created_at, updated_at, "
+    f"series_id) VALUES ({', '.join(store.INSERT_PARAMETERS)}, CASE WHEN {store.COMPLETED} THEN "
+    f"{_CREATED} END, {_CREATED}, {_CREATED}, CASE WHEN {store.RECURRENCE} IS NOT NULL THEN "
+    "$1::uuid END) ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -84,6 +100,7 @@ async def seed(database_url: str, *, reset: bool = False, now: datetime | None =
     default); returns how many tasks were inserted."""
     options = connect_options(database_url)
     connection = await asyncpg.connect(options.dsn, statement_cache_size=0)
+    await set_codecs(connection)
     try:
         async with connection.transaction():
             users = list(DEMO_USERS.values())

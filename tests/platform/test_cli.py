@@ -89,17 +89,17 @@ async def test_seed_is_idempotent_and_reset_reloads(database_url: str, db) -> No
     count = "SELECT count(*) FROM tasks WHERE user_id = ANY($1::text[])"
     first = run("seed", env=env)
     assert first.returncode == 0, first.stderr
-    assert await db.fetchval(count, demo) == 10
+    assert await db.fetchval(count, demo) == 11
     again = run("seed", env=env)
     assert "seeded 0 tasks" in again.stdout
-    assert await db.fetchval(count, demo) == 10
+    assert await db.fetchval(count, demo) == 11
     await db.execute("UPDATE tasks SET title = 'changed', change_xid = pg_current_xact_id() WHERE user_id = $1", demo[0])
     await db.execute(
         "INSERT INTO tasks (id, user_id, title) VALUES ($1, $2, 'extra')", uuid.uuid4(), demo[1]
     )
     reset = run("seed", "--reset", env=env)
-    assert reset.returncode == 0 and "seeded 10 tasks" in reset.stdout
-    assert await db.fetchval(count, demo) == 10
+    assert reset.returncode == 0 and "seeded 11 tasks" in reset.stdout
+    assert await db.fetchval(count, demo) == 11
     assert await db.fetchval("SELECT count(*) FROM tasks WHERE title = 'changed' AND user_id = $1", demo[0]) == 0
     script = subprocess.run(  # noqa: ASYNC221 - the test waits for the CLI on purpose
         [sys.executable, "scripts/seed.py"], env=env, capture_output=True, text=True, timeout=60,
