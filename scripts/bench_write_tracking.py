@@ -3,8 +3,8 @@
 
     .venv/bin/python scripts/bench_write_tracking.py [--rounds 4] [--duration 8] [--tasks 10000]
 
-BEFORE is commit 33da7d1 (migrations up to 0006, no change feed), checked out with
-`git worktree add` in .bench-before/ with its own locked environment (`uv sync --locked`);
+BEFORE is commit 33da7d1 (migrations up to 0006, no change feed) or the one `--before` names,
+checked out with `git worktree add` in .bench-before-<commit>/ with its own locked environment;
 AFTER is this checkout. One private PostgreSQL (pgserver, under artifacts/, deleted at the end)
 holds a database for each, migrated by that version's own `task-api migrate`, with the same
 tasks for the writing user (bench/data.py, same seed). Each version's `task-api serve --workers 1`
@@ -54,8 +54,7 @@ from impl.platform.token_verifier import mint_hs256
 bench_main = load_bench_main()
 Load, say = bench_main.Load, bench_main.say
 
-BEFORE_COMMIT = "33da7d1"
-BEFORE_DIR = REPO / ".bench-before"
+BEFORE_COMMIT = "33da7d1"  # the default of --before
 PORTS = {"before": 18401, "after": 18402}
 NAMESPACE = uuid.UUID("5a0c2f7e-8d41-4b9e-a3c6-1e7f0d2b9c84")
 WRITER = uuid.uuid5(NAMESPACE, "writer").hex
@@ -77,19 +76,20 @@ class Version:
         return str(self.root / ".venv" / "bin" / "task-api")
 
 
-def before_checkout() -> Path:
-    """.bench-before/ at BEFORE_COMMIT with its own .venv (made once, then reused)."""
-    if not (BEFORE_DIR / ".git").exists():
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(BEFORE_DIR),
-                        BEFORE_COMMIT], check=True)
-    head = subprocess.run(["git", "-C", str(BEFORE_DIR), "rev-parse", "HEAD"], check=True,
+def before_checkout(commit: str) -> Path:
+    """.bench-before-<commit>/ at that commit with its own .venv (made once, then reused)."""
+    before_dir = REPO / f".bench-before-{commit}"
+    if not (before_dir / ".git").exists():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before_dir),
+                        commit], check=True)
+    head = subprocess.run(["git", "-C", str(before_dir), "rev-parse", "HEAD"], check=True,
                           capture_output=True, text=True).stdout.strip()
-    if not head.startswith(BEFORE_COMMIT):
-        sys.exit(f"bench_write_tracking: {BEFORE_DIR} is at {head}, not {BEFORE_COMMIT}")
+    if not head.startswith(commit):
+        sys.exit(f"bench_write_tracking: {before_dir} is at {head}, not {commit}")
     uv = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
-    subprocess.run([uv, "sync", "--locked", "--quiet"], cwd=BEFORE_DIR, check=True,
+    subprocess.run([uv, "sync", "--locked", "--quiet"], cwd=before_dir, check=True,
                    env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
-    return BEFORE_DIR
+    return before_dir
 
 
 def env_for(version: Version) -> dict[str, str]:
@@ -253,12 +253,15 @@ def main() -> int:
                         help="tasks loaded for a DELETE run, per second of it (more than the "
                              "server deletes, or the run fails on 404s)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    parser.add_argument("--before", default=BEFORE_COMMIT, help="the commit to compare with "
+                        "(33da7d1: before change tracking; 81c327d: before recurrence and "
+                        "reminders, migration 0008)")
     args = parser.parse_args()
     bench_main.ensure_wrk()
     from impl.platform.embedded import pgserver_module
 
     pgserver = pgserver_module()
-    versions = {"before": Version("before", before_checkout()), "after": Version("after", REPO)}
+    versions = {"before": Version("before", before_checkout(args.before)), "after": Version("after", REPO)}
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "rounds": args.rounds,
         "duration": args.duration, "tasks": args.tasks, "endpoints": {},
