@@ -515,3 +515,33 @@ async def test_an_assistant_asks_what_changed_since_it_last_looked(api_url: str)
             "list_task_changes", {"since": synced["meta"]["sync_token"]}))
     assert [(t["id"], t["completed"]) for t in later["data"]["tasks"]] == [(first["id"], True)]
     assert [d["id"] for d in later["data"]["deleted"]] == [gone["id"]]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_assistant_sets_a_recurring_task_with_a_reminder(
+    api_url: str, db: asyncpg.Connection, mode: str
+) -> None:
+    """"Remind me every Monday at 9 to water the plants": the tools carry recurrence, time zone
+    and reminders from the contract (no tool code names them); a bad rule is a tool error that
+    names the part."""
+    alice = new_user()
+    async with connect(api_url, alice.token, mode) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+        properties = listed["add_task"].input_schema["properties"]
+        assert {"recurrence", "time_zone", "reminders"} <= set(properties)
+        plants = ok(await client.call_tool("add_task", {
+            "title": "Water the plants", "due_date": "2027-03-01T09:00:00+01:00",
+            "time_zone": "Europe/Berlin", "recurrence": "FREQ=WEEKLY;BYDAY=MO",
+            "reminders": [{"minutes_before": 0}],
+        }))
+        assert plants["recurrence"] == "FREQ=WEEKLY;BYDAY=MO"
+        assert plants["reminders"] == [{"minutes_before": 0}]
+        done = ok(await client.call_tool("update_task", {"task_id": plants["id"],
+                                                         "completed": True}))
+        following = ok(await client.call_tool("get_task", {"task_id": done["next_occurrence_id"]}))
+        assert following["due_date"] == "2027-03-08T08:00:00+00:00"
+        error = refused(await client.call_tool("add_task", {
+            "title": "x", "due_date": "2027-03-01T09:00:00Z", "time_zone": "UTC",
+            "recurrence": "FREQ=HOURLY"}), "VALIDATION_ERROR")
+        assert error["details"][0]["field"] == "body.recurrence"
+    assert len(await rows(db, alice)) == 2
