@@ -24,11 +24,11 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from impl.platform.database import Database  # noqa: E402
-from impl.platform.embedded import pgserver_module  # noqa: E402
-from impl.platform.migrate import upgrade  # noqa: E402
-from impl.platform.settings import Settings  # noqa: E402
-from impl.tasks.reminder_scheduler import ReminderScheduler  # noqa: E402
+from impl.platform.database import Database
+from impl.platform.embedded import pgserver_module
+from impl.platform.migrate import upgrade
+from impl.platform.settings import Settings
+from impl.tasks.reminder_scheduler import ReminderScheduler
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
