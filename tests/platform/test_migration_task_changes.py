@@ -51,7 +51,7 @@ async def test_upgrade_keeps_every_row_tracks_what_follows_and_downgrade_restore
         before = await _snapshot(connection)
         assert all(before[table] for table in TABLES), "a table without rows checks nothing"
 
-        await asyncio.to_thread(upgrade, fresh_database, "head")
+        await asyncio.to_thread(upgrade, fresh_database, "0007")
         assert await _snapshot(connection) == before
         assert await connection.fetch(RECOUNT) == []
         assert await connection.fetch(RECOUNT_TAGS) == []
