@@ -73,7 +73,7 @@ def test_serve_with_no_environment_serves_the_seeded_tasks_to_its_token(tmp_path
             except httpx.TransportError:
                 time.sleep(0.2)
         assert body is not None
-        assert body["meta"]["total"] == 5
+        assert body["meta"]["total"] == 6
         assert {t["user_id"] for t in body["data"]} == {"a11ce000-0000-4000-8000-000000000001"}
         assert (tmp_path / ".data" / "pg" / "PG_VERSION").exists()
     finally:

@@ -117,6 +117,8 @@ WRITTEN = {
     "SYNC_MAX_STREAMS_PER_USER": "3",
     "DATABASE_LISTEN_URL": "postgresql://app:listen-PASSWORD@db.example.com:5432/app",
     "SYNC_POLL_SECONDS": "0.5",
+    "REMINDER_POLL_SECONDS": "0.25",
+    "REMINDER_BATCH_SIZE": "50",
 }
 READ = {
     "DATABASE_URL": "postgresql://app:***@db.example.com:5433/app?sslmode=require",
@@ -149,6 +151,8 @@ READ = {
     "SYNC_MAX_STREAMS_PER_USER": 3,
     "DATABASE_LISTEN_URL": "postgresql://app:***@db.example.com:5432/app",
     "SYNC_POLL_SECONDS": 0.5,
+    "REMINDER_POLL_SECONDS": 0.25,
+    "REMINDER_BATCH_SIZE": 50,
 }
 # README's defaults, as the commands read them with nothing set.
 DEFAULTS = {
@@ -162,6 +166,7 @@ DEFAULTS = {
     "CURSOR_SECRET": None, "SHUTDOWN_READY_GRACE_SECONDS": 0,
     "SYNC_RETENTION_SECONDS": 2_592_000, "SYNC_HEARTBEAT_SECONDS": 15,
     "SYNC_MAX_STREAMS_PER_USER": 10, "DATABASE_LISTEN_URL": None, "SYNC_POLL_SECONDS": 2,
+    "REMINDER_POLL_SECONDS": 1, "REMINDER_BATCH_SIZE": 500,
 }
 
 
@@ -249,6 +254,8 @@ BAD = [
     ("SYNC_MAX_STREAMS_PER_USER", "0", "from 1 to 10000"),
     ("DATABASE_LISTEN_URL", "redis://cache:6379", "postgresql://"),
     ("SYNC_POLL_SECONDS", "61", "above 0, at most 60"),
+    ("REMINDER_POLL_SECONDS", "0", "above 0, at most 60"),
+    ("REMINDER_BATCH_SIZE", "0", "from 1 to 10000"),
     ("CORS_ORIGINS", "http://" + "a" * 2048 + ".test", "scheme://host[:port]"),
     ("MAX_TASKS_PER_USER", "lots", "0 or more"),
 ]
