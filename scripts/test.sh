@@ -2,6 +2,9 @@
 # Everything CI checks, in the order a failure is cheapest to read. Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
+# Every Node tool (and npm's lifecycle scripts) runs on the project's pinned Node (uv.lock,
+# scripts/node_tools.py), first on PATH for everything below, pytest's children included.
+export PATH="$(.venv/bin/python scripts/node_tools.py):$PATH"
 step() { printf '\n== %s\n' "$*"; }
 
 step "generated/ is what openapi.yaml yields"
@@ -9,9 +12,9 @@ scripts/regen.sh --check
 
 step "contract lint: openapi-spec-validator, @redocly/cli and Spectral (OAS + OWASP API Security)"
 "$UV" run --locked openapi-spec-validator openapi.yaml
-# Node.js from Debian when missing; `npm ci` only where a package-lock.json changed since the
-# last install (stamped by its hash): the root tools, the hey-api client proof's own folder and
-# the MCP Inspector's command line (tests/mcp/test_mcp.py).
+# `npm ci` only where a package-lock.json (or the pinned Node) changed since the last install
+# (stamped by its hash): the root tools, the hey-api client proof's own folder and the MCP
+# Inspector (tests/mcp/test_mcp.py).
 scripts/ensure_npm.sh . clients/hey-api clients/mcp-inspector
 node_modules/.bin/redocly lint openapi.yaml
 # .spectral.yaml: spectral:oas and the OWASP ruleset; any warning fails too (waivers are there,
