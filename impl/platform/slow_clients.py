@@ -46,6 +46,11 @@ log = logging.getLogger("task_api.slow_clients")
 # Descriptors kept free of connections: the listener, the database pool and its listener,
 # logs, the embedded PostgreSQL's pipes, files the app opens.
 RESERVED_DESCRIPTORS = 1024
+# After a reply of its own (408, 503) the server stops sending, reads and drops what still comes
+# for this long, then closes: closing with unread bytes from the client (the rest of its
+# request) makes the kernel send a reset, and a reset can destroy the reply before the client
+# has read it.
+LINGER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.waiting = _waiting.setdefault(server_state, {})
         self.deadline: asyncio.TimerHandle | None = None
         self.request_begun = False  # a byte of the request awaited has arrived
+        self.replied = False  # a reply of our own was sent: what comes now is dropped
 
     # -- the connection --------------------------------------------------------------------
 
@@ -108,6 +114,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._await_head()
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.replied:
+            super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
@@ -196,4 +206,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             b"x-request-id: ", request_id.encode(), b"\r\n", extra,
             b"connection: close\r\n\r\n", body,
         ]))
-        self.transport.close()
+        self.replied = True
+        self._stop_waiting()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
