@@ -21,8 +21,8 @@ docs/deploying-streams.md.
 
 Slow clients (docs/slow-clients.md): a request must arrive within `timeout http-request` (the
 replicas' REQUEST_HEAD_TIMEOUT_SECONDS), one source address holds at most PER_SOURCE_CONNECTIONS
-connections at once (more are closed as they come), and `maxconn` (MAX_CONNECTIONS) is what the
-frontend holds in all, with the descriptors for it.
+connections at once (more are closed as they come), and `maxconn` is what the frontend holds in
+all: MAX_CONNECTIONS, or fewer when HAProxy's descriptor limit holds fewer.
 
 The stats socket (`show stat`) says which replicas are UP and counts connection errors, retries
 and redispatches per replica; only errors and retried requests are logged (dontlog-normal).
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import math
+import resource
 import shutil
 import socket
 import subprocess
@@ -50,14 +51,26 @@ RISE = 2
 EVENTS_PATH = "/api/tasks/events"
 # A stream's longest allowed silence, in heartbeats: a busy replica may send one late.
 STREAM_SILENT_HEARTBEATS = 3
-# Client connections HAProxy holds at once (global and frontend; HAProxy sizes its own
-# descriptor limit from it, two a connection). Was 4096: 5,000 slow connections filled it and
-# 6 of 10 normal requests timed out in the kernel's queue behind them.
+# Client connections HAProxy holds at once (global and frontend), at most: it needs two
+# descriptors a connection (the client's and the replica's), and refuses to start when its
+# descriptor limit cannot hold maxconn, so maxconn() fits it to the limit it will have. Was
+# 4096: 5,000 slow connections filled it and 6 of 10 normal requests timed out in the
+# kernel's queue behind them.
 MAX_CONNECTIONS = 20_000
+DESCRIPTORS_BESIDES_CONNECTIONS = 200  # listeners, health checks, the stats socket, logs
 # Connections one source address may hold at once: many people behind one NAT fit, one host
 # cannot fill `maxconn` (5,000 slow connections from one address then hold 500 slots, for at
 # most `timeout http-request` each).
 PER_SOURCE_CONNECTIONS = 500
+
+
+def maxconn() -> int:
+    """MAX_CONNECTIONS, or what the descriptor limit HAProxy inherits (it cannot raise the
+    hard one in a container without CAP_SYS_RESOURCE) holds."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, (hard - DESCRIPTORS_BESIDES_CONNECTIONS) // 2))
 
 
 def config(port: int, servers: Sequence[tuple[str, int]], directory: Path,
@@ -66,9 +79,10 @@ def config(port: int, servers: Sequence[tuple[str, int]], directory: Path,
     `request_timeout_seconds`: their REQUEST_HEAD_TIMEOUT_SECONDS."""
     stream_timeout_ms = math.ceil(STREAM_SILENT_HEARTBEATS * heartbeat_seconds * 1000)
     request_timeout_ms = math.ceil(request_timeout_seconds * 1000)
+    connections = maxconn()
     lines = [
         "global",
-        f"    maxconn {MAX_CONNECTIONS}",
+        f"    maxconn {connections}",
         f"    stats socket {directory / 'haproxy.sock'} mode 600 level admin",
         "    log stdout format raw local0 info",
         "",
@@ -93,7 +107,7 @@ def config(port: int, servers: Sequence[tuple[str, int]], directory: Path,
         "",
         "frontend api",
         f"    bind 127.0.0.1:{port}",
-        f"    maxconn {MAX_CONNECTIONS}",
+        f"    maxconn {connections}",
         # Open connections per source address, counted as they are accepted; over the limit a
         # connection is closed at once, before HAProxy reads or allocates anything for it.
         "    stick-table type ip size 1m expire 60s store conn_cur",
