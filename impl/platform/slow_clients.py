@@ -106,6 +106,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.request_begun = False  # a byte of the request awaited has arrived
         self.replied = False  # a reply of our own was sent: what comes now is dropped
+        self.body_pending = False  # the head is in, the body is not yet
 
     # -- the connection --------------------------------------------------------------------
 
@@ -116,8 +117,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._make_room()
 
     def data_received(self, data: bytes) -> None:
-        if not self.replied:
-            super().data_received(data)
+        if self.replied:
+            return
+        super().data_received(data)
+        # Armed here rather than with the head: most requests (every GET) end in the same
+        # read as their head, and then need no timer at all.
+        if self.body_pending and self.deadline is None and not self.transport.is_closing():
+            self.deadline = self.loop.call_later(self.limits.body_timeout, self._give_up,
+                                                 "request body deadline")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
@@ -156,11 +163,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._stop_waiting()
-        if not self.parser.should_upgrade():
-            self.deadline = self.loop.call_later(self.limits.body_timeout, self._give_up,
-                                                 "request body deadline")
+        self.body_pending = not self.parser.should_upgrade()
 
     def on_message_complete(self) -> None:
+        self.body_pending = False
         self._stop_waiting()  # the body deadline: the request is in
         super().on_message_complete()
 

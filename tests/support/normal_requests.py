@@ -37,6 +37,14 @@ class NormalRequests:
         else:
             self.failures.append(received[:80].decode(errors="replace"))
 
+    def run(self, count: int) -> None:
+        for _ in range(count):
+            self.one()
+            time.sleep(PAUSE_SECONDS)
+
+    def within(self, seconds: float) -> int:
+        return sum(1 for s in self.seconds if s <= seconds)
+
     def run_until(self, process: subprocess.Popen[str]) -> None:
         """Until `process` exits."""
         while process.poll() is None:
