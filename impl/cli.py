@@ -42,9 +42,8 @@ def _prepare(settings: Settings) -> tuple[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     from impl.platform import serving
+    from impl.platform.slow_clients import LimitedConfig, RequestLimits
     from impl.platform.token_verifier import mint_hs256
     from impl.tasks.seed import DEMO_USERS
 
@@ -79,8 +78,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # PostgreSQL is then stopped cleanly and the process exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    config = uvicorn.Config(
+    limits = RequestLimits(
+        head_timeout=settings.request_head_timeout_seconds,
+        body_timeout=settings.request_body_timeout_seconds,
+        max_connections=settings.max_connections,
+    )
+    config = LimitedConfig(
         "impl.asgi:create_from_env",
+        limits=limits,
+        # Past uvicorn's 2048: a burst of connections waits in the kernel's queue (capped by
+        # net.core.somaxconn) rather than having its SYNs dropped and retried a second later.
+        backlog=8192,
         factory=True,
         host=args.host,
         port=args.port,

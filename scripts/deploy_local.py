@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=settings.data_dir, port=args.port, env=replica_settings(),
         ready_grace=args.ready_grace, cwd=Path.cwd(), log_dir=log_dir,
         heartbeat_seconds=settings.sync_heartbeat_seconds,
+        request_timeout_seconds=settings.request_head_timeout_seconds,
     ) as stack:
         print(describe(stack), flush=True)
         while not stopping.is_set():

@@ -2,6 +2,13 @@
 # Everything CI checks, in the order a failure is cheapest to read. Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
+# Every Node tool (and npm's lifecycle scripts) runs on the project's pinned Node (uv.lock,
+# scripts/node_tools.py), first on PATH for everything below, pytest's children included.
+export PATH="$(.venv/bin/python scripts/node_tools.py):$PATH"
+# Every step that may start Node runs as on a machine without Node: the machine's node, npm and
+# npx (this image's Node 20, past its end of life) hidden in a private mount namespace, so a
+# tool that still reached for them would fail here, not on a fresh Debian.
+no_system_node=scripts/without_system_node.sh
 step() { printf '\n== %s\n' "$*"; }
 
 step "generated/ is what openapi.yaml yields"
@@ -9,14 +16,14 @@ scripts/regen.sh --check
 
 step "contract lint: openapi-spec-validator, @redocly/cli and Spectral (OAS + OWASP API Security)"
 "$UV" run --locked openapi-spec-validator openapi.yaml
-# Node.js from Debian when missing; `npm ci` only where a package-lock.json changed since the
-# last install (stamped by its hash): the root tools, the hey-api client proof's own folder and
-# the MCP Inspector's command line (tests/mcp/test_mcp.py).
-scripts/ensure_npm.sh . clients/hey-api clients/mcp-inspector
-node_modules/.bin/redocly lint openapi.yaml
+# `npm ci` only where a package-lock.json (or the pinned Node) changed since the last install
+# (stamped by its hash): the root tools, the hey-api client proof's own folder and the MCP
+# Inspector (tests/mcp/test_mcp.py).
+$no_system_node scripts/ensure_npm.sh . clients/hey-api clients/mcp-inspector
+$no_system_node node_modules/.bin/redocly lint openapi.yaml
 # .spectral.yaml: spectral:oas and the OWASP ruleset; any warning fails too (waivers are there,
 # each with its reason).
-node_modules/.bin/spectral lint openapi.yaml --ruleset .spectral.yaml --fail-severity warn
+$no_system_node node_modules/.bin/spectral lint openapi.yaml --ruleset .spectral.yaml --fail-severity warn
 
 step "client generators: Java (Debian) and the Python generators' locked environment"
 scripts/ensure_java.sh
@@ -36,11 +43,11 @@ step "mypy (strict on impl/; generated/ and bench/ too)"
 "$UV" run --locked mypy
 
 step "pytest (real PostgreSQL, real HTTP)"
-"$UV" run --locked pytest "$@"
+$no_system_node "$UV" run --locked pytest "$@"
 
 step "pytest through PgBouncer (transaction mode, as Neon's pooler)"
 # Debian's pgbouncer on a loopback port in front of the test PostgreSQL; the API servers go
 # through it (statement cache off), migrations and direct checks do not. Tests that do not use
 # the session database are deselected: they ran above (tests/conftest.py).
 # The 100-user load runs 20 s here (60 s in the direct pass).
-TEST_THROUGH_PGBOUNCER=1 LOAD_SECONDS="${LOAD_SECONDS:-20}" "$UV" run --locked pytest -q "$@"
+TEST_THROUGH_PGBOUNCER=1 LOAD_SECONDS="${LOAD_SECONDS:-20}" $no_system_node "$UV" run --locked pytest -q "$@"

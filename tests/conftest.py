@@ -17,6 +17,7 @@ import pytest
 
 from impl.platform.database import connect_options
 from impl.platform.migrate import upgrade
+from scripts import node_tools
 from tests.support.factories import THROUGH_PGBOUNCER, User, new_user
 from tests.support.pgbouncer import PgBouncer, running_pgbouncer
 from tests.support.servers import (
@@ -26,6 +27,12 @@ from tests.support.servers import (
     running_server,
     settings,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every Node tool a test starts (node_modules/.bin's `#!/usr/bin/env node` included) runs on
+    the project's pinned Node, never the machine's (scripts/node_tools.py)."""
+    node_tools.use_in_this_process()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

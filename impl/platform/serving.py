@@ -13,6 +13,7 @@ import uvicorn
 from uvicorn.supervisors import multiprocess
 
 from impl.platform.hand_over import HandOver
+from impl.platform.slow_clients import LimitedConfig, fit_to_descriptors
 
 log = logging.getLogger("task_api.serving")
 
@@ -131,6 +132,8 @@ def port_taken(host: str, port: int) -> str | None:
 
 def run(config: uvicorn.Config, ready_grace: float = 0.0) -> None:
     """uvicorn.run(), for a Config, with a DrainingServer in every worker."""
+    if isinstance(config, LimitedConfig):
+        config.limits = fit_to_descriptors(config.limits)
     if config.workers > 1:
         # The supervisor builds each worker from the name `Process` of its module.
         DrainingProcess.ready_grace = ready_grace

@@ -119,6 +119,21 @@ class Settings(BaseSettings):
     shutdown_ready_grace_seconds: float = Field(
         default=0.0, ge=0, le=60, allow_inf_nan=False, description="a number of seconds from 0 to 60"
     )
+    # Slow clients (impl/platform/slow_clients.py): a request's head must arrive within this of
+    # the connection being ready for it, its body within this of the head; then the connection
+    # closes (408). Responses, the live stream's included, are never cut by them.
+    request_head_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, allow_inf_nan=False,
+        description="a number of seconds above 0, at most 300",
+    )
+    request_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, allow_inf_nan=False,
+        description="a number of seconds above 0, at most 600",
+    )
+    # Open connections per process; over it, the one waiting longest for a request head closes.
+    max_connections: int = Field(
+        default=10_000, ge=16, le=1_000_000, description="a whole number from 16 to 1000000"
+    )
     # The change feed and its live stream (impl/tasks/changes.py, impl/tasks/live.py).
     # Tombstones are kept this long; an older sync token answers 410 (30 days by default).
     sync_retention_seconds: int = Field(

@@ -19,6 +19,11 @@ Live streams (`GET /api/tasks/events`, Server-Sent Events) have a backend of the
 heartbeat, no 200 ms hold on each event, least connections): config() says why, and
 docs/deploying-streams.md.
 
+Slow clients (docs/slow-clients.md): a request must arrive within `timeout http-request` (the
+replicas' REQUEST_HEAD_TIMEOUT_SECONDS), one source address holds at most PER_SOURCE_CONNECTIONS
+connections at once (more are closed as they come), and `maxconn` is what the frontend holds in
+all: MAX_CONNECTIONS, or fewer when HAProxy's descriptor limit holds fewer.
+
 The stats socket (`show stat`) says which replicas are UP and counts connection errors, retries
 and redispatches per replica; only errors and retried requests are logged (dontlog-normal).
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import math
+import resource
 import shutil
 import socket
 import subprocess
@@ -45,15 +51,38 @@ RISE = 2
 EVENTS_PATH = "/api/tasks/events"
 # A stream's longest allowed silence, in heartbeats: a busy replica may send one late.
 STREAM_SILENT_HEARTBEATS = 3
+# Client connections HAProxy holds at once (global and frontend), at most: it needs two
+# descriptors a connection (the client's and the replica's), and refuses to start when its
+# descriptor limit cannot hold maxconn, so maxconn() fits it to the limit it will have. Was
+# 4096: 5,000 slow connections filled it and 6 of 10 normal requests timed out in the
+# kernel's queue behind them.
+MAX_CONNECTIONS = 20_000
+DESCRIPTORS_BESIDES_CONNECTIONS = 200  # listeners, health checks, the stats socket, logs
+# Connections one source address may hold at once: many people behind one NAT fit, one host
+# cannot fill `maxconn` (5,000 slow connections from one address then hold 500 slots, for at
+# most `timeout http-request` each).
+PER_SOURCE_CONNECTIONS = 500
+
+
+def maxconn() -> int:
+    """MAX_CONNECTIONS, or what the descriptor limit HAProxy inherits (it cannot raise the
+    hard one in a container without CAP_SYS_RESOURCE) holds."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, (hard - DESCRIPTORS_BESIDES_CONNECTIONS) // 2))
 
 
 def config(port: int, servers: Sequence[tuple[str, int]], directory: Path,
-           heartbeat_seconds: float = 15.0) -> str:
-    """HAProxy's configuration; `heartbeat_seconds`: the replicas' SYNC_HEARTBEAT_SECONDS."""
+           heartbeat_seconds: float = 15.0, request_timeout_seconds: float = 10.0) -> str:
+    """HAProxy's configuration; `heartbeat_seconds`: the replicas' SYNC_HEARTBEAT_SECONDS;
+    `request_timeout_seconds`: their REQUEST_HEAD_TIMEOUT_SECONDS."""
     stream_timeout_ms = math.ceil(STREAM_SILENT_HEARTBEATS * heartbeat_seconds * 1000)
+    request_timeout_ms = math.ceil(request_timeout_seconds * 1000)
+    connections = maxconn()
     lines = [
         "global",
-        "    maxconn 4096",
+        f"    maxconn {connections}",
         f"    stats socket {directory / 'haproxy.sock'} mode 600 level admin",
         "    log stdout format raw local0 info",
         "",
@@ -64,6 +93,10 @@ def config(port: int, servers: Sequence[tuple[str, int]], directory: Path,
         "    option dontlog-normal",
         "    timeout connect 2s",
         "    timeout client 60s",
+        # The whole request (head, and the body: http-buffer-request below) within this of the
+        # connection or of the previous response, as the replicas require (a slow client gets
+        # a 408 here, never reaching them); responses (event streams) are not bound by it.
+        f"    timeout http-request {request_timeout_ms}ms",
         # Above the API's own bounds (a query 10 s, a pooled connection 5 s).
         "    timeout server 30s",
         "    timeout http-keep-alive 10s",
@@ -74,6 +107,12 @@ def config(port: int, servers: Sequence[tuple[str, int]], directory: Path,
         "",
         "frontend api",
         f"    bind 127.0.0.1:{port}",
+        f"    maxconn {connections}",
+        # Open connections per source address, counted as they are accepted; over the limit a
+        # connection is closed at once, before HAProxy reads or allocates anything for it.
+        "    stick-table type ip size 1m expire 60s store conn_cur",
+        "    tcp-request connection track-sc0 src",
+        f"    tcp-request connection reject if {{ sc0_conn_cur gt {PER_SOURCE_CONNECTIONS} }}",
         f"    use_backend streams if {{ path {EVENTS_PATH} }} METH_GET",
         "    default_backend replicas",
         "",
@@ -187,14 +226,16 @@ def _wait_for_stats(haproxy: HAProxy, timeout: float) -> None:
 
 @contextmanager
 def running_haproxy(servers: Sequence[tuple[str, int]], port: int | None = None,
-                    heartbeat_seconds: float = 15.0) -> Iterator[HAProxy]:
+                    heartbeat_seconds: float = 15.0,
+                    request_timeout_seconds: float = 10.0) -> Iterator[HAProxy]:
     """HAProxy in the foreground (-db) on a free loopback port (or `port`), in front of
     `servers` (name, port on 127.0.0.1) whose streams send a heartbeat this often."""
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="task-api-haproxy-") as tmp:
         directory = Path(tmp)
         cfg = directory / "haproxy.cfg"
-        cfg.write_text(config(port, servers, directory, heartbeat_seconds))
+        cfg.write_text(config(port, servers, directory, heartbeat_seconds,
+                              request_timeout_seconds))
         check = subprocess.run([binary(), "-c", "-q", "-f", str(cfg)], capture_output=True,
                                text=True, check=False)
         if check.returncode != 0:

@@ -96,6 +96,7 @@ def running_stack(
     ready_grace: float = READY_GRACE_SECONDS, cwd: Path | None = None,
     log_dir: Path | None = None,
     heartbeat_seconds: float | None = None,
+    request_timeout_seconds: float | None = None,
 ) -> Iterator[Stack]:
     """The stack, ready (every replica UP in HAProxy); stopped in reverse order on exit.
     `env`: more settings for the replicas (RATE_LIMIT_PER_SECOND, LOG_LEVEL...; a
@@ -104,7 +105,9 @@ def running_stack(
     the stack stops; None: a temporary folder, removed with the stack. The replicas' log level
     and format are the user's (environment, `.env`): nothing here overrides them (their logs
     are files, so `auto` writes JSON lines). `heartbeat_seconds`: their SYNC_HEARTBEAT_SECONDS
-    when `.env` sets it (HAProxy's stream timeout follows it), else from `env` or the default."""
+    when `.env` sets it (HAProxy's stream timeout follows it), else from `env` or the default;
+    `request_timeout_seconds` likewise their REQUEST_HEAD_TIMEOUT_SECONDS (HAProxy's
+    `timeout http-request` follows it)."""
     with ExitStack() as stack:
         direct_url, secret = _prepare_database(database_url, data_dir, secret, stack)
         bouncer = stack.enter_context(running_pgbouncer(direct_url))
@@ -130,8 +133,13 @@ def running_stack(
         if heartbeat_seconds is None:
             heartbeat_seconds = float(replica_env.get(
                 "SYNC_HEARTBEAT_SECONDS", Settings.model_fields["sync_heartbeat_seconds"].default))
+        if request_timeout_seconds is None:
+            request_timeout_seconds = float(replica_env.get(
+                "REQUEST_HEAD_TIMEOUT_SECONDS",
+                Settings.model_fields["request_head_timeout_seconds"].default))
         haproxy = stack.enter_context(running_haproxy(
-            [(m.name, m.port) for m in members], port=port, heartbeat_seconds=heartbeat_seconds))
+            [(m.name, m.port) for m in members], port=port, heartbeat_seconds=heartbeat_seconds,
+            request_timeout_seconds=request_timeout_seconds))
         result = Stack(direct_url, secret, bouncer, members, haproxy)
         result.wait_all_up()
         yield result

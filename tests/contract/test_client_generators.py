@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
+from scripts import node_tools
 from tests.support.factories import THROUGH_PGBOUNCER, User
 
 pytestmark = pytest.mark.skipif(
@@ -221,8 +222,7 @@ class Generator:
 
 
 def node_program(folder: str) -> tuple[list[str | Path], Path, dict[str, str]]:
-    node = shutil.which("node") or "node"
-    return [node, "build/flow.js"], CLIENTS / folder, {}
+    return [node_tools.node(), "build/flow.js"], CLIENTS / folder, {}
 
 
 def python_program(folder: str) -> tuple[list[str | Path], Path, dict[str, str]]:
@@ -251,8 +251,6 @@ GENERATORS = {
 
 def install_tools() -> None:
     """What the builds need, installed when missing or stale (test.sh has done it already)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("node and npm are required (scripts/test.sh installs them)")
     if shutil.which("java") is None:
         pytest.fail("java is required by openapi-generator: run scripts/ensure_java.sh")
     for command in (["bash", "scripts/ensure_npm.sh", ".", "clients/hey-api"],

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from scripts import node_tools
 from tests.support.factories import User
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,12 +62,10 @@ def node_tools_current() -> bool:
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """The node binary, with the pinned tools installed (npm ci on a fresh clone)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("node and npm are required (scripts/test.sh installs them)")
+    """The pinned node binary, with the pinned tools installed (npm ci on a fresh clone)."""
+    node = node_tools.node()
     if not node_tools_current():
-        result = run([npm, "ci", "--no-audit", "--no-fund"], timeout=600)
+        result = run([node_tools.npm(), "ci", "--no-audit", "--no-fund"], timeout=600)
         assert result.returncode == 0, output(result)
         assert node_tools_current(), "npm ci did not install the versions pinned in package.json"
     return node

@@ -33,6 +33,7 @@ import asyncpg
 import httpx
 import pytest
 
+from scripts import node_tools
 from tests.support.chromium import (
     PNG_SIGNATURE,
     decode_png,
@@ -95,10 +96,8 @@ def chromium() -> str:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The page as a frontend team would ship it: types generated from the contract, a strict
     tsc check, one esbuild bundle (app.js) beside index.html."""
-    npm = shutil.which("npm")
-    assert npm, "npm is required (scripts/test.sh installs it)"
     if not node_tools_current():
-        command([npm, "ci", "--no-audit", "--no-fund"], timeout=600)
+        command([node_tools.npm(), "ci", "--no-audit", "--no-fund"], timeout=600)
         assert node_tools_current(), "npm ci did not install the versions pinned in package.json"
     command([BIN / "openapi-typescript", CONTRACT, "--default-non-nullable", "false",
              "-o", PAGE / "src" / "api.d.ts"])

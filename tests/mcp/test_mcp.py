@@ -30,6 +30,7 @@ from mcp_types import CallToolResult
 
 from generated.mcp_tools import TOOLS
 from impl.platform.token_verifier import mint_hs256
+from scripts import node_tools
 from tests.http.test_auth import JwksDocument, Keys, claims, jwks, keys  # noqa: F401 (fixtures)
 from tests.http.test_better_auth import running_api
 from tests.support.factories import User, new_user
@@ -409,19 +410,21 @@ async def test_jwks_tokens_work_and_others_are_refused(
 # -- the MCP Inspector's command line (npm; the TypeScript SDK's client) --------------------------
 
 INSPECTOR_DIR = Path(__file__).resolve().parents[2] / "clients" / "mcp-inspector"
-INSPECTOR = INSPECTOR_DIR / "node_modules/@modelcontextprotocol/inspector-cli/build/index.js"
+INSPECTOR = INSPECTOR_DIR / "node_modules/.bin/mcp-inspector"
+INSPECTOR_TOOL_ERROR = 5  # its exit status for a tool result with isError (EXIT_CODES.TOOL_ERROR)
 
 
 def inspector(api_url: str, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    """`mcp-inspector-cli URL --transport http --header "Authorization: Bearer ..." ARGS`."""
+    """`mcp-inspector --cli URL --transport http --header "Authorization: Bearer ..." ARGS`, on
+    the pinned Node (Inspector 2 needs Node 22.19 or later)."""
     assert INSPECTOR.exists(), "run scripts/ensure_npm.sh clients/mcp-inspector"
     auth = ["--header", f"Authorization: Bearer {token}"] if token else []
     return subprocess.run(
-        ["node", str(INSPECTOR), f"{api_url}/mcp", "--transport", "http", *auth, *args],
-        # The CLI reads its own package.json as "../package.json" only when that path exists
-        # from the working directory: node_modules/ is such a directory.
-        cwd=INSPECTOR_DIR / "node_modules",
-        capture_output=True, text=True, timeout=60, check=False,
+        [node_tools.node(), str(INSPECTOR), "--cli", f"{api_url}/mcp", "--transport", "http",
+         # No OAuth dance on a 401 (it would wait for a browser): the bearer header or nothing.
+         "--stored-auth-only",
+         *auth, *args],
+        cwd=INSPECTOR_DIR, capture_output=True, text=True, timeout=60, check=False,
     )
 
 
@@ -457,7 +460,7 @@ async def test_every_tool_error_reaches_the_inspector_cli_as_a_tool_error(
 ) -> None:
     """The TypeScript SDK's client checks structured content against a tool's output schema
     even when `isError` is true: an error sent that way became protocol error -32602 for every
-    tool that returns a task. Each tool's errors, through the Inspector: a tool error (exit 0,
+    tool that returns a task. Each tool's errors, through the Inspector: a tool error (exit 5,
     `isError`) with the API's code, and nothing changed."""
     alice, bob = new_user(), new_user()
     added = inspector(api_url, alice.token, "--method", "tools/call", "--tool-name", "add_task",
@@ -491,7 +494,11 @@ async def test_every_tool_error_reaches_the_inspector_cli_as_a_tool_error(
     for token, tool, arguments, code in cases:
         called = inspector(api_url, token, "--method", "tools/call", "--tool-name", tool,
                            "--tool-arg", *arguments)
-        assert called.returncode == 0, (tool, arguments, called.stdout + called.stderr)
+        # Inspector 2 exits 5 for a tool's own error (`isError`), and with another code for a
+        # protocol error such as -32602.
+        assert called.returncode == INSPECTOR_TOOL_ERROR, (tool, arguments,
+                                                          called.stdout + called.stderr)
+        assert json.loads(called.stderr)["error"]["code"] == "tool_is_error"
         result = json.loads(called.stdout)
         assert result["isError"] is True, (tool, result)
         assert "structuredContent" not in result, (tool, result)

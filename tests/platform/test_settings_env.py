@@ -119,6 +119,9 @@ WRITTEN = {
     "SYNC_POLL_SECONDS": "0.5",
     "REMINDER_POLL_SECONDS": "0.25",
     "REMINDER_BATCH_SIZE": "50",
+    "REQUEST_HEAD_TIMEOUT_SECONDS": "2.5",
+    "REQUEST_BODY_TIMEOUT_SECONDS": "12",
+    "MAX_CONNECTIONS": "500",
 }
 READ = {
     "DATABASE_URL": "postgresql://app:***@db.example.com:5433/app?sslmode=require",
@@ -153,6 +156,9 @@ READ = {
     "SYNC_POLL_SECONDS": 0.5,
     "REMINDER_POLL_SECONDS": 0.25,
     "REMINDER_BATCH_SIZE": 50,
+    "REQUEST_HEAD_TIMEOUT_SECONDS": 2.5,
+    "REQUEST_BODY_TIMEOUT_SECONDS": 12,
+    "MAX_CONNECTIONS": 500,
 }
 # README's defaults, as the commands read them with nothing set.
 DEFAULTS = {
@@ -167,6 +173,8 @@ DEFAULTS = {
     "SYNC_RETENTION_SECONDS": 2_592_000, "SYNC_HEARTBEAT_SECONDS": 15,
     "SYNC_MAX_STREAMS_PER_USER": 10, "DATABASE_LISTEN_URL": None, "SYNC_POLL_SECONDS": 2,
     "REMINDER_POLL_SECONDS": 1, "REMINDER_BATCH_SIZE": 500,
+    "REQUEST_HEAD_TIMEOUT_SECONDS": 10, "REQUEST_BODY_TIMEOUT_SECONDS": 30,
+    "MAX_CONNECTIONS": 10_000,
 }
 
 
@@ -258,6 +266,9 @@ BAD = [
     ("REMINDER_BATCH_SIZE", "0", "from 1 to 10000"),
     ("CORS_ORIGINS", "http://" + "a" * 2048 + ".test", "scheme://host[:port]"),
     ("MAX_TASKS_PER_USER", "lots", "0 or more"),
+    ("REQUEST_HEAD_TIMEOUT_SECONDS", "0", "above 0, at most 300"),
+    ("REQUEST_BODY_TIMEOUT_SECONDS", "601", "above 0, at most 600"),
+    ("MAX_CONNECTIONS", "15", "from 16 to 1000000"),
 ]
 VALID = {"DATABASE_URL": "postgresql://app@127.0.0.1:1/none", "BETTER_AUTH_SECRET": SECRET}
 

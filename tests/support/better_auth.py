@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import threading
 import time
@@ -31,6 +30,7 @@ import asyncpg
 import httpx
 
 from impl.platform.database import connect_options
+from scripts import node_tools
 from tests.support.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,14 +53,12 @@ def _server_packages_current() -> bool:
 
 
 def node_binary() -> str:
-    """The node binary, with the server's packages installed (scripts/test.sh runs `npm ci`;
+    """The pinned node binary, with the server's packages installed (scripts/test.sh runs `npm ci`;
     here too when they are missing or stale, as on a fresh clone)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        raise RuntimeError("node and npm are required (scripts/test.sh installs them)")
+    node = node_tools.node()
     if not _server_packages_current():
         result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=ROOT, capture_output=True, text=True,
+            [node_tools.npm(), "ci", "--no-audit", "--no-fund"], cwd=ROOT, capture_output=True, text=True,
             timeout=600, check=False,
         )
         if result.returncode != 0 or not _server_packages_current():
