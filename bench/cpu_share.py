@@ -1,8 +1,8 @@
 """Where a benchmark run's CPU time goes: the server under test (all its processes), the
 benchmark's PostgreSQL (every backend of its postmaster), and wrk (the benchmark's children),
 read from /proc before and after the run. On a 2-CPU machine that all three share, this says
-what a second worker can and cannot buy: the CPU a request costs each of them, and how much of
-the machine the run left idle (or to other work on it)."""
+what a second worker can and cannot buy: the CPU a request costs each of them, how much of the
+machine stayed idle, and how much went to other work on it (a shared machine's other users)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,12 @@ class Snapshot:
     server: float  # CPU seconds of the processes in the server's process group
     postgres: float  # of the postmaster and its children
     children: float  # of this process's reaped children (the wrk runs)
+    idle: float  # CPU seconds the whole machine spent idle (/proc/stat: idle and iowait)
+
+
+def _idle() -> float:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / TICK
 
 
 def snapshot(server_group: int, postmaster: int) -> Snapshot:
@@ -52,12 +58,12 @@ def snapshot(server_group: int, postmaster: int) -> Snapshot:
     postgres = sum(cpu for pid, (parent, _group, cpu) in processes.items()
                    if pid == postmaster or parent == postmaster)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return Snapshot(time.monotonic(), server, postgres, usage.ru_utime + usage.ru_stime)
+    return Snapshot(time.monotonic(), server, postgres, usage.ru_utime + usage.ru_stime, _idle())
 
 
 def share(before: Snapshot, after: Snapshot, requests: int) -> dict[str, float]:
-    """CPU microseconds per request of each part, and the machine's CPUs left over (idle or
-    taken by other work) during the run, as a share of all of them."""
+    """CPU microseconds per request of each part, and the shares of the machine's CPUs that
+    stayed idle and that other work took during the run."""
     wall = after.at - before.at
     parts = {"server": after.server - before.server,
              "postgres": after.postgres - before.postgres,
@@ -65,5 +71,7 @@ def share(before: Snapshot, after: Snapshot, requests: int) -> dict[str, float]:
     capacity = wall * (os.cpu_count() or 1)
     out = {f"{name}_us_per_request": round(seconds / max(requests, 1) * 1e6, 1)
            for name, seconds in parts.items()}
-    out["left_over_share"] = round(max(0.0, 1 - sum(parts.values()) / capacity), 3)
+    idle = after.idle - before.idle
+    out["idle_share"] = round(min(1.0, idle / capacity), 3)
+    out["other_share"] = round(max(0.0, 1 - (sum(parts.values()) + idle) / capacity), 3)
     return out

@@ -627,7 +627,7 @@ class Bench:
                     f"p50 {result.p50:7.2f} ms   p99 {result.p99:7.2f} ms   CPU us/req server "
                     f"{cpu['server_us_per_request']:.0f}, PostgreSQL "
                     f"{cpu['postgres_us_per_request']:.0f}, wrk {cpu['wrk_us_per_request']:.0f}"
-                    f", left over {cpu['left_over_share']:.0%}"
+                    f", idle {cpu['idle_share']:.0%}, other work {cpu['other_share']:.0%}"
                     + (f"   ERRORS {result.non_2xx}+{result.socket_errors}"
                        if result.failed else ""))
         return runs
@@ -902,7 +902,8 @@ def scale_table(results: dict[str, Any], config: Config) -> list[str]:
 
 def _cpu(cpu: dict[str, float]) -> str:
     return (f"{cpu['server_us_per_request']:.0f} / {cpu['postgres_us_per_request']:.0f} / "
-            f"{cpu['wrk_us_per_request']:.0f} / {cpu['left_over_share']:.0%}")
+            f"{cpu['wrk_us_per_request']:.0f} / {cpu['idle_share']:.0%} / "
+            f"{cpu['other_share']:.0%}")
 
 
 def endpoint_table(endpoints: list[dict[str, Any]]) -> list[str]:
@@ -921,8 +922,9 @@ def endpoint_table(endpoints: list[dict[str, Any]]) -> list[str]:
         lines += ["", ("The write ceiling: the baseline writing the same rows to a table with "
                        "only a primary key and a (user_id, created_at) index (bench/ceiling.py), "
                        "in the same rounds. Ratio: ours / ceiling, of the medians (each round's "
-                       "in brackets). CPU per request, us: server / PostgreSQL / wrk / share of "
-                       "the machine's CPUs left over (medians of the runs)."), "",
+                       "in brackets). CPU per request, us: server / PostgreSQL / wrk, then the "
+                       "shares of the machine's CPUs idle / taken by other work (medians of "
+                       "the runs)."), "",
                   ("| endpoint | ours req/s | ceiling req/s | ours / ceiling (>= 0.75) "
                    "| per round | ours CPU | ceiling CPU |"),
                   "|---|---:|---:|---:|---|---:|---:|"]
@@ -940,8 +942,8 @@ def workers_table(workers: dict[str, Any]) -> list[str]:
     rows = (("`task-api serve --workers 1`", "1"), ("`task-api serve --workers 2`", "2"),
             ("baseline `--workers 1`", "baseline_1"), ("baseline `--workers 2`", "baseline_2"))
     lines = [("`GET /api/tasks?limit=20` with one and two worker processes, in the same rounds; "
-              "CPU per request, us: server / PostgreSQL / wrk / share of the machine's CPUs left "
-              "over:"), "",
+              "CPU per request, us: server / PostgreSQL / wrk, then the shares of the machine's "
+              "CPUs idle / taken by other work:"), "",
              "| server | req/s | p50 / p99 ms | CPU per request |", "|---|---:|---:|---:|"]
     for label, key in rows:
         w = workers[key]
