@@ -956,6 +956,29 @@ def workers_table(workers: dict[str, Any]) -> list[str]:
                    f"({' / '.join(map(str, ratios['baseline_2_over_1']))}); ours / baseline, "
                    f"two workers each: {workers['2']['rps'] / workers['baseline_2']['rps']:.2f} "
                    f"({' / '.join(map(str, ratios['ours_over_baseline_2']))}).")]
+    lines += ["", *workers_bound(workers)]
+    return lines
+
+
+def workers_bound(workers: dict[str, Any]) -> list[str]:
+    """What the CPU a request costs allows on this machine: one worker process can use one CPU,
+    two can use them all, but PostgreSQL and wrk need theirs too; so the most a second worker
+    can add is min(2 CPUs / everything, ...) over min(1 CPU / server, 2 CPUs / everything)."""
+    cpus = os.cpu_count() or 1
+    lines = []
+    for label, key, key_two in (("ours", "1", "2"), ("baseline", "baseline_1", "baseline_2")):
+        cpu = workers[key]["cpu"]
+        measured = workers[key_two]["rps"] / workers[key]["rps"]
+        server = cpu["server_us_per_request"]
+        total = server + cpu["postgres_us_per_request"] + cpu["wrk_us_per_request"]
+        one = min(1e6 / server, cpus * 1e6 / total)
+        two = cpus * 1e6 / total
+        lines.append(
+            f"{label}: a request costs {server:.0f} us of the server, {total - server:.0f} of "
+            f"PostgreSQL and wrk; on {cpus} CPUs with nothing else running that allows "
+            f"{one:,.0f} req/s with one worker (a process uses one CPU) and {two:,.0f} with "
+            f"two: at most {two / one:.2f}x. Measured {measured:.2f}x, with "
+            f"{cpu['other_share']:.0%} of the CPUs taken by other work.")
     return lines
 
 

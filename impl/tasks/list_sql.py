@@ -17,6 +17,13 @@ first:
   fetch them all through the index of a filter (GIN for q and tag, the due date index, status,
   priority) and sort them. Cheap while matches are few.
 
+A count says how many tasks match, not where they lie in the sort's order: a due range in
+creation order matches none of the newest tasks, a tag only old tasks carry none of the recently
+updated ones, and a walk would pass thousands of tasks before its first match (issue 33). So
+where the walk tests rows (a word search, a due range in another order, a tag in another
+order), the statement first peeks at the next PEEK_ROWS rows of the walk, and collects when
+they hold too few matches.
+
 Both branches are in the statement, each behind a condition on that number, and each written so
 that the planner has one sensible plan for it whatever its estimates: the row tests of the walk
 are wrapped in coalesce(), which no index can serve and which the planner rates as matching half
