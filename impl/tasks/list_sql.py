@@ -415,7 +415,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         # all of it, to sort it. A walk costs little when matches come early in the sort's
         # order, and can pass thousands of tasks when they lie at its far end (a due range in
         # creation order: issue 33). So peek at the first PEEK_ROWS tasks in sort order after
-        # the cursor: if at least PEEK_HITS of them match, walk on after them (at most WALK_MAX
+        # the cursor: if at least `hits` of them match (PEEK_HITS for words, DUE_PEEK_HITS for
+        # a due range), walk on after them (at most WALK_MAX
         # tasks in all) for the first TOTAL_CAP + 1 matches, the peek's own first (each task is
         # tested once): the page is the first of them when there are more than TOTAL_CAP. If
         # fewer are found there (or the words are rare), the matches are sparse here: collect
