@@ -870,7 +870,8 @@ def report(results: dict[str, Any], config: Config) -> None:
     if "matrix" in results:
         draw_matrix(results, config)
     say("\n" + "=" * 78 + "\n" + table + "=" * 78)
-    say(f"written: {config.out}/latest.md, latest.json, scale.png, matrix.png "
+    plots = [f"{part}.png" for part in ("scale", "matrix") if part in results]
+    say(f"written: {config.out}/{', '.join(['latest.md', 'latest.json', *plots])} "
         f"(run took {results['elapsed_s']:.0f} s)")
 
 
