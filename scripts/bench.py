@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench.py [--duration 10] [--rounds 2] [--quick]
 
-What it does, in one run (about 10 minutes by default, under 3 with --quick):
+What it does, in one run (48 minutes by default on a loaded 2-core machine since the matrix holds 50 shapes; a few with --quick):
 
 1. Starts a private PostgreSQL (pgserver, in a temporary directory, deleted at the end), applies
    the migrations, and bulk-loads realistic tasks with COPY: a bench user with 2,000 tasks, a
