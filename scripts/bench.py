@@ -7,13 +7,16 @@ What it does, in one run (48 minutes by default on a loaded 2-core machine since
 1. Starts a private PostgreSQL (pgserver, in a temporary directory, deleted at the end), applies
    the migrations, and bulk-loads realistic tasks with COPY: a bench user with 2,000 tasks, a
    writer user for POST, and one user per scale size (100, 1k, 10k, 100k tasks).
-2. Starts `task-api serve --workers 1` (exactly what users run) and the baseline
-   (bench/baseline_app.py under uvicorn with the same flags), and checks that both answer the
-   same requests with the same data, statuses and envelope before measuring anything.
+2. Starts `task-api serve --workers 1` (exactly what users run), the baseline
+   (bench/baseline_app.py under uvicorn with the same flags) and the write ceiling (the baseline
+   writing to bench/ceiling.py's plain table), and checks that they answer the same requests
+   with the same data, statuses and envelope before measuring anything.
 3. Loads each endpoint with wrk (Debian's; installed with apt-get when missing): GET
-   /api/tasks?limit=20, GET /api/tasks/{id}, POST /api/tasks, PATCH /api/tasks/{id}, 2 threads,
-   16 connections, a warm-up run, then measured runs alternating ours / baseline for --rounds
-   rounds; reports the median requests/s, p50 and p99 and the ratios.
+   /api/tasks?limit=20, GET /api/tasks/{id}, POST /api/tasks, PATCH /api/tasks/{id}, DELETE
+   /api/tasks/{id}, 2 threads, 16 connections, a warm-up run, then measured runs alternating ours
+   / baseline (/ ceiling, for the writes) for --rounds rounds; reports the median requests/s,
+   p50 and p99, the ratios, and the CPU per request of server, PostgreSQL and wrk
+   (bench/cpu_share.py).
 4. Scale: first-page latency of the default list and of status=pending for users with 100 to
    100,000 tasks (wrk, one connection: sequential requests, thousands of samples per point,
    points measured round-robin and the median taken), ours and the baseline, with the SQL alone
@@ -22,7 +25,10 @@ What it does, in one run (48 minutes by default on a loaded 2-core machine since
    HTTP and the statement alone, with the growth from 100 to 100,000 tasks at equal answers
    (a page short at 100 tasks is compared with the same request, limit set to its task count,
    at 100,000) next to the limit=20 growth; draws docs/perf/matrix.png.
-6. Workers: the list's throughput with `task-api serve --workers 1` and `--workers 2`.
+6. Workers: the list's throughput with `task-api serve --workers 1` and `--workers 2`, and the
+   baseline's with one and two, in the same rounds, with what the CPU per request allows.
+
+`--parts` runs only some of 3-6.
 
 Figures are printed and written to docs/perf/latest.json and docs/perf/latest.md (--quick writes
 to artifacts/perf/ instead, so a smoke run does not replace the published figures). Nothing is
