@@ -1,6 +1,6 @@
 """The benchmark's yardstick: a minimal Starlette app on raw asyncpg + orjson + PyJWT.
 
-It does the same work as the real API for the four benchmarked routes, and nothing the real API
+It does the same work as the real API for the five benchmarked routes, and nothing the real API
 could not also do:
 
 - the same HS256 bearer check (PyJWT, `sub` and `exp` required, 30 s leeway, `sub` a user id
@@ -8,7 +8,8 @@ could not also do:
 - the same SQL text as impl/tasks/store.py and impl/tasks/list_sql.py (bench/sql.py imports it): same
   columns, casts and ORDER BY, the list's page (LIMIT n+1) and total in one statement, the same
   INSERT (under the same per-user task quota, MAX_TASKS_PER_USER as the API reads it: the
-  statement that takes the user's counter row lock first) and UPDATE, one pooled connection per
+  statement that takes the user's counter row lock first), UPDATE and DELETE, one pooled
+  connection per
   operation and, like the API, no reset query when it goes back to the pool;
 - the same envelope: {data, meta{timestamp, request_id, ...}}, with total, limit and an
   sealed next_cursor on lists, an ETag on single tasks, Location on 201, X-Request-ID on
@@ -46,9 +47,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench import ceiling
 from bench.sql import (
     CASTS,
     COLUMNS,
+    DELETE_SQL,
     DIAGNOSE_SQL,
     GET_SQL,
     INSERT_SQL,
@@ -73,6 +76,23 @@ MAX_BODY_BYTES = 65536
 MAX_TASKS_PER_USER = int(os.environ.get("MAX_TASKS_PER_USER")
                          or Settings.model_fields["max_tasks_per_user"].default)
 MAX_TOKEN_BYTES = 8192
+# The table it writes: `tasks` (the API's), or with BASELINE_TABLE=ceiling_tasks the plain table
+# of bench/ceiling.py, the same rows with nothing else to keep: the write ceiling. There the
+# statements are the same text on the other table, without what the schema asks of a writer
+# (the quota's counter row, the change feed's stamp).
+TABLE = os.environ.get(ceiling.ENV) or "tasks"
+CEILING = TABLE == ceiling.TABLE
+if TABLE not in ("tasks", ceiling.TABLE):
+    raise SystemExit(f"{ceiling.ENV} must be tasks or {ceiling.TABLE}, not {TABLE!r}")
+
+
+def _on_table(sql: str) -> str:
+    return sql.replace(" tasks ", f" {TABLE} ", 1)
+
+
+GET_ON_TABLE, INSERT_ON_TABLE = _on_table(GET_SQL), _on_table(INSERT_SQL)
+DELETE_ON_TABLE, DIAGNOSE_ON_TABLE = _on_table(DELETE_SQL), _on_table(DIAGNOSE_SQL)
+STAMP = "" if CEILING else ", change_xid = pg_current_xact_id()"
 RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
@@ -209,7 +229,7 @@ def task_id_of(request: Request) -> uuid.UUID:
 
 async def diagnose(connection: asyncpg.Connection, user_id: str,
                    task_id: uuid.UUID) -> Failure:
-    record = await connection.fetchrow(DIAGNOSE_SQL, task_id)
+    record = await connection.fetchrow(DIAGNOSE_ON_TABLE, task_id)
     if record is None:
         return Failure(404, "not_found", "Task not found")
     if record["user_id"] != user_id:
@@ -246,13 +266,14 @@ async def tasks_collection(request: Request) -> Response:
             async with pool.acquire() as connection:
                 # INSERT_SQL takes the writable fields in WRITABLE's order (date-times as text).
                 values = [fields.get(name, DEFAULTS.get(name)) for name in WRITABLE]
-                if MAX_TASKS_PER_USER:
+                if MAX_TASKS_PER_USER and not CEILING:
                     record = await connection.fetchrow(QUOTA_INSERT_SQL, uuid.uuid4(), user_id,
                                                        *values, MAX_TASKS_PER_USER)
                     if record is None:
                         raise Failure(409, "quota_exceeded", "Task quota reached")
                 else:
-                    record = await connection.fetchrow(INSERT_SQL, uuid.uuid4(), user_id, *values)
+                    record = await connection.fetchrow(INSERT_ON_TABLE, uuid.uuid4(), user_id,
+                                                       *values)
             return task_response(record, 201, request_id, location=True)
         status = request.query_params.get("status", "all")
         if status not in LIST_SQL:
@@ -300,11 +321,11 @@ async def task_item(request: Request) -> Response:
                                     "THEN COALESCE(completed_at, now()) END")
             async with pool.acquire() as connection:
                 if not sets:
-                    record = await connection.fetchrow(GET_SQL, task_id, user_id)
+                    record = await connection.fetchrow(GET_ON_TABLE, task_id, user_id)
                 else:
                     record = await connection.fetchrow(
-                        f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, "
-                        "updated_at = now(), change_xid = pg_current_xact_id() "
+                        f"UPDATE {TABLE} SET {', '.join(sets)}, version = version + 1, "
+                        f"updated_at = now(){STAMP} "
                         "WHERE id = $1 AND user_id = $2 "
                         "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
                         f"RETURNING {COLUMNS}",
@@ -313,8 +334,14 @@ async def task_item(request: Request) -> Response:
                 if record is None:
                     raise await diagnose(connection, user_id, task_id)
             return task_response(record, 200, request_id)
+        if request.method == "DELETE":
+            async with pool.acquire() as connection:
+                deleted = await connection.fetchval(DELETE_ON_TABLE, task_id, user_id, None)
+                if deleted is None:
+                    raise await diagnose(connection, user_id, task_id)
+            return Response(status_code=204, headers={"x-request-id": request_id})
         async with pool.acquire() as connection:
-            record = await connection.fetchrow(GET_SQL, task_id, user_id)
+            record = await connection.fetchrow(GET_ON_TABLE, task_id, user_id)
             if record is None:
                 raise await diagnose(connection, user_id, task_id)
         return task_response(record, 200, request_id)
@@ -347,7 +374,7 @@ app = Starlette(
     routes=[
         Route("/api/health", health, methods=["GET"]),
         Route("/api/tasks", tasks_collection, methods=["GET", "POST"]),
-        Route("/api/tasks/{task_id}", task_item, methods=["GET", "PATCH"]),
+        Route("/api/tasks/{task_id}", task_item, methods=["GET", "PATCH", "DELETE"]),
     ],
     lifespan=lifespan,
 )

@@ -31,6 +31,10 @@ DETAILS = [None, None, None, "Before the end of the week", "Ask Sam for the numb
 TAGS = ["home", "work", "health", "admin", "travel", "errands", "finance", "family", "leisure",
         "urgent"]
 PRIORITY_WEIGHTS = (("low", 3), ("medium", 5), ("high", 2))
+# A rare tag at the far end of the recent-first sorts: the oldest RARE_COUNT tasks of a user
+# (one in RARE_EVERY of its oldest tenth, if that is fewer) carry it, chosen by position,
+# drawing nothing from the random generator, so every other value is what it was without it.
+RARE_TAG, RARE_COUNT, RARE_EVERY = "archive", 40, 3
 
 
 def task_rows(user_id: str, count: int, rng: random.Random,
@@ -54,6 +58,10 @@ def task_rows(user_id: str, count: int, rng: random.Random,
             completed_at, rng.choice(priorities), due, rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3))),
             created, min(now, updated), rng.choice((1, 1, 1, 2, 3)),
         ))
+    oldest = count - min(RARE_COUNT * RARE_EVERY, max(1, count // 10))
+    for index in range(oldest, count, RARE_EVERY):
+        row = rows[index]
+        rows[index] = (*row[:8], [*row[8], RARE_TAG], *row[9:])
     return rows
 
 

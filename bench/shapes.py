@@ -18,6 +18,25 @@ def _instant(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+SORTS = ("-created_at", "created_at", "updated_at", "-updated_at", "due_date", "-due_date",
+         "priority", "-priority", "title", "-title")
+
+
+def anti_correlated(today: str) -> list[tuple[str, bool]]:
+    """Every filter/sort pair where the filter can exclude the first rows of the sort, so that a
+    walk in the sort's order passes many tasks before its first match (issue 33): a due range
+    with each sort (due dates follow creation: the newest tasks are due later, the oldest were
+    due long ago), completed tasks in due-date order both ways, and a rare tag that only old
+    tasks carry (bench/data.py RARE_TAG) in the recent-first orders. The pairs already in the
+    matrix are not repeated."""
+    due = [f"{bound}={today}&sort={sort}" for bound in ("due_before", "due_after")
+           for sort in SORTS if sort != "-created_at"]
+    return [(query, False) for query in (
+        *due, "status=completed&sort=due_date", "status=completed&sort=-due_date",
+        "tag=archive", "tag=archive&sort=-updated_at", "tag=archive&sort=-due_date",
+    )]
+
+
 def matrix(now: dt.datetime) -> list[Shape]:
     """The shapes; due dates relative to `now` (the data's tasks were created up to `now`)."""
     today, week = _instant(now), _instant(now + dt.timedelta(days=7))
@@ -38,6 +57,7 @@ def matrix(now: dt.datetime) -> list[Shape]:
         ("status=completed&tag=work&sort=-priority", False),
         ("q=report&sort=title", False),
         ("tag=home&q=rec", False),
+        *anti_correlated(today),
     ]
     shapes = []
     for query, baseline in queries:

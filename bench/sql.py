@@ -11,6 +11,7 @@ from impl.tasks.columns import WRITABLE
 from impl.tasks.list_sql import ListQuery, list_statement
 from impl.tasks.store import (
     COLUMNS,
+    DELETE_SQL,
     DIAGNOSE_SQL,
     GET_SQL,
     INSERT_SQL,
@@ -36,6 +37,6 @@ COUNT_SQL = {
 CASTS = {"priority": "::task_priority", "due_date": "::text::timestamptz"}
 
 __all__ = [
-    "CASTS", "COLUMNS", "COUNT_SQL", "DIAGNOSE_SQL", "GET_SQL", "INSERT_SQL", "LIST_SQL",
+    "CASTS", "COLUMNS", "COUNT_SQL", "DELETE_SQL", "DIAGNOSE_SQL", "GET_SQL", "INSERT_SQL", "LIST_SQL",
     "QUOTA_INSERT_SQL", "SORT_KEYS", "TASK_FIELDS", "WRITABLE",
 ]

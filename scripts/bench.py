@@ -2,18 +2,21 @@
 
     .venv/bin/python scripts/bench.py [--duration 10] [--rounds 2] [--quick]
 
-What it does, in one run (about 10 minutes by default, under 3 with --quick):
+What it does, in one run (48 minutes by default on a loaded 2-core machine since the matrix holds 50 shapes; a few with --quick):
 
 1. Starts a private PostgreSQL (pgserver, in a temporary directory, deleted at the end), applies
    the migrations, and bulk-loads realistic tasks with COPY: a bench user with 2,000 tasks, a
    writer user for POST, and one user per scale size (100, 1k, 10k, 100k tasks).
-2. Starts `task-api serve --workers 1` (exactly what users run) and the baseline
-   (bench/baseline_app.py under uvicorn with the same flags), and checks that both answer the
-   same requests with the same data, statuses and envelope before measuring anything.
+2. Starts `task-api serve --workers 1` (exactly what users run), the baseline
+   (bench/baseline_app.py under uvicorn with the same flags) and the write ceiling (the baseline
+   writing to bench/ceiling.py's plain table), and checks that they answer the same requests
+   with the same data, statuses and envelope before measuring anything.
 3. Loads each endpoint with wrk (Debian's; installed with apt-get when missing): GET
-   /api/tasks?limit=20, GET /api/tasks/{id}, POST /api/tasks, PATCH /api/tasks/{id}, 2 threads,
-   16 connections, a warm-up run, then measured runs alternating ours / baseline for --rounds
-   rounds; reports the median requests/s, p50 and p99 and the ratios.
+   /api/tasks?limit=20, GET /api/tasks/{id}, POST /api/tasks, PATCH /api/tasks/{id}, DELETE
+   /api/tasks/{id}, 2 threads, 16 connections, a warm-up run, then measured runs alternating ours
+   / baseline (/ ceiling, for the writes) for --rounds rounds; reports the median requests/s,
+   p50 and p99, the ratios, and the CPU per request of server, PostgreSQL and wrk
+   (bench/cpu_share.py).
 4. Scale: first-page latency of the default list and of status=pending for users with 100 to
    100,000 tasks (wrk, one connection: sequential requests, thousands of samples per point,
    points measured round-robin and the median taken), ours and the baseline, with the SQL alone
@@ -22,7 +25,10 @@ What it does, in one run (about 10 minutes by default, under 3 with --quick):
    HTTP and the statement alone, with the growth from 100 to 100,000 tasks at equal answers
    (a page short at 100 tasks is compared with the same request, limit set to its task count,
    at 100,000) next to the limit=20 growth; draws docs/perf/matrix.png.
-6. Workers: the list's throughput with `task-api serve --workers 1` and `--workers 2`.
+6. Workers: the list's throughput with `task-api serve --workers 1` and `--workers 2`, and the
+   baseline's with one and two, in the same rounds, with what the CPU per request allows.
+
+`--parts` runs only some of 3-6.
 
 Figures are printed and written to docs/perf/latest.json and docs/perf/latest.md (--quick writes
 to artifacts/perf/ instead, so a smoke run does not replace the published figures). Nothing is
@@ -60,6 +66,7 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import ceiling, cpu_share
 from bench import matrix as bench_matrix
 from bench.data import copy_tasks, task_rows
 from impl.platform.migrate import upgrade
@@ -72,6 +79,9 @@ NAMESPACE = uuid.UUID("6d1f3c2a-0b6e-4c55-9a57-2f4c1d8e9b10")
 # User ids as Better Auth makes them by default: 32 letters and digits (stable across runs).
 BENCH_USER = uuid.uuid5(NAMESPACE, "bench-user-2000").hex
 WRITER_USER = uuid.uuid5(NAMESPACE, "bench-writer").hex
+# DELETE runs delete tasks loaded for the run, of a user of their own (deleter_user): this many
+# per second of the run, more than a server deletes, so that no request finds its task gone.
+DELETES_PER_SECOND = 4000
 BENCH_TASKS = 2000
 SCALE_SIZES = (100, 1_000, 10_000, 100_000)
 QUICK_SCALE_SIZES = (100, 1_000, 10_000)
@@ -83,6 +93,10 @@ OTHER_USERS, OTHER_TASKS = 100, 1_000
 
 def scale_user(size: int) -> str:
     return uuid.uuid5(NAMESPACE, f"bench-scale-{size}").hex
+
+
+def deleter_user(run: int) -> str:
+    return uuid.uuid5(NAMESPACE, f"bench-deleter-{run}").hex
 
 
 def other_user(index: int) -> str:
@@ -138,6 +152,7 @@ class WrkResult:
     non_2xx: int
     socket_errors: int
     raw: str = field(repr=False)
+    cpu: dict[str, float] = field(default_factory=dict)  # bench/cpu_share.py, per request
 
     @property
     def failed(self) -> bool:
@@ -146,7 +161,7 @@ class WrkResult:
     def brief(self) -> dict[str, Any]:
         return {"rps": round(self.rps, 1), "p50_ms": round(self.p50, 3),
                 "p99_ms": round(self.p99, 3), "requests": self.requests,
-                "non_2xx": self.non_2xx, "socket_errors": self.socket_errors}
+                "non_2xx": self.non_2xx, "socket_errors": self.socket_errors, "cpu": self.cpu}
 
 
 def parse_wrk(output: str) -> WrkResult:
@@ -217,19 +232,68 @@ async def load_data(url: str, sizes: tuple[int, ...], others: int) -> dict[str, 
             "now": now}
 
 
-async def reset_writes(url: str) -> None:
+async def reset_writes(url: str, deleter: str | None = None) -> int:
     """After a POST or PATCH run: drop the writer's tasks and vacuum, so every run starts from
     the same tables, whichever server wrote last. The counter tables too: every write (and every
     deleted task) updates the writer's counter rows, which otherwise pile up dead versions from
     run to run until autovacuum happens to come by, in the middle of some later run. The
     checkpoint writes out what the last run dirtied, so that the next run (the other server's)
-    does not pay for it."""
+    does not pay for it. The ceiling's table likewise, and a DELETE run's remaining tasks (their
+    count returned) and tombstones."""
+    connection = await asyncpg.connect(url)
+    left = 0
+    try:
+        for table in ("tasks", ceiling.TABLE):
+            await connection.execute(f"DELETE FROM {table} WHERE user_id = $1", WRITER_USER)
+        if deleter:
+            # Tens of thousands of tasks left: deleted with the triggers off (replica role), and
+            # what they kept (counters, task_tags) deleted directly, instead of a trigger run,
+            # a counter row update and a NOTIFY for every one of them.
+            async with connection.transaction():
+                await connection.execute("SET LOCAL session_replication_role = replica")
+                for table in ("tasks", ceiling.TABLE):
+                    left += int((await connection.execute(
+                        f"DELETE FROM {table} WHERE user_id = $1", deleter)).split()[-1])
+                for table in ("task_counts", "task_tag_counts", "task_tags"):
+                    await connection.execute(f"DELETE FROM {table} WHERE user_id = $1", deleter)
+        await connection.execute("TRUNCATE task_tombstones")
+        await connection.execute(f"VACUUM ANALYZE tasks, {ceiling.TABLE}")
+        await connection.execute("VACUUM ANALYZE task_counts, task_tag_counts, task_tags")
+        await connection.execute("CHECKPOINT")
+    finally:
+        await connection.close()
+    return int(left)
+
+
+async def load_victims(url: str, table: str, user: str, count: int, seed: int) -> list[str]:
+    """A DELETE run's tasks: `count` tasks of a new user in `table` (tasks, with its counters
+    and task_tags, or the ceiling's); their ids, shuffled."""
+    rng = random.Random(seed)
+    rows = task_rows(user, count, rng, dt.datetime.now(dt.UTC))
     connection = await asyncpg.connect(url)
     try:
-        await connection.execute("DELETE FROM tasks WHERE user_id = $1", WRITER_USER)
-        await connection.execute("VACUUM ANALYZE tasks")
-        await connection.execute("VACUUM ANALYZE task_counts, task_tag_counts")
-        await connection.execute("CHECKPOINT")
+        if table == "tasks":
+            await copy_tasks(connection, [user], rows)
+        else:
+            from bench.data import COPY_COLUMNS
+
+            await connection.copy_records_to_table(table, records=rows, columns=COPY_COLUMNS)
+        await connection.execute(f"VACUUM ANALYZE {table}")
+    finally:
+        await connection.close()
+    ids = [str(row[0]) for row in rows]
+    rng.shuffle(ids)
+    return ids
+
+
+async def create_ceiling(url: str) -> None:
+    """The ceiling's table (bench/ceiling.py), with copies of the bench user's tasks for PATCH."""
+    connection = await asyncpg.connect(url)
+    try:
+        for statement in ceiling.CREATE:
+            await connection.execute(statement)
+        await connection.execute(ceiling.COPY_USER, BENCH_USER)
+        await connection.execute(f"VACUUM ANALYZE {ceiling.TABLE}")
     finally:
         await connection.close()
 
@@ -282,6 +346,7 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
+        self.table = "tasks"  # the table its writes go to (the ceiling: bench/ceiling.py)
         self.log = log_path.open("w")
         # Its own process group: uvicorn's worker processes are stopped with it.
         self.process = subprocess.Popen(command, env=env, cwd=workdir, stdout=self.log,
@@ -335,17 +400,23 @@ def start_ours(database_url: str, workers: int, workdir: Path) -> Server:
                   server_env(database_url), port, workdir, workdir / f"ours-{workers}.log")
 
 
-def start_baseline(database_url: str, workdir: Path) -> Server:
-    # The same uvicorn settings as `task-api serve` (impl/cli.py): one worker, loop and HTTP
-    # implementation left to uvicorn (uvloop and httptools, from uvicorn[standard]), no access
-    # log, proxy headers on, the same graceful-shutdown timeout.
+def start_baseline(database_url: str, workdir: Path, workers: int = 1,
+                   table: str = "tasks") -> Server:
+    # The same uvicorn settings as `task-api serve` (impl/cli.py): one worker unless asked, loop
+    # and HTTP implementation left to uvicorn (uvloop and httptools, from uvicorn[standard]), no
+    # access log, proxy headers on, the same graceful-shutdown timeout. `table`: the ceiling's
+    # makes it the write ceiling (bench/ceiling.py).
     port = free_port()
-    return Server("baseline",
-                  [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--app-dir",
-                   str(REPO), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                   "--no-access-log", "--log-level", "warning", "--proxy-headers",
-                   "--timeout-graceful-shutdown", "20"],
-                  server_env(database_url), port, workdir, workdir / "baseline.log")
+    name = "ceiling" if table == ceiling.TABLE else "baseline"
+    env = {**server_env(database_url), ceiling.ENV: table}
+    server = Server(name if workers == 1 else f"{name} --workers {workers}",
+                    [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--app-dir",
+                     str(REPO), "--host", "127.0.0.1", "--port", str(port), "--workers",
+                     str(workers), "--no-access-log", "--log-level", "warning",
+                     "--proxy-headers", "--timeout-graceful-shutdown", "20"],
+                    env, port, workdir, workdir / f"{name}-{workers}.log")
+    server.table = table
+    return server
 
 
 # --- equivalence check ----------------------------------------------------------------------------
@@ -362,7 +433,7 @@ def http(method: str, url: str, token: str | None, body: Any = None) -> tuple[in
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, \
-                json.loads(response.read())
+                json.loads(response.read() or b"null")  # a 204 has no body
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, \
             json.loads(error.read() or b"null")
@@ -372,9 +443,10 @@ VOLATILE = {"id", "created_at", "updated_at", "completed_at"}
 
 
 def check_equivalence(ours: Server, baseline: Server, token: str, writer_token: str,
-                      task_id: str) -> list[str]:
+                      task_id: str, ceiling_server: Server | None = None) -> list[str]:
     """Same requests to both servers; the answers must agree (data, statuses, envelope keys,
-    ETag, Location), or the comparison would not be of the same work."""
+    ETag, Location), or the comparison would not be of the same work. The ceiling too, for the
+    writes it serves: the same task created, patched and deleted."""
     problems = []
 
     def compare(label: str, method: str, path: str, who: str | None, body: Any = None,
@@ -435,6 +507,33 @@ def check_equivalence(ours: Server, baseline: Server, token: str, writer_token: 
             problems.append("patch: data differs")
         if headers_b.get("etag") != f'"{second["data"]["version"]}"':
             problems.append("patch: baseline ETag is not the new version")
+    for server in (ours, baseline):
+        created = http("POST", server.url + "/api/tasks", writer_token, body)[2]["data"]["id"]
+        statuses = [http("DELETE", server.url + f"/api/tasks/{created}", who)[0]
+                    for who in (token, writer_token, writer_token)]
+        if statuses != [403, 204, 404]:
+            problems.append(f"delete on {server.name}: foreign, own, again: {statuses}")
+    if ceiling_server is not None:
+        problems += _check_ceiling(ours, ceiling_server, writer_token, body)
+    return problems
+
+
+def _check_ceiling(ours: Server, ceiling_server: Server, writer_token: str,
+                   body: dict[str, Any]) -> list[str]:
+    """The ceiling creates, patches and deletes the same task as ours (bench/ceiling.py)."""
+    problems = []
+    answers = []
+    for server in (ours, ceiling_server):
+        status, headers, created = http("POST", server.url + "/api/tasks", writer_token, body)
+        task = created["data"]
+        patched = http("PATCH", server.url + f"/api/tasks/{task['id']}", writer_token,
+                       {"completed": True, "title": "patched"})
+        deleted = http("DELETE", server.url + f"/api/tasks/{task['id']}", writer_token)[0]
+        answers.append((status, "location" in headers, patched[0], deleted,
+                        {k: v for k, v in task.items() if k not in VOLATILE},
+                        {k: v for k, v in patched[2]["data"].items() if k not in VOLATILE}))
+    if answers[0] != answers[1]:
+        problems.append(f"ceiling: create, patch, delete differ from ours: {answers}")
     return problems
 
 
@@ -445,7 +544,9 @@ ENDPOINTS = (
     Load("GET /api/tasks/{id}", lua_mode="get"),
     Load("POST /api/tasks", lua_mode="post"),
     Load("PATCH /api/tasks/{id}", lua_mode="patch"),
+    Load("DELETE /api/tasks/{id}", lua_mode="delete"),
 )
+WRITES = ("post", "patch", "delete")
 
 
 @dataclass
@@ -461,13 +562,17 @@ class Config:
     others: int = OTHER_USERS
     matrix_rounds: int = 5
     matrix_requests: int = 100
+    parts: tuple[str, ...] = ("endpoints", "scale", "matrix", "workers")
 
 
 class Bench:
-    def __init__(self, config: Config, database_url: str, ids_file: Path) -> None:
+    def __init__(self, config: Config, database_url: str, ids_file: Path,
+                 postmaster: int) -> None:
         self.config = config
         self.database_url = database_url
         self.ids_file = ids_file
+        self.postmaster = postmaster
+        self.runs = 0
         self.token = mint_hs256(SECRET, BENCH_USER, 4 * 3600)
         self.writer_token = mint_hs256(SECRET, WRITER_USER, 4 * 3600)
         self.failures: list[str] = []
@@ -478,39 +583,64 @@ class Bench:
     def measure(self, server: Server, load: Load, seconds: float, token: str | None = None,
                 connections: int = CONNECTIONS, threads: int = THREADS,
                 warmup: bool = False) -> WrkResult:
-        result = run_wrk(server.url, load, token or self.token_for(load), seconds, self.ids_file,
+        self.runs += 1
+        ids_file, deleter, victims = self.ids_file, None, 0
+        if load.lua_mode == "delete":  # tasks of their own, in the table the server writes
+            deleter = deleter_user(self.runs)
+            victims = max(2000, round(DELETES_PER_SECOND * seconds))
+            ids = asyncio.run(load_victims(self.database_url, server.table, deleter, victims,
+                                           self.runs))
+            ids_file = ids_file.with_name("delete-ids.txt")
+            ids_file.write_text("\n".join(ids) + "\n")
+            token = mint_hs256(SECRET, deleter, 3600)
+        before = cpu_share.snapshot(server.process.pid, self.postmaster)
+        result = run_wrk(server.url, load, token or self.token_for(load), seconds, ids_file,
                          threads=threads, connections=connections)
+        result.cpu = cpu_share.share(before, cpu_share.snapshot(server.process.pid,
+                                                                self.postmaster), result.requests)
         label = f"{'warm-up ' if warmup else ''}{server.name}: {load.name}"
+        problems = []
         if result.failed:
-            message = (f"{label}: {result.non_2xx} non-2xx responses, {result.socket_errors} "
-                       f"socket errors of {result.requests} requests")
+            problems.append(f"{label}: {result.non_2xx} non-2xx responses, "
+                            f"{result.socket_errors} socket errors of {result.requests} requests")
+        if load.lua_mode in WRITES:
+            left = asyncio.run(reset_writes(self.database_url, deleter))
+            if deleter and victims - left < result.requests:
+                problems.append(f"{label}: {victims - left} tasks deleted for "
+                                f"{result.requests} requests")
+        for message in problems:
             self.failures.append(message)
             banner(message)
-        if load.lua_mode in ("post", "patch"):
-            asyncio.run(reset_writes(self.database_url))
         return result
 
     def compare(self, a: Server, b: Server, load: Load) -> tuple[list[WrkResult],
                                                                  list[WrkResult]]:
-        """Warm both up, then a, b, b, a, a, b... for the configured rounds: the order flips every
-        round, so that neither server always runs first, or always right after the other's
+        runs_a, runs_b = self.compare_all([a, b], load)
+        return runs_a, runs_b
+
+    def compare_all(self, servers: list[Server], load: Load) -> list[list[WrkResult]]:
+        """Warm each up, then a, b, (c), then backwards, ... for the configured rounds: the order
+        flips every round, so that no server always runs first, or always right after another's
         writes (a drift of the machine's load or of the database over the runs would otherwise
         favour one of them)."""
         config = self.config
-        self.measure(a, load, config.warmup, warmup=True)
-        self.measure(b, load, config.warmup, warmup=True)
-        runs_a: list[WrkResult] = []
-        runs_b: list[WrkResult] = []
+        for server in servers:
+            self.measure(server, load, config.warmup, warmup=True)
+        runs: list[list[WrkResult]] = [[] for _ in servers]
         for round_number in range(1, config.rounds + 1):
-            order = ((a, runs_a), (b, runs_b))
-            for server, runs in order if round_number % 2 else order[::-1]:
+            order = list(zip(servers, runs, strict=True))
+            for server, server_runs in order if round_number % 2 else order[::-1]:
                 result = self.measure(server, load, config.duration)
-                runs.append(result)
+                server_runs.append(result)
+                cpu = result.cpu
                 say(f"  round {round_number}  {server.name:<22} {result.rps:9.1f} req/s   "
-                    f"p50 {result.p50:7.2f} ms   p99 {result.p99:7.2f} ms"
+                    f"p50 {result.p50:7.2f} ms   p99 {result.p99:7.2f} ms   CPU us/req server "
+                    f"{cpu['server_us_per_request']:.0f}, PostgreSQL "
+                    f"{cpu['postgres_us_per_request']:.0f}, wrk {cpu['wrk_us_per_request']:.0f}"
+                    f", idle {cpu['idle_share']:.0%}, other work {cpu['other_share']:.0%}"
                     + (f"   ERRORS {result.non_2xx}+{result.socket_errors}"
                        if result.failed else ""))
-        return runs_a, runs_b
+        return runs
 
 
 def median_of(runs: list[WrkResult]) -> dict[str, Any]:
@@ -518,8 +648,15 @@ def median_of(runs: list[WrkResult]) -> dict[str, Any]:
         "rps": round(statistics.median(r.rps for r in runs), 1),
         "p50_ms": round(statistics.median(r.p50 for r in runs), 3),
         "p99_ms": round(statistics.median(r.p99 for r in runs), 3),
+        "cpu": {key: round(statistics.median(r.cpu[key] for r in runs), 3)
+                for key in runs[0].cpu},
         "runs": [r.brief() for r in runs],
     }
+
+
+def round_ratios(a: list[WrkResult], b: list[WrkResult]) -> list[float]:
+    """Each round's a / b (runs seconds apart): how noisy the ratio of the medians is."""
+    return [round(x.rps / y.rps, 2) if y.rps else 0.0 for x, y in zip(a, b, strict=True)]
 
 
 def run(config: Config) -> int:
@@ -556,16 +693,18 @@ def run(config: Config) -> int:
             say(f"bench: {loaded['rows']:,} tasks loaded (PostgreSQL {loaded['postgres']})")
             ids_file = workdir / "ids.txt"
             ids_file.write_text("\n".join(loaded["ids"]) + "\n")
-            bench = Bench(config, url, ids_file)
+            asyncio.run(create_ceiling(url))
+            bench = Bench(config, url, ids_file, cpu_share.postmaster_pid(workdir / "pg"))
 
             ours = start_ours(url, 1, workdir)
             baseline = start_baseline(url, workdir)
-            servers += [ours, baseline]
-            ours.wait_ready()
-            baseline.wait_ready()
+            ceiling_server = start_baseline(url, workdir, table=ceiling.TABLE)
+            servers += [ours, baseline, ceiling_server]
+            for server in servers:
+                server.wait_ready()
             ours.name = "ours (task-api serve)"
             problems = check_equivalence(ours, baseline, bench.token, bench.writer_token,
-                                         loaded["ids"][0])
+                                         loaded["ids"][0], ceiling_server)
             asyncio.run(reset_writes(url))
             if problems:
                 banner("the baseline does not answer like the API; figures would compare "
@@ -574,40 +713,31 @@ def run(config: Config) -> int:
             say("bench: baseline and API give the same answers (data, statuses, envelope, "
                 "headers)\n")
 
-            endpoints = []
-            for load in ENDPOINTS:
-                say(f"{load.name}  (wrk -t{THREADS} -c{CONNECTIONS}, {config.rounds} x "
-                    f"{config.duration:g} s each, after {config.warmup:g} s warm-up)")
-                runs_ours, runs_base = bench.compare(ours, baseline, load)
-                a, b = median_of(runs_ours), median_of(runs_base)
-                endpoints.append({
-                    "endpoint": load.name, "ours": a, "baseline": b,
-                    "rps_ratio": round(a["rps"] / b["rps"], 3) if b["rps"] else None,
-                    "p99_ratio": round(a["p99_ms"] / b["p99_ms"], 3) if b["p99_ms"] else None,
-                })
-            results["endpoints"] = endpoints
+            if "endpoints" in config.parts:
+                results["endpoints"] = measure_endpoints(bench, ours, baseline, ceiling_server)
 
-            say(f"\nScale: first page (limit=20), wrk -t1 -c1 (sequential requests), median of "
-                f"{config.scale_rounds} x {config.scale_seconds:g} s per point, round-robin")
-            results["scale"] = measure_scale(bench, ours, baseline)
-            results["scale_sql"] = asyncio.run(sql_timings(url, config.sizes, 300))
+            if "scale" in config.parts:
+                say(f"\nScale: first page (limit=20), wrk -t1 -c1 (sequential requests), median "
+                    f"of {config.scale_rounds} x {config.scale_seconds:g} s per point, round-robin")
+                results["scale"] = measure_scale(bench, ours, baseline)
+                results["scale_sql"] = asyncio.run(sql_timings(url, config.sizes, 300))
 
-            say(f"\nMatrix: every list query shape, first and next page, "
-                f"{config.matrix_requests} requests per point and round, a shape-page's sizes in turn")
-            users = {size: (scale_user(size), mint_hs256(SECRET, scale_user(size), 4 * 3600))
-                     for size in config.sizes}
-            results["matrix"] = asyncio.run(bench_matrix.measure(
-                url, ours.url, baseline.url, users, loaded["now"], config.matrix_rounds,
-                config.matrix_requests, say,
-            ))
+            if "matrix" in config.parts:
+                say(f"\nMatrix: every list query shape, first and next page, "
+                    f"{config.matrix_requests} requests per point and round, a shape-page's "
+                    "sizes in turn")
+                users = {size: (scale_user(size), mint_hs256(SECRET, scale_user(size), 4 * 3600))
+                         for size in config.sizes}
+                results["matrix"] = asyncio.run(bench_matrix.measure(
+                    url, ours.url, baseline.url, users, loaded["now"], config.matrix_rounds,
+                    config.matrix_requests, say,
+                ))
 
-            say("\nWorkers: GET /api/tasks?limit=20 with task-api serve --workers 1 and 2")
-            two = start_ours(url, 2, workdir)
-            servers.append(two)
-            two.wait_ready()
-            ours.name, two.name = "ours --workers 1", "ours --workers 2"
-            runs_one, runs_two = bench.compare(ours, two, ENDPOINTS[0])
-            results["workers"] = {"1": median_of(runs_one), "2": median_of(runs_two)}
+            if "workers" in config.parts:
+                ceiling_server.stop()  # idle, but one server fewer on the machine
+                servers.remove(ceiling_server)
+                results["workers"] = measure_workers(bench, ours, baseline, url, workdir,
+                                                     servers)
         finally:
             for server in servers:
                 server.stop()
@@ -621,6 +751,54 @@ def run(config: Config) -> int:
                "trustworthy\n" + "\n".join(f"    {f}" for f in bench.failures))
         return 1
     return 0
+
+
+def measure_endpoints(bench: Bench, ours: Server, baseline: Server,
+                      ceiling_server: Server) -> list[dict[str, Any]]:
+    """Each endpoint on ours and the baseline; each write also on the ceiling (the baseline on a
+    table that keeps nothing but the rows, bench/ceiling.py), in the same rounds."""
+    config = bench.config
+    endpoints = []
+    for load in ENDPOINTS:
+        say(f"{load.name}  (wrk -t{THREADS} -c{CONNECTIONS}, {config.rounds} x "
+            f"{config.duration:g} s each, after {config.warmup:g} s warm-up)")
+        writes = load.lua_mode in WRITES
+        runs = bench.compare_all([ours, baseline, *([ceiling_server] if writes else [])], load)
+        a, b = median_of(runs[0]), median_of(runs[1])
+        row: dict[str, Any] = {
+            "endpoint": load.name, "ours": a, "baseline": b,
+            "rps_ratio": round(a["rps"] / b["rps"], 3) if b["rps"] else None,
+            "p99_ratio": round(a["p99_ms"] / b["p99_ms"], 3) if b["p99_ms"] else None,
+            "round_ratios": round_ratios(runs[0], runs[1]),
+        }
+        if writes:
+            c = median_of(runs[2])
+            row.update(ceiling=c, ceiling_ratio=round(a["rps"] / c["rps"], 3),
+                       ceiling_round_ratios=round_ratios(runs[0], runs[2]))
+        endpoints.append(row)
+    return endpoints
+
+
+def measure_workers(bench: Bench, ours: Server, baseline: Server, url: str, workdir: Path,
+                    servers: list[Server]) -> dict[str, Any]:
+    """The list's throughput with one and two worker processes, ours and the baseline's, all
+    four in the same rounds, with where each run's CPU went (bench/cpu_share.py)."""
+    say("\nWorkers: GET /api/tasks?limit=20, task-api serve and the baseline with --workers 1 "
+        "and 2")
+    two = start_ours(url, 2, workdir)
+    base_two = start_baseline(url, workdir, workers=2)
+    servers += [two, base_two]
+    two.wait_ready()
+    base_two.wait_ready()
+    ours.name, two.name = "ours --workers 1", "ours --workers 2"
+    baseline.name = "baseline --workers 1"
+    runs = bench.compare_all([ours, two, baseline, base_two], ENDPOINTS[0])
+    names = ("1", "2", "baseline_1", "baseline_2")
+    out: dict[str, Any] = {name: median_of(r) for name, r in zip(names, runs, strict=True)}
+    out["round_ratios"] = {"ours_2_over_1": round_ratios(runs[1], runs[0]),
+                           "baseline_2_over_1": round_ratios(runs[3], runs[2]),
+                           "ours_over_baseline_2": round_ratios(runs[1], runs[3])}
+    return out
 
 
 def measure_scale(bench: Bench, ours: Server, baseline: Server) -> list[dict[str, Any]]:
@@ -678,21 +856,37 @@ def report(results: dict[str, Any], config: Config) -> None:
                  f"{machine['load_average_at_end']} at the end (other work on the machine); "
                  f"wrk -t{THREADS} -c{CONNECTIONS}, median of {config.rounds} x "
                  f"{config.duration:g} s runs per server, alternating.")
-    lines += ["", ("| endpoint | ours req/s | baseline req/s | ratio (>= 0.7) "
-                   "| ours p50 / p99 ms | baseline p50 / p99 ms | p99 ratio (<= 2) |"),
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for e in results["endpoints"]:
-        a, b = e["ours"], e["baseline"]
-        lines.append(
-            f"| `{e['endpoint']}` | {a['rps']:,.0f} | {b['rps']:,.0f} | {e['rps_ratio']:.2f} "
-            f"{_mark(e['rps_ratio'] >= 0.7)} | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
-            f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {e['p99_ratio']:.2f} "
-            f"{_mark(e['p99_ratio'] <= 2)} |")
-    lines += ["", ("First page (limit=20) latency by the user's task count, one connection "
-                   "(p50 / p99 ms); SQL: the list statement alone, from Python (and what a "
-                   "count(*) of the rows would add):"), "",
-              ("| tasks | default: ours | default: baseline | default: SQL | pending: ours "
-               "| pending: baseline | pending: SQL |"), "|---:|---:|---:|---:|---:|---:|---:|"]
+    if "endpoints" in results:
+        lines += ["", *endpoint_table(results["endpoints"])]
+    if "scale" in results:
+        lines += ["", *scale_table(results, config)]
+    if "matrix" in results:
+        lines += ["", *matrix_table(results, config)]
+    if "workers" in results:
+        lines += ["", *workers_table(results["workers"])]
+    if results["failures"]:
+        lines += ["", "**Failed requests during the run:**", "",
+                  *(f"- {f}" for f in results["failures"])]
+    table = "\n".join(lines) + "\n"
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "latest.md").write_text(table)
+    (config.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    if "scale" in results:
+        draw_scale(results, config)
+    if "matrix" in results:
+        draw_matrix(results, config)
+    say("\n" + "=" * 78 + "\n" + table + "=" * 78)
+    plots = [f"{part}.png" for part in ("scale", "matrix") if part in results]
+    say(f"written: {config.out}/{', '.join(['latest.md', 'latest.json', *plots])} "
+        f"(run took {results['elapsed_s']:.0f} s)")
+
+
+def scale_table(results: dict[str, Any], config: Config) -> list[str]:
+    lines = [("First page (limit=20) latency by the user's task count, one connection "
+              "(p50 / p99 ms); SQL: the list statement alone, from Python (and what a "
+              "count(*) of the rows would add):"), "",
+             ("| tasks | default: ours | default: baseline | default: SQL | pending: ours "
+              "| pending: baseline | pending: SQL |"), "|---:|---:|---:|---:|---:|---:|---:|"]
     by_point = {(p["tasks"], p["status"]): p for p in results["scale"]}
     sql = results["scale_sql"]
     for size in config.sizes:
@@ -714,26 +908,89 @@ def report(results: dict[str, Any], config: Config) -> None:
     lines += ["", (f"p50 growth from {smallest:,} to {largest:,} tasks (target <= 1.5x): "
                    f"default {growth['all']:.2f}x {_mark(growth['all'] <= 1.5)}, pending "
                    f"{growth['pending']:.2f}x {_mark(growth['pending'] <= 1.5)}")]
-    lines += ["", *matrix_table(results, config)]
-    w1, w2 = results["workers"]["1"], results["workers"]["2"]
-    lines += ["", "| `GET /api/tasks?limit=20` | req/s | p50 / p99 ms |", "|---|---:|---:|",
-              (f"| `task-api serve --workers 1` | {w1['rps']:,.0f} | {w1['p50_ms']:.2f} / "
-               f"{w1['p99_ms']:.2f} |"),
-              (f"| `task-api serve --workers 2` | {w2['rps']:,.0f} | {w2['p50_ms']:.2f} / "
-               f"{w2['p99_ms']:.2f} |"),
-              "", f"Two workers / one: {w2['rps'] / w1['rps']:.2f}x."]
-    if results["failures"]:
-        lines += ["", "**Failed requests during the run:**", "",
-                  *(f"- {f}" for f in results["failures"])]
-    table = "\n".join(lines) + "\n"
-    config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / "latest.md").write_text(table)
-    (config.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    draw_scale(results, config)
-    draw_matrix(results, config)
-    say("\n" + "=" * 78 + "\n" + table + "=" * 78)
-    say(f"written: {config.out}/latest.md, latest.json, scale.png, matrix.png "
-        f"(run took {results['elapsed_s']:.0f} s)")
+    return lines
+
+
+def _cpu(cpu: dict[str, float]) -> str:
+    return (f"{cpu['server_us_per_request']:.0f} / {cpu['postgres_us_per_request']:.0f} / "
+            f"{cpu['wrk_us_per_request']:.0f} / {cpu['idle_share']:.0%} / "
+            f"{cpu['other_share']:.0%}")
+
+
+def endpoint_table(endpoints: list[dict[str, Any]]) -> list[str]:
+    lines = [("| endpoint | ours req/s | baseline req/s | ratio (>= 0.7) "
+              "| ours p50 / p99 ms | baseline p50 / p99 ms | p99 ratio (<= 2) |"),
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for e in endpoints:
+        a, b = e["ours"], e["baseline"]
+        lines.append(
+            f"| `{e['endpoint']}` | {a['rps']:,.0f} | {b['rps']:,.0f} | {e['rps_ratio']:.2f} "
+            f"{_mark(e['rps_ratio'] >= 0.7)} | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
+            f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {e['p99_ratio']:.2f} "
+            f"{_mark(e['p99_ratio'] <= 2)} |")
+    writes = [e for e in endpoints if "ceiling" in e]
+    if writes:
+        lines += ["", ("The write ceiling: the baseline writing the same rows to a table with "
+                       "only a primary key and a (user_id, created_at) index (bench/ceiling.py), "
+                       "in the same rounds. Ratio: ours / ceiling, of the medians (each round's "
+                       "in brackets). CPU per request, us: server / PostgreSQL / wrk, then the "
+                       "shares of the machine's CPUs idle / taken by other work (medians of "
+                       "the runs)."), "",
+                  ("| endpoint | ours req/s | ceiling req/s | ours / ceiling (>= 0.75) "
+                   "| per round | ours CPU | ceiling CPU |"),
+                  "|---|---:|---:|---:|---|---:|---:|"]
+        for e in writes:
+            a, c = e["ours"], e["ceiling"]
+            lines.append(
+                f"| `{e['endpoint']}` | {a['rps']:,.0f} | {c['rps']:,.0f} | "
+                f"{e['ceiling_ratio']:.2f} {_mark(e['ceiling_ratio'] >= 0.75)} | "
+                f"{' / '.join(f'{r:.2f}' for r in e['ceiling_round_ratios'])} | "
+                f"{_cpu(a['cpu'])} | {_cpu(c['cpu'])} |")
+    return lines
+
+
+def workers_table(workers: dict[str, Any]) -> list[str]:
+    rows = (("`task-api serve --workers 1`", "1"), ("`task-api serve --workers 2`", "2"),
+            ("baseline `--workers 1`", "baseline_1"), ("baseline `--workers 2`", "baseline_2"))
+    lines = [("`GET /api/tasks?limit=20` with one and two worker processes, in the same rounds; "
+              "CPU per request, us: server / PostgreSQL / wrk, then the shares of the machine's "
+              "CPUs idle / taken by other work:"), "",
+             "| server | req/s | p50 / p99 ms | CPU per request |", "|---|---:|---:|---:|"]
+    for label, key in rows:
+        w = workers[key]
+        lines.append(f"| {label} | {w['rps']:,.0f} | {w['p50_ms']:.2f} / {w['p99_ms']:.2f} | "
+                     f"{_cpu(w['cpu'])} |")
+    ratios = workers["round_ratios"]
+    lines += ["", (f"Two workers / one: ours {workers['2']['rps'] / workers['1']['rps']:.2f}x "
+                   f"(rounds {' / '.join(map(str, ratios['ours_2_over_1']))}), baseline "
+                   f"{workers['baseline_2']['rps'] / workers['baseline_1']['rps']:.2f}x "
+                   f"({' / '.join(map(str, ratios['baseline_2_over_1']))}); ours / baseline, "
+                   f"two workers each: {workers['2']['rps'] / workers['baseline_2']['rps']:.2f} "
+                   f"({' / '.join(map(str, ratios['ours_over_baseline_2']))}).")]
+    lines += ["", *workers_bound(workers)]
+    return lines
+
+
+def workers_bound(workers: dict[str, Any]) -> list[str]:
+    """What the CPU a request costs allows on this machine: one worker process can use one CPU,
+    two can use them all, but PostgreSQL and wrk need theirs too; so the most a second worker
+    can add is min(2 CPUs / everything, ...) over min(1 CPU / server, 2 CPUs / everything)."""
+    cpus = os.cpu_count() or 1
+    lines = []
+    for label, key, key_two in (("ours", "1", "2"), ("baseline", "baseline_1", "baseline_2")):
+        cpu = workers[key]["cpu"]
+        measured = workers[key_two]["rps"] / workers[key]["rps"]
+        server = cpu["server_us_per_request"]
+        total = server + cpu["postgres_us_per_request"] + cpu["wrk_us_per_request"]
+        one = min(1e6 / server, cpus * 1e6 / total)
+        two = cpus * 1e6 / total
+        lines.append(
+            f"{label}: a request costs {server:.0f} us of the server, {total - server:.0f} of "
+            f"PostgreSQL and wrk; on {cpus} CPUs with nothing else running that allows "
+            f"{one:,.0f} req/s with one worker (a process uses one CPU) and {two:,.0f} with "
+            f"two: at most {two / one:.2f}x. Measured {measured:.2f}x, with "
+            f"{cpu['other_share']:.0%} of the CPUs taken by other work.")
+    return lines
 
 
 def matrix_table(results: dict[str, Any], config: Config) -> list[str]:
@@ -883,14 +1140,17 @@ def check_only() -> int:
             url = pg.get_uri()
             upgrade(url)
             loaded = asyncio.run(load_data(url, (), 0))
+            asyncio.run(create_ceiling(url))
             ours = start_ours(url, 1, workdir)
             baseline = start_baseline(url, workdir)
-            servers += [ours, baseline]
-            ours.wait_ready()
-            baseline.wait_ready()
+            ceiling_server = start_baseline(url, workdir, table=ceiling.TABLE)
+            servers += [ours, baseline, ceiling_server]
+            for server in servers:
+                server.wait_ready()
             token = mint_hs256(SECRET, BENCH_USER, 3600)
             writer_token = mint_hs256(SECRET, WRITER_USER, 3600)
-            problems = check_equivalence(ours, baseline, token, writer_token, loaded["ids"][0])
+            problems = check_equivalence(ours, baseline, token, writer_token, loaded["ids"][0],
+                                         ceiling_server)
         finally:
             for server in servers:
                 server.stop()
@@ -915,6 +1175,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write latest.json, latest.md and scale.png (default "
                              "docs/perf, artifacts/perf with --quick)")
+    parser.add_argument("--parts", default="endpoints,scale,matrix,workers",
+                        help="which parts to run, comma-separated (default all): endpoints, "
+                             "scale, matrix, workers")
     parser.add_argument("--check-only", action="store_true",
                         help="only check that the baseline answers like the API, on 2,000 "
                              "tasks (about 15 s; the test command runs it)")
@@ -934,7 +1197,11 @@ def main() -> int:
         others=20 if quick else OTHER_USERS,
         matrix_rounds=1 if quick else 5,
         matrix_requests=40 if quick else 100,
+        parts=tuple(part.strip() for part in args.parts.split(",")),
     )
+    unknown = set(config.parts) - set(Config.parts)
+    if unknown:
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}")
     return run(config)
 
 

@@ -17,6 +17,13 @@ first:
   fetch them all through the index of a filter (GIN for q and tag, the due date index, status,
   priority) and sort them. Cheap while matches are few.
 
+A count says how many tasks match, not where they lie in the sort's order: a due range in
+creation order matches none of the newest tasks, a tag only old tasks carry none of the recently
+updated ones, and a walk would pass thousands of tasks before its first match (issue 33). So
+where the walk tests rows (a word search, a due range in another order, a tag in another
+order), the statement first peeks at the next PEEK_ROWS rows of the walk, and collects when
+they hold too few matches.
+
 Both branches are in the statement, each behind a condition on that number, and each written so
 that the planner has one sensible plan for it whatever its estimates: the row tests of the walk
 are wrapped in coalesce(), which no index can serve and which the planner rates as matching half
@@ -78,6 +85,10 @@ COLLECT_MAX = 1000
 # A word search first walks at most this many of the user's tasks in sort order (see below).
 WALK_MAX = 1500
 PEEK_ROWS, PEEK_HITS = 150, 2
+# A due range's index hands out only the range (a word's GIN entries: all of them), so collecting
+# through it is cheaper, and a walk must promise more to be preferred: 6 of 150 (4 %, about 525
+# tasks walked for a page) where a word search needs 2.
+DUE_PEEK_HITS = 6
 TAG_SEARCH = "tasks.search @@ (SELECT tag FROM search)"
 
 
@@ -333,6 +344,10 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     walk = _walk(query, conditions, sort_name, direction, arg)
     every = " AND ".join([user, *conditions.ordered, *conditions.indexed, *conditions.tested])
     counted = query.counted
+    # A capped total and a walk that tests rows (q, or a due range in another order): how far
+    # the walk must go depends on where the matches lie in the sort's order, which no count
+    # says (a due range in creation order matches none of the newest tasks), so it peeks first.
+    peeks = not counted and bool(walk.tested)
 
     # Ties break on id in the sort's direction: "after" a row is (key, id) beyond its own in the
     # order of the (user_id, key, id) index, read backwards when descending.
@@ -372,25 +387,43 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"counts AS MATERIALIZED (SELECT coalesce((SELECT {column} FROM {counters}), 0) "
             f"AS matches, {walk.length} AS tasks)"
         )
+        # That rule assumes the matches are spread over the sort's order. When the walk tests
+        # rows (a tag in another order, status on a tag's rows) they can all lie at its far end
+        # (a tag only old tasks carry, newest first: issue 33), and the walk would pass nearly
+        # all the user's tasks: so before walking past up to COLLECT_MAX matches it peeks at the
+        # first PEEK_ROWS rows after the cursor, and collects when fewer than PEEK_HITS match
+        # there. (A CASE evaluates the peek, a subquery of its own, only when it gets there.)
+        far = "false"
+        if walk.tested:
+            far = (f"(SELECT count(*) FILTER (WHERE hit) < {PEEK_HITS} FROM "
+                   f"({walk.tested_rows(keyset, str(PEEK_ROWS))}) AS peek)")
         ctes.append(
-            f"decision AS (SELECT matches, matches <= {COLLECT_MAX} AND matches * matches * 8 "
-            f"<= {limit} * tasks * {walk.row_cost} AS few FROM counts)"
+            f"decision AS (SELECT matches, CASE WHEN matches > {COLLECT_MAX} THEN false "
+            f"WHEN matches * matches * 8 <= {limit} * tasks * {walk.row_cost} THEN true "
+            f"ELSE {far} END AS few FROM counts)"
         )
         gate = " AND (SELECT few FROM decision)"
-    elif query.q is None:
-        # Due dates: count through their index (its range, in order: never the whole table).
+    elif not peeks:
+        # Due dates in their own order: count through their index (its range, in order: never
+        # the whole table).
         collect_max = TOTAL_CAP
         gate = ""
     else:
-        # A word search. Its GIN index reads every entry of the words, which costs more than
-        # walking the sort index when they are common, and nothing when they are rare. So peek
-        # at the first PEEK_ROWS tasks in sort order after the cursor: if at least PEEK_HITS of
-        # them match, walk on after them (at most WALK_MAX tasks in all) for the first
-        # TOTAL_CAP + 1 matches, the peek's own first (each task is tested once): the page is
-        # the first of them when there are more than TOTAL_CAP. If fewer are found there (or
-        # the words are rare), the matches are sparse: collect them through the index (up to
-        # COLLECT_MAX), which beats walking past the others for every page.
+        # A word search, or a due range in another order. The search's GIN index reads every
+        # entry of the words, which costs more than walking the sort index when they are
+        # common, and nothing when they are rare; a due range's index reads only the range, but
+        # all of it, to sort it. A walk costs little when matches come early in the sort's
+        # order, and can pass thousands of tasks when they lie at its far end (a due range in
+        # creation order: issue 33). So peek at the first PEEK_ROWS tasks in sort order after
+        # the cursor: if at least `hits` of them match (PEEK_HITS for words, DUE_PEEK_HITS for
+        # a due range), walk on after them (at most WALK_MAX
+        # tasks in all) for the first TOTAL_CAP + 1 matches, the peek's own first (each task is
+        # tested once): the page is the first of them when there are more than TOTAL_CAP. If
+        # fewer are found there (or the words are rare), the matches are sparse here: collect
+        # them through the filter's index (up to COLLECT_MAX), which beats walking past the
+        # others for every page.
         collect_max = COLLECT_MAX
+        hits = PEEK_HITS if query.q is not None else DUE_PEEK_HITS
         ctes.append(f"peek AS MATERIALIZED ({walk.tested_rows(keyset, str(PEEK_ROWS))})")
         backwards = "ASC" if descending else "DESC"
         ctes.append(
@@ -403,12 +436,12 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         # reads them all and sorts them (measured: 100 times slower at 100,000 tasks).
         after_peek = (f" AND ({walk.key}, {walk.tie}) {beyond} ((SELECT sort_key FROM peek_end), "
                       "(SELECT id FROM peek_end))")
-        walk_on = (f"CASE WHEN (SELECT hits FROM peek_end) >= {PEEK_HITS} "
+        walk_on = (f"CASE WHEN (SELECT hits FROM peek_end) >= {hits} "
                    f"THEN {WALK_MAX - PEEK_ROWS} ELSE 0 END")
         ctes.append(
             "walked AS MATERIALIZED (SELECT found.* FROM ("
             f"(SELECT * FROM peek WHERE hit AND (SELECT hits FROM peek_end) >= "
-            f"{PEEK_HITS} ORDER BY sort_key {direction}, id {direction}) UNION ALL "
+            f"{hits} ORDER BY sort_key {direction}, id {direction}) UNION ALL "
             f"(SELECT walk.* FROM ({walk.tested_rows(after_peek, walk_on)}) "
             f"AS walk WHERE walk.hit)) AS found LIMIT {TOTAL_CAP + 1})"
         )
@@ -431,7 +464,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"collected AS MATERIALIZED (SELECT tasks.id, {expression} AS sort_key FROM tasks "
             f"WHERE {where}{gate}{collect_order} LIMIT {collect_max + 1})"
         )
-    if not counted and query.q is None:
+    if not counted and not peeks:
         ctes.append(
             f"decision AS (SELECT matches, matches <= {TOTAL_CAP} AS few "
             "FROM (SELECT count(*) AS matches FROM collected) AS counted)"
@@ -463,7 +496,7 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             f"ORDER BY {order}"
         )
         # A word search's page can be the first matches the walk found (walked_page below).
-        walked_page = query.q is not None and query.limit <= TOTAL_CAP
+        walked_page = peeks and query.limit <= TOTAL_CAP
         not_few = " AND NOT decision.few"
         if walked_page:
             not_few += " AND NOT decision.walked_many"

@@ -73,6 +73,11 @@ UNCLAIM_SQL = (
     "UPDATE tasks SET next_occurrence_id = NULL, change_xid = pg_current_xact_id() "
     f"WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
 )
+# A delete under If-Match's versions ($3: NULL when any will do).
+DELETE_SQL = (
+    "DELETE FROM tasks WHERE id = $1 AND user_id = $2 "
+    "AND ($3::int[] IS NULL OR version = ANY($3::int[])) RETURNING id"
+)
 # Only on a failure path: tell a missing task from another user's or a stale one.
 DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
 
@@ -238,11 +243,7 @@ class TaskStore:
         self, *, user_id: str, task_id: uuid.UUID, versions: list[int] | None
     ) -> None:
         async with self.database.connection() as connection:
-            deleted = await connection.fetchval(
-                "DELETE FROM tasks WHERE id = $1 AND user_id = $2 "
-                "AND ($3::int[] IS NULL OR version = ANY($3::int[])) RETURNING id",
-                task_id, user_id, versions,
-            )
+            deleted = await connection.fetchval(DELETE_SQL, task_id, user_id, versions)
         if deleted is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
 

@@ -28,7 +28,7 @@ import asyncpg
 import pytest
 
 from bench.data import copy_tasks, task_rows
-from bench.shapes import Shape, matrix
+from bench.shapes import Shape, anti_correlated, matrix
 from impl.platform.database import connect_options
 from impl.platform.migrate import upgrade
 from impl.tasks.list_sql import ListQuery, Statement, last_position, list_statement
@@ -208,7 +208,26 @@ async def _reads(connection: asyncpg.Connection, user: str, shape: Shape) -> dic
     }
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=[shape.name for shape in SHAPES])
+def _collects_what_is_due_ahead(shape: Shape) -> bool:
+    """A future due range in another order: the 1,000-task user, whose tasks are mostly due
+    ahead, walks; the 30,000-task user collects its future-due tasks (about 450: as many as
+    the user has due ahead, whatever its size) and reads about 600 rows (1,000 counting a
+    bitmap scan's index and table both), more than twice the small user's 250. Known and kept:
+    no index orders a due range by another key (docs/performance.md, issue 33)."""
+    sort = shape.params.get("sort", "-created_at")
+    newest_first = sort in ("-created_at", "-updated_at")  # the tasks due ahead come first
+    return "due_after" in shape.params and "due_date" not in sort and not newest_first
+
+
+GROWTH_SHAPES = [
+    pytest.param(shape, marks=pytest.mark.xfail(
+        strict=True, reason="collects the tasks due ahead: see _collects_what_is_due_ahead"))
+    if _collects_what_is_due_ahead(shape) else shape
+    for shape in SHAPES
+]
+
+
+@pytest.mark.parametrize("shape", GROWTH_SHAPES, ids=[shape.name for shape in SHAPES])
 async def test_rows_read_do_not_grow_with_the_users_tasks(
     big: asyncpg.Connection, shape: Shape
 ) -> None:
@@ -306,3 +325,56 @@ async def test_a_walked_search_page_fetches_its_tasks_by_place(
             where = f"{shape.name}, {page}, {'generic' if generic else 'custom'} plan"
             assert fetched == len(found) == 21, f"{where}: {fetched} of {len(found)} by place:\n" + (
                 "\n".join(_describe(plan)))
+
+
+ANTI_CORRELATED = [shape for shape in SHAPES if (shape.name, False) in anti_correlated(
+    NOW.strftime("%Y-%m-%dT%H:%M:%SZ"))]
+# Plain SQL for each sort: the contract's order (undated tasks last both ways, ties on id).
+PLAIN_ORDER = {
+    "due_date": "COALESCE(due_date, 'infinity'::timestamptz), id",
+    "-due_date": "COALESCE(due_date, '-infinity'::timestamptz) DESC, id DESC",
+}
+
+
+def _plain(shape: Shape) -> tuple[str, list[Any]]:
+    """The shape's matching tasks in its order, the obvious way (a scan and a sort)."""
+    params = shape.params
+    where, args = ["user_id = $1"], [USER]
+    for name, test in (("due_before", "due_date < {}"), ("due_after", "due_date > {}"),
+                       ("tag", "{} = ANY(tags)")):
+        if name in params:
+            args.append(dt.datetime.fromisoformat(params[name]) if name != "tag"
+                        else params[name])
+            where.append(test.format(f"${len(args)}"))
+    if "status" in params:
+        where.append(f"{'' if params['status'] == 'completed' else 'NOT '}completed")
+    sort = params.get("sort", "-created_at")
+    order = PLAIN_ORDER.get(sort) or (
+        f"{sort[1:]} DESC, id DESC" if sort.startswith("-") else f"{sort}, id")
+    return f"SELECT id FROM tasks WHERE {' AND '.join(where)} ORDER BY {order}", args
+
+
+@pytest.mark.parametrize("shape", ANTI_CORRELATED, ids=[shape.name for shape in ANTI_CORRELATED])
+async def test_anti_correlated_pages_are_the_plain_querys(
+    big: asyncpg.Connection, shape: Shape
+) -> None:
+    """Where the matches lie at the far end of the sort (a walk that peeks, finds few and
+    collects instead), the first two pages and the total are what the obvious query says."""
+    sql, args = _plain(shape)
+    expected = [row["id"] for row in await big.fetch(sql, *args)]
+    query = _query(shape)
+    first = await big.fetch(*_statement(list_statement(USER, query, None)))
+    assert [r["id"] for r in first if r["id"]][:20] == expected[:20]
+    counted = not {"due_before", "due_after", "q"} & shape.params.keys()
+    if counted or len(expected) <= 20:
+        assert first[0]["total"] == len(expected)
+    else:  # counted up to more than 20 (meta.total then says 20, not exact)
+        assert first[0]["total"] > 20
+    if len(expected) > 20:
+        after = list_statement(USER, query, last_position(first[19]))
+        found = [r["id"] for r in await big.fetch(after.sql, *after.args) if r["id"]]
+        assert found[:20] == expected[20:40]
+
+
+def _statement(statement: Statement) -> tuple[Any, ...]:
+    return (statement.sql, *statement.args)
