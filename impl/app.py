@@ -8,7 +8,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,13 +29,16 @@ from impl.http.contract import install_contract_routes
 from impl.http.errors import install_error_handlers
 from impl.http.guards import RequestGuardMiddleware
 from impl.http.middleware import LastResortMiddleware, RequestContextMiddleware
+from impl.http.observe import ObserveMiddleware
 from impl.http.rate_limit import RateLimiter
 from impl.mcp import install_mcp
 from impl.platform.database import Database
+from impl.platform.metrics import Metrics, forget_this_process
 from impl.platform.notifications import Notifications
 from impl.platform.periodic import running_every
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import TokenVerifier
+from impl.platform.tracing import install_tracing
 from impl.tasks.changes import ChangeFeed
 from impl.tasks.cursor import CursorCodec
 from impl.tasks.live import LiveStreams, StreamSettings
@@ -107,7 +110,11 @@ def create_app(settings: Settings) -> FastAPI:
     database_url = settings.database_url
     if database_url is None:
         raise ValueError("create_app needs settings.database_url")
-    verifier = TokenVerifier(settings)
+    # Always there, so rare events (a JWKS fetch, later a reminder or a webhook) count without
+    # a check; the per-request ones (the middleware, the pool) only when they are exported.
+    metrics = Metrics()
+    exported = metrics if settings.metrics_port else None
+    verifier = TokenVerifier(settings, metrics)
 
     rate_limits = _rate_limits(settings)
 
@@ -116,7 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Opens what the requests use and hands it to them: Starlette gives every request a copy
         of the yielded state (`request.state`), from which each tag's `resources` dependency
         and the auth dependency take their part (impl/http/state.py)."""
-        database = Database(database_url, settings)
+        database = Database(database_url, settings, exported)
         await database.open()
         await verifier.start()
         notifications = Notifications(_listen_url(settings, database), "task_changes")
@@ -124,6 +131,15 @@ def create_app(settings: Settings) -> FastAPI:
         secret = _cursor_secret(settings)
         changes = ChangeFeed(database, settings.sync_retention_seconds)
         sync_tokens = SyncTokenCodec(secret)
+        live = LiveStreams(changes, sync_tokens, notifications, StreamSettings(
+            heartbeat_seconds=settings.sync_heartbeat_seconds,
+            poll_seconds=settings.sync_poll_seconds,
+            max_per_user=settings.sync_max_streams_per_user,
+        ))
+        metrics.sample_every_second(metrics.pool_size, lambda: database.pool_sizes()[0])
+        metrics.sample_every_second(metrics.pool_in_use, lambda: database.pool_sizes()[1])
+        metrics.sample_every_second(metrics.pool_max, lambda: settings.db_pool_max_size)
+        metrics.sample_every_second(metrics.open_streams, lambda: live.open_streams)
         state = {
             AUTHENTICATION: Authentication(verifier, rate_limits),
             impl.tasks.handlers.STATE_KEY: impl.tasks.handlers.Resources(
@@ -131,11 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
                 cursors=CursorCodec(secret),
                 changes=changes,
                 sync_tokens=sync_tokens,
-                live=LiveStreams(changes, sync_tokens, notifications, StreamSettings(
-                    heartbeat_seconds=settings.sync_heartbeat_seconds,
-                    poll_seconds=settings.sync_poll_seconds,
-                    max_per_user=settings.sync_max_streams_per_user,
-                )),
+                live=live,
             ),
             impl.system.handlers.STATE_KEY: impl.system.handlers.Resources(database=database),
         }
@@ -145,12 +157,21 @@ def create_app(settings: Settings) -> FastAPI:
         gc.collect()
         gc.freeze()
         purge_every = min(3600.0, max(settings.sync_retention_seconds / 4, 1.0))
+        sampling: AbstractAsyncContextManager[None] = (
+            running_every(1.0, metrics.sample, "metrics sample") if exported else nullcontext()
+        )
         try:
-            async with running_every(purge_every, changes.purge_tombstones, "tombstone purge"):
+            async with (
+                running_every(purge_every, changes.purge_tombstones, "tombstone purge"),
+                sampling,
+            ):
                 yield state
         finally:
             await notifications.stop()
             await database.close()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()  # exports what is still buffered
+            forget_this_process()
 
     app = TaskApi(
         title="Task API",
@@ -187,6 +208,12 @@ def create_app(settings: Settings) -> FastAPI:
                 "ETag", "Location", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"
             ],
         )
+    tracer_provider = install_tracing(app, settings.otel_exporter_otlp_endpoint)
+    if exported is not None or tracer_provider is not None:
+        # Outside CORS and the guards: their answers count too; inside the request context,
+        # so the span it names carries the request id.
+        app.add_middleware(ObserveMiddleware, metrics=exported,
+                           tracing=tracer_provider is not None)
     # Added last, so it runs first: every response, even CORS and guard ones, gets an id.
     app.add_middleware(RequestContextMiddleware)
     return app
