@@ -1,0 +1,131 @@
+"""The Prometheus metrics of a real `task-api serve --workers 2` (prometheus_client's multiprocess
+mode), scraped from METRICS_PORT and parsed with prometheus_client's own parser: every request
+the test sends is counted once, under its operationId and status class, whichever worker took
+it; refused tokens by reason and rate-limit refusals match the 401s and 429s the client saw; the
+pool gauges add both workers up; the API's own port does not serve the metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from impl.platform.token_verifier import mint_hs256
+from tests.support.metrics import Scrape, scrape
+from tests.support.servers import (
+    SECRET,
+    TASK_API,
+    free_port,
+    server_environment,
+    task_api_serve,
+)
+
+POOL_MAX = 3
+BURST = 10  # per worker: a limited user's first requests pass on each worker
+
+
+def fresh(base_url: str) -> httpx.Client:
+    """A client whose every request opens a connection of its own, so the kernel spreads them
+    over both workers."""
+    return httpx.Client(base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def wait_for(url: str, check: Callable[[Scrape], bool], timeout: float = 30) -> Scrape:
+    """Scrapes until `check(scrape)` holds (gauges are sampled once a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = scrape(url)
+        if check(last):
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"metrics never satisfied the check:\n{last.text[-4000:]}")
+        time.sleep(0.3)
+
+
+def test_two_workers_count_every_request_once_by_operation(
+    database_url: str, tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    env = {
+        **server_environment(database_url),
+        "BETTER_AUTH_SECRET": SECRET,
+        "METRICS_PORT": str(metrics_port),
+        "DB_POOL_MAX_SIZE": str(POOL_MAX),
+        "DB_POOL_MIN_SIZE": "1",
+        "RATE_LIMIT_PER_SECOND": "0.01",
+        "RATE_LIMIT_BURST": str(BURST),
+        "LOG_LEVEL": "WARNING",
+    }
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    alice, limited = str(uuid.uuid4()), str(uuid.uuid4())
+    bearer = {"Authorization": f"Bearer {mint_hs256(SECRET, alice)}"}
+    with task_api_serve(env, tmp_path / "server.log", workers=2) as (base_url, _process), \
+            fresh(base_url) as http:
+        before = scrape(metrics_url)
+        for i in range(3):
+            assert http.post("/api/tasks", json={"title": f"t{i}"}, headers=bearer).status_code == 201
+        for _ in range(2):
+            assert http.get("/api/tasks", headers=bearer).status_code == 200
+        # Refused tokens, from one address: within the per-address burst of either worker.
+        assert http.get("/api/tasks").status_code == 401
+        assert http.get("/api/tasks", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
+        for _ in range(2):
+            foreign = mint_hs256("another-secret-" + "y" * 40, alice)
+            answer = http.get("/api/tasks", headers={"Authorization": f"Bearer {foreign}"})
+            assert answer.status_code == 401
+        expired = mint_hs256(SECRET, alice, -3600)
+        assert http.get("/api/tasks", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+        # No route: the metrics are not on the API's port; an unknown path.
+        assert http.get("/metrics").status_code == 404
+        assert http.get("/api/nothing-here").status_code == 404
+        # A user over the rate limit: each worker lets BURST through, then 429s.
+        limited_bearer = {"Authorization": f"Bearer {mint_hs256(SECRET, limited)}"}
+        statuses = [http.get("/api/tasks/stats", headers=limited_bearer).status_code
+                    for _ in range(3 * BURST)]
+        assert set(statuses) <= {200, 429} and statuses.count(429) >= BURST, statuses
+
+        after = wait_for(metrics_url, lambda s: s.value("task_api_db_pool_connections_max") == 2 * POOL_MAX)
+
+    def counted(operation: str, status_class: str) -> float:
+        name = "task_api_http_request_duration_seconds_count"
+        return (after.value(name, operation=operation, status_class=status_class)
+                - before.value(name, operation=operation, status_class=status_class))
+
+    assert counted("createTask", "2xx") == 3
+    assert counted("listTasks", "2xx") == 2
+    assert counted("listTasks", "4xx") == 5
+    assert counted("unmatched", "4xx") == 2
+    assert counted("getTaskStats", "2xx") == statuses.count(200)
+    assert counted("getTaskStats", "4xx") == statuses.count(429)
+    # Labels come from the contract, never from raw paths.
+    assert not [sample for sample in after.samples
+                if any("/" in value for value in sample.labels.values())]
+    refused = "task_api_auth_tokens_refused_total"
+    assert after.value(refused, reason="missing") == 1
+    assert after.value(refused, reason="malformed") == 1
+    assert after.value(refused, reason="bad_signature") == 2
+    assert after.value(refused, reason="token_expired") == 1
+    assert after.value("task_api_refusals_total", kind="per-user") == statuses.count(429)
+    # Both workers' gauges add up (DB_POOL_MAX_SIZE each), nothing is in flight any more, and
+    # every request took a pooled connection.
+    assert after.value("task_api_http_requests_in_flight") == 0
+    assert 1 <= after.value("task_api_db_pool_connections") <= 2 * POOL_MAX
+    assert after.value("task_api_db_pool_acquire_seconds_count") >= 3 + 2
+    assert after.value("task_api_open_streams") == 0
+    # Each worker wrote its own file: the histogram's sum over workers is what was counted.
+    assert after.has("task_api_http_request_duration_seconds_bucket")
+
+
+def test_metrics_port_refused_when_taken_or_the_api_port(database_url: str, tmp_path: Path
+                                                         ) -> None:
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", **server_environment(database_url),
+           "BETTER_AUTH_SECRET": SECRET, "METRICS_PORT": str(port)}
+    same = subprocess.run([TASK_API, "serve", "--port", str(port)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert same.returncode == 2
+    assert "METRICS_PORT is the API's port" in same.stderr
