@@ -3,8 +3,9 @@ operationId and status class, never the raw path), the requests in flight, the r
 request met, and its trace span named after the operation. Installed only when metrics or
 tracing are on (impl/app.py): off, a request never crosses it.
 
-The operation is known only once the router has matched (it sets `scope["route"]`), so
-everything is recorded when the app is done. What the request was refused for is noted in its
+The operation is known only once the router has matched (it sets `scope["route"]`): the span
+is named when the response starts (it ends with the response), the metrics recorded when the
+app is done. What the request was refused for is noted in its
 state by the code that refused it (auth: `token_refused`, `refused`; the error mapping:
 `refused`), so that code needs no metrics of its own.
 """
@@ -54,6 +55,10 @@ class ObserveMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self.tracing:  # now: the span ends with the response's last body message
+                    span = trace.get_current_span()
+                    span.update_name(operation_of(scope, status))
+                    span.set_attribute("task_api.request_id", current_request_id())
             await send(message)
 
         if metrics is not None:
@@ -61,14 +66,10 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, watching_send)
         finally:
-            operation = operation_of(scope, status)
             if metrics is not None:
                 metrics.in_flight.dec()
-                self._record(metrics, scope, operation, status, time.perf_counter() - started)
-            if self.tracing:
-                span = trace.get_current_span()
-                span.update_name(operation)
-                span.set_attribute("task_api.request_id", current_request_id())
+                self._record(metrics, scope, operation_of(scope, status),
+                             status, time.perf_counter() - started)
 
     def _record(self, metrics: Metrics, scope: Scope, operation: str, status: int,
                 seconds: float) -> None:
