@@ -95,7 +95,7 @@ def running_stack(
     data_dir: Path = Path(".data"), port: int | None = None, env: dict[str, str] | None = None,
     ready_grace: float = READY_GRACE_SECONDS, cwd: Path | None = None,
     log_dir: Path | None = None,
-    heartbeat_seconds: float | None = None,
+    heartbeat_seconds: float | None = None, metrics: bool = False,
 ) -> Iterator[Stack]:
     """The stack, ready (every replica UP in HAProxy); stopped in reverse order on exit.
     `env`: more settings for the replicas (RATE_LIMIT_PER_SECOND, LOG_LEVEL...; a
@@ -104,7 +104,8 @@ def running_stack(
     the stack stops; None: a temporary folder, removed with the stack. The replicas' log level
     and format are the user's (environment, `.env`): nothing here overrides them (their logs
     are files, so `auto` writes JSON lines). `heartbeat_seconds`: their SYNC_HEARTBEAT_SECONDS
-    when `.env` sets it (HAProxy's stream timeout follows it), else from `env` or the default."""
+    when `.env` sets it (HAProxy's stream timeout follows it), else from `env` or the default.
+    `metrics`: each replica exports its Prometheus metrics on a loopback port of its own."""
     with ExitStack() as stack:
         direct_url, secret = _prepare_database(database_url, data_dir, secret, stack)
         bouncer = stack.enter_context(running_pgbouncer(direct_url))
@@ -123,7 +124,8 @@ def running_stack(
         }
         if secret:
             replica_env["BETTER_AUTH_SECRET"] = secret
-        members = [Replica(f"r{i}", replica_env, directory, cwd) for i in range(replicas)]
+        members = [Replica(f"r{i}", replica_env, directory, cwd, metrics=metrics)
+                   for i in range(replicas)]
         for member in members:
             stack.callback(member.close)
             member.start()
