@@ -115,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     exported = metrics if settings.metrics_port else None
     verifier = TokenVerifier(settings, metrics)
+    tracing = install_tracing(settings.otel_exporter_otlp_endpoint)
 
     rate_limits = _rate_limits(settings)
 
@@ -169,8 +170,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await notifications.stop()
             await database.close()
-            if tracer_provider is not None:
-                tracer_provider.shutdown()  # exports what is still buffered
+            if tracing is not None:
+                tracing.provider.shutdown()  # exports what is still buffered
             forget_this_process()
 
     app = TaskApi(
@@ -208,12 +209,11 @@ def create_app(settings: Settings) -> FastAPI:
                 "ETag", "Location", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"
             ],
         )
-    tracer_provider = install_tracing(app, settings.otel_exporter_otlp_endpoint)
-    if exported is not None or tracer_provider is not None:
-        # Outside CORS and the guards: their answers count too; inside the request context,
-        # so the span it names carries the request id.
-        app.add_middleware(ObserveMiddleware, metrics=exported,
-                           tracing=tracer_provider is not None)
     # Added last, so it runs first: every response, even CORS and guard ones, gets an id.
     app.add_middleware(RequestContextMiddleware)
+    if exported is not None or tracing is not None:
+        # Outside everything: every answer counts, and the request's span is current while
+        # the request-context layer writes the access line.
+        app.add_middleware(ObserveMiddleware, metrics=exported,
+                           tracer=tracing.tracer if tracing is not None else None)
     return app

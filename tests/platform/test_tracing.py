@@ -80,6 +80,8 @@ def test_a_span_per_request_named_by_operation_with_its_sql_below(
     assert create.kind == SERVER
     assert create.service == "task-api"
     assert create.attributes["task_api.request_id"] == created.headers["x-request-id"]
+    assert create.attributes["http.route"] == "/api/tasks"  # the template, not the raw path
+    assert create.attributes["http.response.status_code"] == 201
     assert any("INSERT" in sql.upper() for sql in statements(descendants(spans, create)))
 
     (listing,) = named(spans, "listTasks")
