@@ -117,6 +117,9 @@ WRITTEN = {
     "SYNC_MAX_STREAMS_PER_USER": "3",
     "DATABASE_LISTEN_URL": "postgresql://app:listen-PASSWORD@db.example.com:5432/app",
     "SYNC_POLL_SECONDS": "0.5",
+    "METRICS_PORT": "9464",
+    "METRICS_HOST": "0.0.0.0",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example.com:4318",
 }
 READ = {
     "DATABASE_URL": "postgresql://app:***@db.example.com:5433/app?sslmode=require",
@@ -149,6 +152,9 @@ READ = {
     "SYNC_MAX_STREAMS_PER_USER": 3,
     "DATABASE_LISTEN_URL": "postgresql://app:***@db.example.com:5432/app",
     "SYNC_POLL_SECONDS": 0.5,
+    "METRICS_PORT": 9464,
+    "METRICS_HOST": "0.0.0.0",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example.com:4318",
 }
 # README's defaults, as the commands read them with nothing set.
 DEFAULTS = {
@@ -162,6 +168,7 @@ DEFAULTS = {
     "CURSOR_SECRET": None, "SHUTDOWN_READY_GRACE_SECONDS": 0,
     "SYNC_RETENTION_SECONDS": 2_592_000, "SYNC_HEARTBEAT_SECONDS": 15,
     "SYNC_MAX_STREAMS_PER_USER": 10, "DATABASE_LISTEN_URL": None, "SYNC_POLL_SECONDS": 2,
+    "METRICS_PORT": None, "METRICS_HOST": "127.0.0.1", "OTEL_EXPORTER_OTLP_ENDPOINT": None,
 }
 
 
@@ -251,6 +258,9 @@ BAD = [
     ("SYNC_POLL_SECONDS", "61", "above 0, at most 60"),
     ("CORS_ORIGINS", "http://" + "a" * 2048 + ".test", "scheme://host[:port]"),
     ("MAX_TASKS_PER_USER", "lots", "0 or more"),
+    ("METRICS_PORT", "0", "from 1 to 65535"),
+    ("METRICS_PORT", "http", "from 1 to 65535"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "http(s)://"),
 ]
 VALID = {"DATABASE_URL": "postgresql://app@127.0.0.1:1/none", "BETTER_AUTH_SECRET": SECRET}
 
@@ -272,7 +282,8 @@ def assert_refused(result: subprocess.CompletedProcess[str], name: str, expects:
 
 def test_a_bad_value_of_any_variable_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert {name for name, _, _ in BAD} | {"DATA_DIR", "BETTER_AUTH_SECRET", "JWT_ISSUER",
-                                          "JWT_AUDIENCE", "CURSOR_SECRET"} == set(DEFAULTS)
+                                          "JWT_AUDIENCE", "CURSOR_SECRET",
+                                          "METRICS_HOST"} == set(DEFAULTS)
 
     def attempt(case: tuple[int, str, str, str, bool]) -> None:
         number, name, value, expects, dotenv = case
@@ -350,10 +361,11 @@ def test_a_misspelled_variable_in_the_environment_is_a_warning_naming_the_closes
 ) -> None:
     """The environment is shared with every other program: a variable that starts like one of
     ours but is none is ignored with a warning line naming the closest setting; others (even
-    MAX_JOBS, or JWT-less names of other tools) pass without a word."""
+    MAX_JOBS, or JWT-less names of other tools, or OpenTelemetry's own OTEL_* variables, which
+    its SDK reads) pass without a word."""
     env = bare_env(**VALID, CORS_ORIGIN="http://localhost:3000", DB_POOL_MAX="3",
                    MAX_BODY_SIZE="4096", LOG_LEVL="DEBUG", MAX_JOBS="4", PGHOST="/tmp",
-                   NODE_ENV="test")
+                   NODE_ENV="test", OTEL_SERVICE_NAME="tasks", OTEL_TRACES_SAMPLER="always_on")
     result = task_api("config", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     messages = [json.loads(line)["message"] for line in result.stderr.splitlines()]
