@@ -14,8 +14,9 @@ once with wrk (-t2 -c16, as scripts/bench.py), the order rotating from round to 
 each server's median req/s and p99, each ratio over the baseline (of the medians, and the
 median of the rounds' ratios: a round's runs are seconds apart, so its ratio moves least with
 the machine's other work) and each variant's ratio minus the ratio with neither. Figures also go
-to artifacts/perf/observability.json. Nothing is asserted; exit status 1 only when requests
-failed.
+to artifacts/perf/observability.json. Also each server's CPU time a request (from /proc, over
+each wrk run): on a machine shared with other work, throughput follows whoever else runs, CPU a
+request much less. Nothing is asserted; exit status 1 only when requests failed.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def start_variant(name: str, url: str, workdir: Path, extra: dict[str, str]) -> 
         {**bench_main.server_env(url), **extra}, port, workdir, workdir / f"{name}.log")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def scraping(url: str, stop: threading.Event) -> threading.Thread:
     """GET the metrics every SCRAPE_EVERY_SECONDS until `stop`: their collection is paid for
     by the server's process, as it would be in production."""
@@ -76,26 +83,35 @@ def measure_endpoint(bench: Any, servers: dict[str, Any], load: Any, rounds: int
     for server in servers.values():
         bench.measure(server, load, warmup, warmup=True)
     runs: dict[str, list[Any]] = {name: [] for name in servers}
+    cpu: dict[str, list[float]] = {name: [] for name in servers}  # microseconds a request
     names = list(servers)
     for number in range(rounds):
         order = names[number % len(names):] + names[:number % len(names)]
         for name in order:
+            pid = servers[name].process.pid
+            before = cpu_seconds(pid)
             result = bench.measure(servers[name], load, duration)
+            used = (cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6
             runs[name].append(result)
+            cpu[name].append(used)
             say(f"  round {number + 1}  {name:<9} {result.rps:9.1f} req/s   "
-                f"p99 {result.p99:7.2f} ms")
+                f"p99 {result.p99:7.2f} ms   CPU {used:6.0f} us/request")
     baseline = runs["baseline"]
     row: dict[str, Any] = {"endpoint": load.name}
     for name in names:
         rps = statistics.median(r.rps for r in runs[name])
         row[name] = {"rps": round(rps, 1),
                      "p99_ms": round(statistics.median(r.p99 for r in runs[name]), 3),
+                     "cpu_us": round(statistics.median(cpu[name]), 1),
                      "runs": [r.brief() for r in runs[name]]}
         if name != "baseline":
             row[name]["ratio"] = round(rps / statistics.median(r.rps for r in baseline), 3)
             row[name]["round_ratio"] = round(statistics.median(
                 mine.rps / base.rps for mine, base in zip(runs[name], baseline, strict=True)), 3)
     for name in VARIANTS[1:]:
+        # The server's CPU a request, over off's: what the machine's other work moves least
+        # (throughput on a shared machine follows whoever else is running).
+        row[name]["cpu_over_off"] = round(row[name]["cpu_us"] / row["off"]["cpu_us"], 3)
         row[name]["minus_off"] = round(row[name]["ratio"] - row["off"]["ratio"], 3)
         row[name]["round_minus_off"] = round(
             row[name]["round_ratio"] - row["off"]["round_ratio"], 3)
@@ -113,6 +129,12 @@ def report(rows: list[dict[str, Any]]) -> None:
             cells.append(f"{row[name]['ratio']:.3f} ({row[name]['round_ratio']:.3f})")
             cells.append(f"{row[name]['minus_off']:+.3f} ({row[name]['round_minus_off']:+.3f})")
         say(f"  {row['endpoint']:<24} " + " ".join(f"{c:>15}" for c in cells))
+    say("\nserver CPU a request, us (median of the rounds), and over off")
+    for row in rows:
+        say(f"  {row['endpoint']:<24} baseline {row['baseline']['cpu_us']:6.0f}  "
+            f"off {row['off']['cpu_us']:6.0f}  " + "  ".join(
+                f"{name} {row[name]['cpu_us']:6.0f} ({row[name]['cpu_over_off']:.3f})"
+                for name in VARIANTS[1:]))
     say("\np99 ms (median of the rounds)")
     for row in rows:
         say(f"  {row['endpoint']:<24} " + "  ".join(

@@ -1,7 +1,8 @@
 """The Prometheus metrics of a real `task-api serve --workers 2` (prometheus_client's multiprocess
 mode), scraped from METRICS_PORT and parsed with prometheus_client's own parser: every request
 the test sends is counted once, under its operationId and status class, whichever worker took
-it; refused tokens by reason and rate-limit refusals match the 401s and 429s the client saw; the
+it; refused tokens by reason, rate-limit and quota refusals match the 401s, 429s and 409 the
+client saw; the
 pool gauges add both workers up; the API's own port does not serve the metrics."""
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def test_two_workers_count_every_request_once_by_operation(
         "DB_POOL_MIN_SIZE": "1",
         "RATE_LIMIT_PER_SECOND": "0.01",
         "RATE_LIMIT_BURST": str(BURST),
+        "MAX_TASKS_PER_USER": "3",
         "LOG_LEVEL": "WARNING",
     }
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -68,8 +70,9 @@ def test_two_workers_count_every_request_once_by_operation(
         before = scrape(metrics_url)
         for i in range(3):
             assert http.post("/api/tasks", json={"title": f"t{i}"}, headers=bearer).status_code == 201
-        for _ in range(2):
-            assert http.get("/api/tasks", headers=bearer).status_code == 200
+        over = http.post("/api/tasks", json={"title": "one too many"}, headers=bearer)
+        assert over.status_code == 409 and over.json()["error"]["code"] == "QUOTA_EXCEEDED"
+        assert http.get("/api/tasks", headers=bearer).status_code == 200
         # Refused tokens, from one address: within the per-address burst of either worker.
         assert http.get("/api/tasks").status_code == 401
         assert http.get("/api/tasks", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
@@ -96,7 +99,8 @@ def test_two_workers_count_every_request_once_by_operation(
                 - before.value(name, operation=operation, status_class=status_class))
 
     assert counted("createTask", "2xx") == 3
-    assert counted("listTasks", "2xx") == 2
+    assert counted("createTask", "4xx") == 1
+    assert counted("listTasks", "2xx") == 1
     assert counted("listTasks", "4xx") == 5
     assert counted("unmatched", "4xx") == 2
     assert counted("getTaskStats", "2xx") == statuses.count(200)
@@ -110,6 +114,7 @@ def test_two_workers_count_every_request_once_by_operation(
     assert after.value(refused, reason="bad_signature") == 2
     assert after.value(refused, reason="token_expired") == 1
     assert after.value("task_api_refusals_total", kind="per-user") == statuses.count(429)
+    assert after.value("task_api_refusals_total", kind="quota") == 1
     # Both workers' gauges add up (DB_POOL_MAX_SIZE each), nothing is in flight any more, and
     # every request took a pooled connection.
     assert after.value("task_api_http_requests_in_flight") == 0
