@@ -86,13 +86,13 @@ class ObserveMiddleware:
             )
             token = context.attach(trace.set_span_in_context(span))
         if metrics is not None:
-            metrics.in_flight.inc()
+            metrics.requests_in_flight += 1
         try:
             await self.app(scope, receive, watching_send)
         finally:
             operation = operation_of(scope, status)
             if metrics is not None:
-                metrics.in_flight.dec()
+                metrics.requests_in_flight -= 1
                 self._record(metrics, scope, operation, status, time.perf_counter() - started)
             if span is not None and token is not None:
                 self._finish(span, scope, operation, status, request_id)

@@ -78,12 +78,7 @@ class _PooledConnection:
         # With an idle connection in the pool, acquire() takes it without waiting: no timer
         # (asyncpg arms one for any timeout given). Otherwise the wait is bounded.
         if self.pool.get_idle_size():
-            if self.metrics is None:
-                self.connection = await self.pool.acquire(timeout=None)
-            else:
-                started = time.perf_counter()
-                self.connection = await self.pool.acquire(timeout=None)
-                self.metrics.pool_acquire.observe(time.perf_counter() - started)
+            self.connection = await self.pool.acquire(timeout=None)
             return self.connection
         if self.metrics is None:
             self.connection = await self.pool.acquire(timeout=self.timeout)
@@ -94,7 +89,7 @@ class _PooledConnection:
             self.connection = await self.pool.acquire(timeout=self.timeout)
         finally:
             self.metrics.pool_waiting.dec()
-            self.metrics.pool_acquire.observe(time.perf_counter() - started)
+            self.metrics.pool_wait.observe(time.perf_counter() - started)
         return self.connection
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -94,9 +94,11 @@ class Metrics:
             "task_api_db_pool_waiting", "Operations waiting for a pooled connection.",
             multiprocess_mode="livesum", registry=None,
         )
-        self.pool_acquire = Histogram(
-            "task_api_db_pool_acquire_seconds", "Time to get a connection from the pool.",
-            buckets=ACQUIRE_BUCKETS, registry=None,
+        # Only when no connection was idle (an idle one is taken at once, in microseconds):
+        # each observation is a write to a shared file, and on every request that showed.
+        self.pool_wait = Histogram(
+            "task_api_db_pool_wait_seconds", "Time to get a pooled connection when none was "
+            "idle (a new connection, or one given back).", buckets=ACQUIRE_BUCKETS, registry=None,
         )
         self.tokens_refused = Counter(
             "task_api_auth_tokens_refused", "Requests refused a 401, by reason (`missing`: no "
@@ -116,8 +118,11 @@ class Metrics:
             multiprocess_mode="livesum", registry=None,
         )
         # Gauges read from their source now and then (sample()), not kept up to date on every
-        # change: a pool's size changes on every request, a scrape comes every few seconds.
+        # change: a pool's size changes on every request, a scrape comes every few seconds, and
+        # each gauge change is a write to a shared file.
         self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
+        self.requests_in_flight = 0  # kept by impl/http/observe.py
+        self.sample_every_second(self.in_flight, lambda: self.requests_in_flight)
 
     def sample_every_second(self, gauge: Gauge, read: Callable[[], float]) -> None:
         self._sampled.append((gauge, read))

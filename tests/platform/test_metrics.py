@@ -115,11 +115,11 @@ def test_two_workers_count_every_request_once_by_operation(
     assert after.value(refused, reason="token_expired") == 1
     assert after.value("task_api_refusals_total", kind="per-user") == statuses.count(429)
     assert after.value("task_api_refusals_total", kind="quota") == 1
-    # Both workers' gauges add up (DB_POOL_MAX_SIZE each), nothing is in flight any more, and
-    # every request took a pooled connection.
+    # Both workers' gauges add up (DB_POOL_MAX_SIZE each), nothing is in flight any more.
     assert after.value("task_api_http_requests_in_flight") == 0
     assert 1 <= after.value("task_api_db_pool_connections") <= 2 * POOL_MAX
-    assert after.value("task_api_db_pool_acquire_seconds_count") >= 3 + 2
+    # DB_POOL_MIN_SIZE=1 of POOL_MAX: the first concurrent needs waited for a new connection.
+    assert after.has("task_api_db_pool_wait_seconds_count")
     assert after.value("task_api_open_streams") == 0
     # Each worker wrote its own file: the histogram's sum over workers is what was counted.
     assert after.has("task_api_http_request_duration_seconds_bucket")
