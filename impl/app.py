@@ -8,7 +8,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,13 +29,16 @@ from impl.http.contract import install_contract_routes
 from impl.http.errors import install_error_handlers
 from impl.http.guards import RequestGuardMiddleware
 from impl.http.middleware import LastResortMiddleware, RequestContextMiddleware
+from impl.http.observe import ObserveMiddleware
 from impl.http.rate_limit import RateLimiter
 from impl.mcp import install_mcp
 from impl.platform.database import Database
+from impl.platform.metrics import Metrics, forget_this_process
 from impl.platform.notifications import Notifications
 from impl.platform.periodic import running_every, running_paced
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import TokenVerifier
+from impl.platform.tracing import install_tracing
 from impl.tasks.changes import ChangeFeed
 from impl.tasks.cursor import CursorCodec
 from impl.tasks.live import LiveStreams, StreamSettings
@@ -108,7 +111,12 @@ def create_app(settings: Settings) -> FastAPI:
     database_url = settings.database_url
     if database_url is None:
         raise ValueError("create_app needs settings.database_url")
-    verifier = TokenVerifier(settings)
+    # Always there, so rare events (a JWKS fetch, later a reminder or a webhook) count without
+    # a check; the per-request ones (the middleware, the pool) only when they are exported.
+    metrics = Metrics()
+    exported = metrics if settings.metrics_port else None
+    verifier = TokenVerifier(settings, metrics)
+    tracing = install_tracing(settings.otel_exporter_otlp_endpoint)
 
     rate_limits = _rate_limits(settings)
 
@@ -117,7 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Opens what the requests use and hands it to them: Starlette gives every request a copy
         of the yielded state (`request.state`), from which each tag's `resources` dependency
         and the auth dependency take their part (impl/http/state.py)."""
-        database = Database(database_url, settings)
+        database = Database(database_url, settings, exported)
         await database.open()
         await verifier.start()
         notifications = Notifications(_listen_url(settings, database), "task_changes")
@@ -125,6 +133,15 @@ def create_app(settings: Settings) -> FastAPI:
         secret = _cursor_secret(settings)
         changes = ChangeFeed(database, settings.sync_retention_seconds)
         sync_tokens = SyncTokenCodec(secret)
+        live = LiveStreams(changes, sync_tokens, notifications, StreamSettings(
+            heartbeat_seconds=settings.sync_heartbeat_seconds,
+            poll_seconds=settings.sync_poll_seconds,
+            max_per_user=settings.sync_max_streams_per_user,
+        ))
+        metrics.sample_every_second(metrics.pool_size, lambda: database.pool_sizes()[0])
+        metrics.sample_every_second(metrics.pool_in_use, lambda: database.pool_sizes()[1])
+        metrics.sample_every_second(metrics.pool_max, lambda: settings.db_pool_max_size)
+        metrics.sample_every_second(metrics.open_streams, lambda: live.open_streams)
         state = {
             AUTHENTICATION: Authentication(verifier, rate_limits),
             impl.tasks.handlers.STATE_KEY: impl.tasks.handlers.Resources(
@@ -132,11 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
                 cursors=CursorCodec(secret),
                 changes=changes,
                 sync_tokens=sync_tokens,
-                live=LiveStreams(changes, sync_tokens, notifications, StreamSettings(
-                    heartbeat_seconds=settings.sync_heartbeat_seconds,
-                    poll_seconds=settings.sync_poll_seconds,
-                    max_per_user=settings.sync_max_streams_per_user,
-                )),
+                live=live,
             ),
             impl.system.handlers.STATE_KEY: impl.system.handlers.Resources(database=database),
         }
@@ -146,18 +159,32 @@ def create_app(settings: Settings) -> FastAPI:
         gc.collect()
         gc.freeze()
         purge_every = min(3600.0, max(settings.sync_retention_seconds / 4, 1.0))
+        async def count_fired(fired: list[dict[str, Any]]) -> None:
+            metrics.reminders_fired.inc(len(fired))
+            for reminder in fired:
+                lag = (reminder["fired_at"] - reminder["remind_at"]).total_seconds()
+                metrics.reminder_lag.observe(max(lag, 0.0))
+
         reminders = ReminderScheduler(
-            database, settings.reminder_poll_seconds, settings.reminder_batch_size
+            database, settings.reminder_poll_seconds, settings.reminder_batch_size,
+            on_fired=count_fired,
+        )
+        sampling: AbstractAsyncContextManager[None] = (
+            running_every(1.0, metrics.sample, "metrics sample") if exported else nullcontext()
         )
         try:
             async with (
                 running_every(purge_every, changes.purge_tombstones, "tombstone purge"),
                 running_paced(settings.reminder_poll_seconds, reminders.fire_due, "reminders"),
+                sampling,
             ):
                 yield state
         finally:
             await notifications.stop()
             await database.close()
+            if tracing is not None:
+                tracing.provider.shutdown()  # exports what is still buffered
+            forget_this_process()
 
     app = TaskApi(
         title="Task API",
@@ -196,4 +223,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
     # Added last, so it runs first: every response, even CORS and guard ones, gets an id.
     app.add_middleware(RequestContextMiddleware)
+    if exported is not None or tracing is not None:
+        # Outside everything: every answer counts, and the request's span is current while
+        # the request-context layer writes the access line.
+        app.add_middleware(ObserveMiddleware, metrics=exported,
+                           tracer=tracing.tracer if tracing is not None else None)
     return app

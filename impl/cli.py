@@ -9,6 +9,7 @@ import logging.config
 import os
 import signal
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from impl.platform.logs import logging_config
@@ -51,6 +52,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if taken:
         print(f"task-api serve: {taken}", file=sys.stderr)
         return 2
+    if settings.metrics_port is not None:
+        if (settings.metrics_host, settings.metrics_port) == (args.host, args.port):
+            print("task-api serve: METRICS_PORT is the API's port: give the metrics their own",
+                  file=sys.stderr)
+            return 2
+        taken = serving.port_taken(settings.metrics_host, settings.metrics_port)
+        if taken:
+            print(f"task-api serve: METRICS_PORT: {taken.replace('--port', 'METRICS_PORT')}",
+                  file=sys.stderr)
+            return 2
     embedded = settings.embedded
     url, handle = _prepare(settings)
     problem = settings.auth_problem()
@@ -93,17 +104,30 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=logging_config(settings.log_level, settings.log_format),
+        log_config=logging_config(settings.log_level, settings.log_format,
+                                  trace_ids=bool(settings.otel_exporter_otlp_endpoint)),
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
     )
     try:
-        serving.run(config, ready_grace=settings.shutdown_ready_grace_seconds)
+        with _metrics_endpoint(settings):
+            serving.run(config, ready_grace=settings.shutdown_ready_grace_seconds)
     finally:
         if handle is not None:
             handle.cleanup()
     return 0
+
+
+def _metrics_endpoint(settings: Settings) -> AbstractContextManager[None]:
+    """With METRICS_PORT: the Prometheus endpoint of this server (every worker's metrics added
+    up), on its own port, before any worker starts."""
+    if settings.metrics_port is None:
+        return nullcontext()
+    from impl.platform.metrics import serving_metrics
+
+    log.info("metrics: http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    return serving_metrics(settings.metrics_host, settings.metrics_port)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

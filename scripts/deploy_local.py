@@ -32,7 +32,8 @@ from impl.platform.settings import ConfigurationError, Settings, load_settings
 from scripts.local_stack.haproxy import CHECK_INTERVAL_MS, FALL, RISE
 from scripts.local_stack.stack import READY_GRACE_SECONDS, Stack, running_stack
 
-FIXED = {"DATABASE_URL", "DB_STATEMENT_CACHE", "SHUTDOWN_READY_GRACE_SECONDS"}
+# Set by the recipe for each replica (METRICS_PORT: a port of its own).
+FIXED = {"DATABASE_URL", "DB_STATEMENT_CACHE", "SHUTDOWN_READY_GRACE_SECONDS", "METRICS_PORT"}
 
 
 def replica_settings() -> dict[str, str]:
@@ -51,6 +52,8 @@ def describe(stack: Stack) -> str:
         ("  live streams: through HAProxy's `streams` backend; the replicas LISTEN at "
          "DATABASE_LISTEN_URL (PostgreSQL itself unless set)"),
         f"  logs: {stack.replicas[0].directory}",
+        ("  Prometheus metrics (loopback, one endpoint per replica): "
+         + ", ".join(f"{r.name} {r.metrics_url}" for r in stack.replicas)),
         f"  rolling restart: kill -HUP {os.getpid()}    stop: Ctrl-C",
     ]
     if stack.secret and load_settings().embedded:
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=settings.data_dir, port=args.port, env=replica_settings(),
         ready_grace=args.ready_grace, cwd=Path.cwd(), log_dir=log_dir,
         heartbeat_seconds=settings.sync_heartbeat_seconds,
-        request_timeout_seconds=settings.request_head_timeout_seconds,
+        request_timeout_seconds=settings.request_head_timeout_seconds, metrics=True,
     ) as stack:
         print(describe(stack), flush=True)
         while not stopping.is_set():

@@ -32,9 +32,10 @@ scripts/ensure_clients_env.sh >/dev/null
 step "headless Chromium for the browser tests (Debian package)"
 scripts/ensure_chromium.sh
 
-step "PgBouncer for the pooler tests and HAProxy for the deploy recipe's (Debian packages)"
+step "PgBouncer for the pooler tests, HAProxy for the deploy recipe's, Prometheus for the metrics' (Debian packages)"
 scripts/ensure_pgbouncer.sh
 scripts/ensure_debian_package.sh haproxy haproxy
+scripts/ensure_prometheus.sh
 
 step "ruff"
 "$UV" run --locked ruff check impl tests scripts bench

@@ -52,6 +52,7 @@ ALREADY_COUNTED = "task_api.rate_limit_already_counted"
 def _limit(request: Request, limiter: RateLimiter, key: str) -> None:
     decision = limiter.take(key)
     if not decision.allowed:
+        request.state.refused = limiter.name  # counted by impl/http/observe.py
         raise TooManyRequests(decision.retry_after, decision.headers)
     request.state.rate_limit = decision  # the request-context middleware sends its headers
 
@@ -61,7 +62,11 @@ async def authenticate(request: Request) -> Principal:
     limits = authentication.limits
     try:
         user_id, valid_until = await _verified_user(request, authentication.verifier)
-    except (Unauthorized, TokenRefused):
+    except (Unauthorized, TokenRefused) as refused:
+        # Why, for the metrics (impl/http/observe.py): the verifier's reason, or no token at all.
+        request.state.token_refused = (
+            refused.reason if isinstance(refused, TokenRefused) else "missing"
+        )
         if limits is not None:
             _limit(request, limits.per_address, request.client.host if request.client else "")
         raise

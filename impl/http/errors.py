@@ -221,6 +221,11 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 
 async def _on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
+    # The abuse controls' refusals, counted by impl/http/observe.py.
+    if isinstance(exc, QuotaExceeded):
+        request.state.refused = "quota"
+    elif isinstance(exc, TooManyOpen):
+        request.state.refused = "streams"
     return error_response(api_error(exc))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -12,6 +13,7 @@ import asyncpg
 import orjson
 
 from impl.platform.errors import DATABASE_DOWN, Unavailable
+from impl.platform.metrics import Metrics
 from impl.platform.settings import Settings
 
 log = logging.getLogger("task_api.db")
@@ -78,17 +80,29 @@ class _PooledConnection:
     """`async with` one connection of the pool (a class, not @asynccontextmanager: this runs on
     every request, and a generator-based context manager costs several times more)."""
 
-    __slots__ = ("connection", "pool", "timeout")
+    __slots__ = ("connection", "metrics", "pool", "timeout")
 
-    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout: float, metrics: Metrics | None) -> None:
         self.pool = pool
         self.timeout = timeout
+        self.metrics = metrics
 
     async def __aenter__(self) -> asyncpg.Connection:
         # With an idle connection in the pool, acquire() takes it without waiting: no timer
         # (asyncpg arms one for any timeout given). Otherwise the wait is bounded.
-        timeout = None if self.pool.get_idle_size() else self.timeout
-        self.connection = await self.pool.acquire(timeout=timeout)
+        if self.pool.get_idle_size():
+            self.connection = await self.pool.acquire(timeout=None)
+            return self.connection
+        if self.metrics is None:
+            self.connection = await self.pool.acquire(timeout=self.timeout)
+            return self.connection
+        started = time.perf_counter()
+        self.metrics.pool_waiting.inc()  # no idle connection: this one waits (or connects)
+        try:
+            self.connection = await self.pool.acquire(timeout=self.timeout)
+        finally:
+            self.metrics.pool_waiting.dec()
+            self.metrics.pool_wait.observe(time.perf_counter() - started)
         return self.connection
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -109,9 +123,10 @@ class Database:
     fast (connect and acquire timeouts) and the API answers 503; a background task keeps trying
     with backoff, says why in the log, and warms the pool up once the database answers."""
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: Settings, metrics: Metrics | None = None) -> None:
         self.options = connect_options(url, settings.db_statement_cache)
         self.settings = settings
+        self.metrics = metrics
         self._pool: asyncpg.Pool | None = None
         self._connector: asyncio.Task[None] | None = None
 
@@ -206,7 +221,17 @@ class Database:
         statement: with its statement cache off, asyncpg sends an unnamed Parse without a Sync,
         so the pooler keeps Parse, Bind and Execute on one server connection (the PgBouncer
         pass of the test suite runs everything that way)."""
-        return _PooledConnection(self.pool, self.settings.db_acquire_timeout_seconds)
+        return _PooledConnection(
+            self.pool, self.settings.db_acquire_timeout_seconds, self.metrics
+        )
+
+    def pool_sizes(self) -> tuple[int, int]:
+        """(connections open, connections lent out) now; (0, 0) while the pool is closed."""
+        pool = self._pool
+        if pool is None:
+            return 0, 0
+        size = pool.get_size()
+        return size, size - pool.get_idle_size()
 
     async def ping(self) -> None:
         async with self.connection() as connection:

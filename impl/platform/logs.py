@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from impl.platform.request_context import _request_id
 
@@ -30,7 +31,19 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+def _trace_id() -> str | None:
+    """The trace id of the span being served (32 hex digits, as tracing tools show it), or
+    None outside a traced request."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self, trace_ids: bool = False) -> None:
+        """trace_ids: add the trace id next to the request id (tracing is on)."""
+        super().__init__()
+        self.trace_ids = trace_ids
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
@@ -41,6 +54,10 @@ class JsonFormatter(logging.Formatter):
         request_id = _request_id.get()
         if request_id:
             entry["request_id"] = request_id
+        if self.trace_ids:
+            trace_id = _trace_id()
+            if trace_id:
+                entry["trace_id"] = trace_id
         entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -74,9 +91,10 @@ class TextFormatter(logging.Formatter):
     records say their logger; extra fields follow as key=value, the request id last. `color`
     adds ANSI colours (terminals only)."""
 
-    def __init__(self, color: bool = False) -> None:
+    def __init__(self, color: bool = False, trace_ids: bool = False) -> None:
         super().__init__()
         self.color = color
+        self.trace_ids = trace_ids
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
@@ -100,6 +118,9 @@ class TextFormatter(logging.Formatter):
         request_id = _request_id.get()
         if request_id:
             parts.append(f"request_id={request_id}")
+        trace_id = _trace_id() if self.trace_ids else None
+        if trace_id:
+            parts.append(f"trace_id={trace_id}")
         if self.color:
             level = f"{_COLOURS.get(record.levelname, '')}{level}{_RESET}"
             stamp = f"{_DIM}{stamp}{_RESET}"
@@ -123,14 +144,17 @@ def use_text(log_format: str, stream: Any = None) -> bool:
         return False
 
 
-def logging_config(level: str, log_format: str = "auto") -> dict[str, Any]:
+def logging_config(level: str, log_format: str = "auto",
+                   trace_ids: bool = False) -> dict[str, Any]:
     """A dictConfig for our loggers and uvicorn's, used by the CLI and every uvicorn worker. The
-    format is decided here, in the parent: workers inherit its stderr and this dict."""
+    format is decided here, in the parent: workers inherit its stderr and this dict.
+    `trace_ids`: each line of a traced request also carries its trace id (tracing is on)."""
     if use_text(log_format):
         colour = use_text("auto") and "NO_COLOR" not in os.environ  # https://no-color.org
-        formatter: dict[str, Any] = {"()": "impl.platform.logs.TextFormatter", "color": colour}
+        formatter: dict[str, Any] = {"()": "impl.platform.logs.TextFormatter", "color": colour,
+                                     "trace_ids": trace_ids}
     else:
-        formatter = {"()": "impl.platform.logs.JsonFormatter"}
+        formatter = {"()": "impl.platform.logs.JsonFormatter", "trace_ids": trace_ids}
     return {
         "version": 1,
         "disable_existing_loggers": False,

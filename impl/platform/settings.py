@@ -168,6 +168,19 @@ class Settings(BaseSettings):
         default=500, ge=1, le=10_000, description="a whole number from 1 to 10000"
     )
 
+    # Prometheus metrics (impl/platform/metrics.py): served by `task-api serve` on a port of their
+    # own, never on the API's (no bearer token reaches them, no rate limit applies). None: off.
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="a port number from 1 to 65535"
+    )
+    # Loopback by default: only what runs on the machine (a Prometheus agent, a sidecar) scrapes.
+    metrics_host: str = Field(default="127.0.0.1", description="an address to listen on")
+    # OpenTelemetry traces (impl/platform/tracing.py): set, every request is a span exported over
+    # OTLP/HTTP here; the SDK reads the other OTEL_* variables itself. Unset: nothing installed.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="an http(s):// URL of an OTLP/HTTP collector"
+    )
+
     @field_validator("database_url", "database_listen_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
@@ -177,7 +190,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"got {scheme or 'no scheme'}://" if scheme else "no scheme")
         return value
 
-    @field_validator("better_auth_url", "jwt_jwks_url")
+    @field_validator("better_auth_url", "jwt_jwks_url", "otel_exporter_otlp_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None:
@@ -337,6 +350,7 @@ def _describe(exc: ValidationError) -> str:
 # The first word of every setting's name, or the first two where the first says little
 # (MAX_BODY_BYTES and MAX_TASKS_PER_USER are not the only MAX_ variables around).
 _GENERIC_WORDS = frozenset({"MAX"})
+_OTEL = "OTEL_"
 
 
 def _prefix(name: str) -> str:
@@ -362,6 +376,8 @@ def misspelled_variables() -> list[str]:
     lines = []
     for key in sorted(os.environ):
         name = key.upper()
+        if name.startswith(_OTEL) and name not in known:
+            continue  # OpenTelemetry's own variables: its SDK reads them (impl/platform/tracing.py)
         if name not in known and _prefix(name) in prefixes and os.environ[key]:
             lines.append(f"{key} is not a setting and is ignored: {_did_you_mean(name)}")
     return lines

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from opentelemetry import propagate
 
 from impl.platform import user_ids
 from impl.platform.errors import Unauthenticated, Unavailable
+from impl.platform.metrics import Metrics
 from impl.platform.settings import Settings
 
 log = logging.getLogger("task_api.auth")
@@ -176,7 +178,8 @@ class _Key:
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.secret = settings.better_auth_secret
         self.jwks_url = settings.jwks_url
         self.issuer = settings.issuer
@@ -312,7 +315,11 @@ class TokenVerifier:
             document = await asyncio.to_thread(self._fetch_jwks)
         except Exception as exc:  # noqa: BLE001 - tokens are then refused or answered 503
             log.warning("could not fetch JWKS from %s: %s", self.jwks_url, exc)
+            if self.metrics is not None:
+                self.metrics.jwks_fetches.labels("failed").inc()
             return
+        if self.metrics is not None:
+            self.metrics.jwks_fetches.labels("fetched").inc()
         keys: dict[str, _Key] = {}
         for data in document.get("keys", []):
             kid = data.get("kid") if isinstance(data, dict) else None
@@ -331,7 +338,12 @@ class TokenVerifier:
 
     def _fetch_jwks(self) -> dict[str, Any]:
         assert self.jwks_url
-        request = urllib.request.Request(self.jwks_url, headers={"Accept": "application/json"})
+        headers = {"Accept": "application/json"}
+        # The trace of the request that needed the keys goes on to the auth server (W3C
+        # traceparent; nothing is added while tracing is off). asyncio.to_thread carried the
+        # request's context into this thread.
+        propagate.inject(headers)
+        request = urllib.request.Request(self.jwks_url, headers=headers)
         with urllib.request.urlopen(request, timeout=JWKS_TIMEOUT_SECONDS) as response:
             document = json.loads(response.read(1_000_000))
         if not isinstance(document, dict):

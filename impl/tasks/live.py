@@ -75,6 +75,10 @@ class LiveStreams:
         self.settings = settings
         self.open_per_user: Counter[str] = Counter()
 
+    @property
+    def open_streams(self) -> int:
+        return sum(self.open_per_user.values())
+
     async def open(
         self,
         *,

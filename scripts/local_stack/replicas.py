@@ -21,13 +21,17 @@ PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR")
 
 class Replica:
     def __init__(self, name: str, env: dict[str, str], directory: Path,
-                 cwd: Path | None = None, workers: int = 1) -> None:
+                 cwd: Path | None = None, workers: int = 1, metrics: bool = False) -> None:
         """`env`: its settings (on top of PATH, HOME, LANG, TMPDIR); `directory`: where its log
-        goes; `cwd`: where it runs (a `.env` there is read), `directory` by default."""
+        goes; `cwd`: where it runs (a `.env` there is read), `directory` by default.
+        `metrics`: its Prometheus metrics on a loopback port of its own (METRICS_PORT)."""
         self.name = name
         self.workers = workers
         self.port = free_port()
         self.env = {**{k: v for k, v in os.environ.items() if k in PASSED_THROUGH}, **env}
+        self.metrics_port = free_port() if metrics else None
+        if self.metrics_port is not None:
+            self.env["METRICS_PORT"] = str(self.metrics_port)
         self.directory = directory
         self.cwd = cwd or directory
         self.log_path = directory / f"{name}.log"
@@ -37,6 +41,10 @@ class Replica:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.metrics_port is None else f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -97,6 +97,7 @@ def running_stack(
     log_dir: Path | None = None,
     heartbeat_seconds: float | None = None,
     request_timeout_seconds: float | None = None,
+    metrics: bool = False,
 ) -> Iterator[Stack]:
     """The stack, ready (every replica UP in HAProxy); stopped in reverse order on exit.
     `env`: more settings for the replicas (RATE_LIMIT_PER_SECOND, LOG_LEVEL...; a
@@ -107,7 +108,8 @@ def running_stack(
     are files, so `auto` writes JSON lines). `heartbeat_seconds`: their SYNC_HEARTBEAT_SECONDS
     when `.env` sets it (HAProxy's stream timeout follows it), else from `env` or the default;
     `request_timeout_seconds` likewise their REQUEST_HEAD_TIMEOUT_SECONDS (HAProxy's
-    `timeout http-request` follows it)."""
+    `timeout http-request` follows it). `metrics`: each replica exports its Prometheus metrics
+    on a loopback port of its own."""
     with ExitStack() as stack:
         direct_url, secret = _prepare_database(database_url, data_dir, secret, stack)
         bouncer = stack.enter_context(running_pgbouncer(direct_url))
@@ -126,7 +128,8 @@ def running_stack(
         }
         if secret:
             replica_env["BETTER_AUTH_SECRET"] = secret
-        members = [Replica(f"r{i}", replica_env, directory, cwd) for i in range(replicas)]
+        members = [Replica(f"r{i}", replica_env, directory, cwd, metrics=metrics)
+                   for i in range(replicas)]
         for member in members:
             stack.callback(member.close)
             member.start()

@@ -122,6 +122,9 @@ WRITTEN = {
     "REQUEST_HEAD_TIMEOUT_SECONDS": "2.5",
     "REQUEST_BODY_TIMEOUT_SECONDS": "12",
     "MAX_CONNECTIONS": "500",
+    "METRICS_PORT": "9464",
+    "METRICS_HOST": "0.0.0.0",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example.com:4318",
 }
 READ = {
     "DATABASE_URL": "postgresql://app:***@db.example.com:5433/app?sslmode=require",
@@ -159,6 +162,9 @@ READ = {
     "REQUEST_HEAD_TIMEOUT_SECONDS": 2.5,
     "REQUEST_BODY_TIMEOUT_SECONDS": 12,
     "MAX_CONNECTIONS": 500,
+    "METRICS_PORT": 9464,
+    "METRICS_HOST": "0.0.0.0",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example.com:4318",
 }
 # README's defaults, as the commands read them with nothing set.
 DEFAULTS = {
@@ -175,6 +181,7 @@ DEFAULTS = {
     "REMINDER_POLL_SECONDS": 1, "REMINDER_BATCH_SIZE": 500,
     "REQUEST_HEAD_TIMEOUT_SECONDS": 10, "REQUEST_BODY_TIMEOUT_SECONDS": 30,
     "MAX_CONNECTIONS": 10_000,
+    "METRICS_PORT": None, "METRICS_HOST": "127.0.0.1", "OTEL_EXPORTER_OTLP_ENDPOINT": None,
 }
 
 
@@ -269,6 +276,9 @@ BAD = [
     ("REQUEST_HEAD_TIMEOUT_SECONDS", "0", "above 0, at most 300"),
     ("REQUEST_BODY_TIMEOUT_SECONDS", "601", "above 0, at most 600"),
     ("MAX_CONNECTIONS", "15", "from 16 to 1000000"),
+    ("METRICS_PORT", "0", "from 1 to 65535"),
+    ("METRICS_PORT", "http", "from 1 to 65535"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "http(s)://"),
 ]
 VALID = {"DATABASE_URL": "postgresql://app@127.0.0.1:1/none", "BETTER_AUTH_SECRET": SECRET}
 
@@ -290,7 +300,8 @@ def assert_refused(result: subprocess.CompletedProcess[str], name: str, expects:
 
 def test_a_bad_value_of_any_variable_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert {name for name, _, _ in BAD} | {"DATA_DIR", "BETTER_AUTH_SECRET", "JWT_ISSUER",
-                                          "JWT_AUDIENCE", "CURSOR_SECRET"} == set(DEFAULTS)
+                                          "JWT_AUDIENCE", "CURSOR_SECRET",
+                                          "METRICS_HOST"} == set(DEFAULTS)
 
     def attempt(case: tuple[int, str, str, str, bool]) -> None:
         number, name, value, expects, dotenv = case
@@ -368,10 +379,11 @@ def test_a_misspelled_variable_in_the_environment_is_a_warning_naming_the_closes
 ) -> None:
     """The environment is shared with every other program: a variable that starts like one of
     ours but is none is ignored with a warning line naming the closest setting; others (even
-    MAX_JOBS, or JWT-less names of other tools) pass without a word."""
+    MAX_JOBS, or JWT-less names of other tools, or OpenTelemetry's own OTEL_* variables, which
+    its SDK reads) pass without a word."""
     env = bare_env(**VALID, CORS_ORIGIN="http://localhost:3000", DB_POOL_MAX="3",
                    MAX_BODY_SIZE="4096", LOG_LEVL="DEBUG", MAX_JOBS="4", PGHOST="/tmp",
-                   NODE_ENV="test")
+                   NODE_ENV="test", OTEL_SERVICE_NAME="tasks", OTEL_TRACES_SAMPLER="always_on")
     result = task_api("config", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     messages = [json.loads(line)["message"] for line in result.stderr.splitlines()]

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute
 from impl.app import create_app
 from impl.platform.database import connect_options, set_codecs
 from impl.platform.settings import Settings
-from scripts.local_stack.processes import free_port, stop  # noqa: F401 - the tests' names
+from scripts.local_stack.processes import free_port, stop  # also the tests' names
 
 SECRET = "test-secret-" + "x" * 40
 ALPHANUMERIC = string.ascii_letters + string.digits
@@ -204,3 +204,28 @@ async def direct_connection(database_url: str) -> AsyncIterator[asyncpg.Connecti
         yield connection
     finally:
         await connection.close()
+
+
+@contextmanager
+def task_api_serve(env: dict[str, str], log_path: Path, workers: int = 1
+                   ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`task-api serve` as users start it, on a free loopback port, with `env` (plus PATH and
+    HOME) as its whole environment and its output in log_path; ready when this yields its base
+    URL and process; SIGTERM (then SIGKILL) when the block ends."""
+    import os
+
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    environment.update(env)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [TASK_API, "serve", "--port", str(port), "--workers", str(workers)],
+            env=environment, cwd=log_path.parent, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, base_url, log_path)
+        yield base_url, process
+    finally:
+        stop(process, 30)
