@@ -211,9 +211,14 @@ TOOLS: tuple[ToolOperation, ...] = (
                             'recurrence': {
                                 'type': ['string', 'null'],
                                 'maxLength': 500,
+                                'pattern': '^[A-Z0-9=;,+-]*$',
                                 'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
                             },
-                            'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                            'time_zone': {
+                                'type': ['string', 'null'],
+                                'maxLength': 64,
+                                'pattern': '^[A-Za-z0-9_+/-]+$',
+                            },
                             'reminders': {
                                 'type': 'array',
                                 'maxItems': 5,
@@ -412,6 +417,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'type': ['string', 'null'],
                     'minLength': 1,
                     'maxLength': 64,
+                    'pattern': '^[A-Za-z0-9_+/-]+$',
                     'description': 'An IANA time zone name (case matters); the zone a recurrence keeps its time in.',
                     'examples': ['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
                     'default': None,
@@ -527,9 +533,14 @@ TOOLS: tuple[ToolOperation, ...] = (
                 'recurrence': {
                     'type': ['string', 'null'],
                     'maxLength': 500,
+                    'pattern': '^[A-Z0-9=;,+-]*$',
                     'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
                 },
-                'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                'time_zone': {
+                    'type': ['string', 'null'],
+                    'maxLength': 64,
+                    'pattern': '^[A-Za-z0-9_+/-]+$',
+                },
                 'reminders': {
                     'type': 'array',
                     'maxItems': 5,
@@ -784,9 +795,14 @@ TOOLS: tuple[ToolOperation, ...] = (
                                     'recurrence': {
                                         'type': ['string', 'null'],
                                         'maxLength': 500,
+                                        'pattern': '^[A-Z0-9=;,+-]*$',
                                         'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
                                     },
-                                    'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                                    'time_zone': {
+                                        'type': ['string', 'null'],
+                                        'maxLength': 64,
+                                        'pattern': '^[A-Za-z0-9_+/-]+$',
+                                    },
                                     'reminders': {
                                         'type': 'array',
                                         'maxItems': 5,
@@ -1018,9 +1034,14 @@ TOOLS: tuple[ToolOperation, ...] = (
                 'recurrence': {
                     'type': ['string', 'null'],
                     'maxLength': 500,
+                    'pattern': '^[A-Z0-9=;,+-]*$',
                     'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
                 },
-                'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                'time_zone': {
+                    'type': ['string', 'null'],
+                    'maxLength': 64,
+                    'pattern': '^[A-Za-z0-9_+/-]+$',
+                },
                 'reminders': {
                     'type': 'array',
                     'maxItems': 5,
@@ -1184,6 +1205,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'type': ['string', 'null'],
                     'minLength': 1,
                     'maxLength': 64,
+                    'pattern': '^[A-Za-z0-9_+/-]+$',
                     'description': 'An IANA time zone name (case matters); the zone a recurrence keeps its time in.',
                     'examples': ['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
                     'default': None,
@@ -1299,9 +1321,14 @@ TOOLS: tuple[ToolOperation, ...] = (
                 'recurrence': {
                     'type': ['string', 'null'],
                     'maxLength': 500,
+                    'pattern': '^[A-Z0-9=;,+-]*$',
                     'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
                 },
-                'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                'time_zone': {
+                    'type': ['string', 'null'],
+                    'maxLength': 64,
+                    'pattern': '^[A-Za-z0-9_+/-]+$',
+                },
                 'reminders': {
                     'type': 'array',
                     'maxItems': 5,
@@ -1460,6 +1487,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'type': ['string', 'null'],
                     'minLength': 1,
                     'maxLength': 64,
+                    'pattern': '^[A-Za-z0-9_+/-]+$',
                     'description': 'An IANA time zone name (case matters); the zone a recurrence keeps its time in.',
                     'examples': ['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
                 },
@@ -1573,9 +1601,14 @@ TOOLS: tuple[ToolOperation, ...] = (
                 'recurrence': {
                     'type': ['string', 'null'],
                     'maxLength': 500,
+                    'pattern': '^[A-Z0-9=;,+-]*$',
                     'description': 'The RRULE (see TaskWrite), upper case, without a prefix.',
                 },
-                'time_zone': {'type': ['string', 'null'], 'maxLength': 64},
+                'time_zone': {
+                    'type': ['string', 'null'],
+                    'maxLength': 64,
+                    'pattern': '^[A-Za-z0-9_+/-]+$',
+                },
                 'reminders': {
                     'type': 'array',
                     'maxItems': 5,

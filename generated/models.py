@@ -320,10 +320,12 @@ class Task(BaseModel):
     recurrence: Annotated[
         Optional[str],
         Field(
-            description='The RRULE (see TaskWrite), upper case, without a prefix.', max_length=500
+            description='The RRULE (see TaskWrite), upper case, without a prefix.',
+            max_length=500,
+            pattern='^[A-Z0-9=;,+-]*$',
         ),
     ]
-    time_zone: Annotated[Optional[str], Field(max_length=64)]
+    time_zone: Annotated[Optional[str], Field(max_length=64, pattern='^[A-Za-z0-9_+/-]+$')]
     reminders: Annotated[List[TaskReminder], Field(max_length=5)]
     series_id: Annotated[
         Optional[UUID],
@@ -432,6 +434,7 @@ class TaskPatch(BaseModel):
             examples=['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
             max_length=64,
             min_length=1,
+            pattern='^[A-Za-z0-9_+/-]+$',
         ),
     ] = None
     reminders: Annotated[
@@ -500,6 +503,7 @@ class TaskWrite(BaseModel):
             examples=['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe'],
             max_length=64,
             min_length=1,
+            pattern='^[A-Za-z0-9_+/-]+$',
         ),
     ] = None
     reminders: Annotated[

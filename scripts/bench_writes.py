@@ -11,6 +11,11 @@ statements it ran, autocommit, like the API: on a machine shared with other work
 less than wall time. Each round measures every step once, in order; the median is printed.
 Also the time `task-api migrate` takes from 0003 to head on that data.
 
+Migration 0008 (recurrence and reminders) is added whole, measured with the store's statements
+since (its insert, and the PATCH of `completed` claiming a recurring task's next occurrence), and
+again on the same database with a relative reminder on every task (the trigger schedules it on
+insert, cancels it on completion and delete).
+
 Migration 0007 (change tracking) is added part by part too (the column and its index, the
 tombstones, then the NOTIFY and the stamp check with UPDATEs that stamp change_xid, as the
 store's do), and next to it two variants, each in a copy of the 0006 database: the first
@@ -33,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,8 +51,17 @@ sys.path.insert(0, str(REPO))
 from alembic import command
 
 from bench.data import copy_tasks, task_rows
+from impl.platform.database import set_codecs
 from impl.platform.migrate import alembic_config, upgrade
 from impl.tasks.store import INSERT_SQL, insert_args
+
+# The store's insert before migration 0008 (frozen here, as a migration is): its columns then.
+INSERT_0007 = (
+    "INSERT INTO tasks (id, user_id, title, description, completed, priority, due_date, tags, "
+    "completed_at) VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::boolean, "
+    "$6::task_priority, $7::text::timestamptz, $8::text[], CASE WHEN $5 THEN now() END) "
+    "RETURNING id"
+)
 
 TICK = os.sysconf("SC_CLK_TCK")
 UPDATE_SQL = (
@@ -66,10 +80,13 @@ CHANNEL = "task_changes"  # migration 0007's
 class Writes:
     """The four statements a step is measured with (the store's, or a variant's)."""
 
-    insert: str = INSERT_SQL
+    insert: str = INSERT_0007
     update: str = UPDATE_SQL
     retitle: str = RETITLE_SQL
     delete: str = DELETE_SQL
+    # Migration 0008's columns are there: the store's insert, and reminders on each task or not.
+    recurrence_columns: bool = False
+    reminders: tuple[dict[str, int], ...] = ()
 
 
 _STAMP = ", change_xid = pg_current_xact_id() WHERE"
@@ -79,7 +96,7 @@ STAMPED = Writes(update=UPDATE_SQL.replace(" WHERE", _STAMP, 1),
                  retitle=RETITLE_SQL.replace(" WHERE", _STAMP, 1))
 # ... and also NOTIFY, and the DELETE writes its tombstone (a CTE: still one statement).
 IN_STATEMENTS = Writes(
-    insert=f"WITH w AS ({INSERT_SQL}) SELECT w.*, pg_notify('{CHANNEL}', w.user_id) FROM w",
+    insert=f"WITH w AS ({INSERT_0007}) SELECT w.*, pg_notify('{CHANNEL}', w.user_id) FROM w",
     update=f"WITH w AS ({STAMPED.update} RETURNING user_id) {_NOTIFY}",
     retitle=f"WITH w AS ({STAMPED.retitle} RETURNING user_id) {_NOTIFY}",
     delete=(f"WITH w AS ({DELETE_SQL} RETURNING user_id, id), t AS (INSERT INTO task_tombstones "
@@ -137,6 +154,7 @@ def steps() -> dict[str, list[str]]:
             {name: columns for name, (_, columns) in filtered.INDEXES.items()}
         ),
         **changes_steps(),
+        **recurrence_steps(),
     }
 
 
@@ -187,6 +205,24 @@ STAMP_TRIGGER = [
 # The label of the step that completes 0007: from it on the UPDATEs must stamp (its trigger
 # refuses those that do not), as the store's do.
 MIGRATED_0007 = "(= 0007)"
+MIGRATED_0008 = "(= 0008)"
+# A PATCH of `completed` as the store sends it since 0008: it also claims the next occurrence's
+# id of a recurring task (here none is recurring, as most are not).
+CLAIMING_UPDATE = UPDATE_SQL.replace(
+    " WHERE", ", next_occurrence_id = CASE WHEN NOT completed AND next_occurrence_id IS NULL "
+    "AND recurrence IS NOT NULL THEN gen_random_uuid() ELSE next_occurrence_id END" + _STAMP, 1)
+AS_0008 = Writes(insert=INSERT_SQL, update=CLAIMING_UPDATE, retitle=STAMPED.retitle,
+                 recurrence_columns=True)
+WITH_REMINDER = "with a reminder 30 min before on each task"
+
+
+def recurrence_steps() -> dict[str, list[str]]:
+    """Migration 0008 whole (its columns and checks, task_reminders, the reminder triggers)."""
+    executed: list[str] = []
+    module = _migration("0008_recurrence_reminders")
+    module.op = _Recorder(executed)
+    module.upgrade()
+    return {f"+ recurrence, time zone, reminders {MIGRATED_0008}": executed}
 
 
 def changes_steps() -> dict[str, list[str]]:
@@ -231,6 +267,7 @@ Figures = tuple[float, float, float, float]
 
 async def _measure(url: str, statements: int, writes: Writes) -> Figures:
     connection = await asyncpg.connect(url)
+    await set_codecs(connection)  # jsonb (reminders) as the API sends it
     listener = await asyncpg.connect(url)  # as the API's: NOTIFYs are delivered and read
     await listener.add_listener(CHANNEL, _ignore)
     try:
@@ -247,7 +284,10 @@ async def _measure(url: str, statements: int, writes: Writes) -> Figures:
                 "due_date": dt.datetime.fromisoformat("2030-06-01T09:30:00+02:00"),
                 "tags": ["work", "urgent"],
             }
-            await connection.execute(writes.insert, *insert_args(task_id, user, fields))
+            args = insert_args(task_id, user, {**fields, "recurrence": None, "time_zone": None,
+                                               "reminders": list(writes.reminders)})
+            await connection.execute(
+                writes.insert, *(args if writes.recurrence_columns else args[:8]))
         inserted = _cpu(pid)
         for task_id in ids:
             await connection.execute(writes.update, task_id, user, True)
@@ -259,8 +299,9 @@ async def _measure(url: str, statements: int, writes: Writes) -> Figures:
         for task_id in ids:
             await connection.execute(writes.delete, task_id, user)
         deleted = _cpu(pid)
-        if await connection.fetchval("SELECT to_regclass('task_tombstones') IS NOT NULL"):
-            await connection.execute("DELETE FROM task_tombstones WHERE user_id = $1", user)
+        for table in ("task_tombstones", "task_reminders"):
+            if await connection.fetchval(f"SELECT to_regclass('{table}') IS NOT NULL"):
+                await connection.execute(f"DELETE FROM {table} WHERE user_id = $1", user)
         await connection.execute("VACUUM ANALYZE")
         return ((inserted - start) / statements * 1e6, (updated - inserted) / statements * 1e6,
                 (retitled - updated) / statements * 1e6, (deleted - retitled) / statements * 1e6)
@@ -308,11 +349,15 @@ async def _build(admin_url: str, base: str) -> list[tuple[str, str, Writes]]:
 
         for number, (label, statements) in enumerate(steps().items()):
             name = f"step{number}"
-            writes = STAMPED if MIGRATED_0007 in label else Writes()
+            writes = (STAMPED if MIGRATED_0007 in label else
+                      AS_0008 if MIGRATED_0008 in label else Writes())
             databases.append((label, await make(name, previous, statements), writes))
             previous = name
             if "(= 0006)" in label:
                 head_0006 = name
+            if MIGRATED_0008 in label:  # the same database, each task with a reminder
+                databases.append((f"0008 {WITH_REMINDER}", _database(admin_url, name),
+                                  replace(AS_0008, reminders=({"minutes_before": 30},))))
         for number, (label, (statements, writes)) in enumerate(variants().items()):
             databases.append((label, await make(f"variant{number}", head_0006, statements),
                               writes))
