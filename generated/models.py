@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, Dict, List, Optional
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic import AnyUrl, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 
 class Priority(Enum):
@@ -279,6 +279,159 @@ class SyncMeta(Meta):
     ]
 
 
+class WebhookEventType(Enum):
+    TASK_CREATED = 'task.created'
+    TASK_UPDATED = 'task.updated'
+    TASK_COMPLETED = 'task.completed'
+    TASK_DELETED = 'task.deleted'
+    REMINDER_DUE = 'reminder.due'
+
+
+class WebhookEventTypes(RootModel[List[WebhookEventType]]):
+    root: Annotated[
+        List[WebhookEventType],
+        Field(
+            description='The event types sent to the endpoint; duplicates are merged, keeping the first occurrence.',
+            max_length=5,
+            min_length=1,
+        ),
+    ]
+
+
+class WebhookDescription(RootModel[Optional[str]]):
+    root: Annotated[
+        Optional[str],
+        Field(
+            description='A note for the user; no NUL characters.',
+            max_length=255,
+            pattern='^[^\\u0000]*$',
+        ),
+    ]
+
+
+class WebhookUrl(RootModel[AnyUrl]):
+    root: Annotated[
+        AnyUrl,
+        Field(
+            description='Where the events are POSTed: an absolute `https` URL (`http` only when the server allows\nit for development, `WEBHOOK_ALLOW_HTTP`) without user name or password, whose host is a\npublic name or address: loopback, private, link-local, multicast, unspecified and\ncloud-metadata addresses are refused. Redirects are not followed.\n'
+        ),
+    ]
+
+
+class WebhookSubscription(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: UUID
+    url: WebhookUrl
+    event_types: WebhookEventTypes
+    description: Optional[WebhookDescription]
+    enabled: bool
+    disabled_reason: Annotated[
+        Optional[str],
+        Field(
+            description='Why the server disabled the subscription (the endpoint answered 410 Gone); null otherwise.',
+            max_length=255,
+        ),
+    ]
+    rotation_ends_at: Annotated[
+        Optional[AwareDatetime],
+        Field(
+            description='Until then the previous secret signs too (a second signature); null when no rotation is under way.'
+        ),
+    ]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class WebhookSubscriptionWithSecret(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: UUID
+    url: WebhookUrl
+    event_types: WebhookEventTypes
+    description: Optional[WebhookDescription]
+    enabled: bool
+    disabled_reason: Annotated[
+        Optional[str],
+        Field(
+            description='Why the server disabled the subscription (the endpoint answered 410 Gone); null otherwise.',
+            max_length=255,
+        ),
+    ]
+    rotation_ends_at: Annotated[
+        Optional[AwareDatetime],
+        Field(
+            description='Until then the previous secret signs too (a second signature); null when no rotation is under way.'
+        ),
+    ]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    secret: Annotated[
+        str,
+        Field(
+            description='The Standard Webhooks signing secret, `whsec_` and base64 of 24 random bytes.',
+            pattern='^whsec_[A-Za-z0-9+/]{32}$',
+        ),
+    ]
+
+
+class WebhookDeliveryState(Enum):
+    pending = 'pending'
+    succeeded = 'succeeded'
+    failed = 'failed'
+
+
+class WebhookEvent(BaseModel):
+    type: WebhookEventType
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When the event happened (the change's transaction).")
+    ]
+    data: Annotated[
+        Dict[str, Any],
+        Field(
+            description='The task as the API returns it (`task.*`; `{id, deleted_at}` for `task.deleted`), or the reminder (`reminder.due`).'
+        ),
+    ]
+
+
+class WebhookDelivery(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: Annotated[UUID, Field(description='The `webhook-id` header of every attempt.')]
+    event_type: WebhookEventType
+    state: WebhookDeliveryState
+    attempts: Annotated[int, Field(ge=0, le=2147483647)]
+    created_at: AwareDatetime
+    last_attempt_at: Optional[AwareDatetime]
+    last_status_code: Annotated[
+        Optional[int], Field(description='Null when no answer came (refused', ge=100, le=599)
+    ]
+    last_latency_ms: Annotated[Optional[float], Field(ge=0.0)]
+    last_error: Annotated[
+        Optional[str],
+        Field(
+            description='Why the last attempt failed, e.g. `timed out after 10 s`, `refused: 10.0.0.7 is a private address`.',
+            max_length=255,
+        ),
+    ]
+    last_response_excerpt: Annotated[
+        Optional[str],
+        Field(
+            description="The first 256 characters of the last answer's body; no more is kept.",
+            max_length=256,
+        ),
+    ]
+    next_attempt_at: Annotated[
+        Optional[AwareDatetime],
+        Field(description='When the next attempt is due; null once the delivery is finished.'),
+    ]
+    delivered_at: Optional[AwareDatetime]
+    payload: WebhookEvent
+
+
 class ProbeStatus(Enum):
     ok = 'ok'
 
@@ -320,6 +473,31 @@ class TaskStatsEnvelope(BaseModel):
 class TaskChangesEnvelope(BaseModel):
     data: TaskChanges
     meta: SyncMeta
+
+
+class WebhookEnvelope(BaseModel):
+    data: WebhookSubscription
+    meta: Meta
+
+
+class WebhookSecretEnvelope(BaseModel):
+    data: WebhookSubscriptionWithSecret
+    meta: Meta
+
+
+class WebhookListEnvelope(BaseModel):
+    data: Annotated[List[WebhookSubscription], Field(max_length=10000)]
+    meta: Meta
+
+
+class WebhookDeliveryEnvelope(BaseModel):
+    data: WebhookDelivery
+    meta: Meta
+
+
+class WebhookDeliveryListEnvelope(BaseModel):
+    data: Annotated[List[WebhookDelivery], Field(max_length=100)]
+    meta: Meta
 
 
 class ErrorDetail(BaseModel):
@@ -379,3 +557,23 @@ class ApiError(BaseModel):
 class ErrorEnvelope(BaseModel):
     error: ApiError
     meta: Meta
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    url: WebhookUrl
+    event_types: WebhookEventTypes
+    description: Optional[WebhookDescription] = None
+    enabled: bool = True
+
+
+class WebhookPatch(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    url: Optional[WebhookUrl] = None
+    event_types: Optional[WebhookEventTypes] = None
+    description: Optional[WebhookDescription] = None
+    enabled: Optional[bool] = None
