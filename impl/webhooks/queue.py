@@ -57,10 +57,11 @@ RETURNING d.id, d.attempts, d.payload::text AS body, d.retry_since, d.created_at
 # $5 status code, $6 latency, $7 error, $8 excerpt.
 FINISH_SQL = """
 UPDATE webhook_deliveries SET
-    state = $3, claimed_until = NULL,
-    next_attempt_at = now() + make_interval(secs => $4),
-    delivered_at = CASE WHEN $3 = 'succeeded' THEN now() END,
-    last_status_code = $5, last_latency_ms = $6, last_error = $7, last_response_excerpt = $8
+    state = $3::text, claimed_until = NULL,
+    next_attempt_at = now() + make_interval(secs => $4::float8),
+    delivered_at = CASE WHEN $3::text = 'succeeded' THEN now() END,
+    last_status_code = $5::int, last_latency_ms = $6::float8, last_error = $7::text,
+    last_response_excerpt = $8::text
 WHERE id = $1 AND attempts = $2
 RETURNING subscription_id
 """

@@ -42,6 +42,7 @@ def always_ok(_received: Received, _earlier: int) -> tuple[int, float, bytes]:
 class Receiver:
     url: str
     answer: Answer = always_ok
+    headers: dict[str, str] = field(default_factory=dict)  # on every answer (a Location...)
     received: list[Received] = field(default_factory=list)
     # The most requests of one webhook-id in progress at once, and of all together.
     most_at_once_per_id: int = 0
@@ -76,7 +77,7 @@ class Receiver:
         finally:
             with self._lock:
                 self._in_progress[received.webhook_id] -= 1
-        await Response(body, status)(scope, receive, send)
+        await Response(body, status, self.headers)(scope, receive, send)
 
 
 @contextmanager
