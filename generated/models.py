@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Dict, List, Optional
+from typing import Annotated, List, Optional
 from uuid import UUID
 
 from pydantic import AnyUrl, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
@@ -383,53 +383,8 @@ class WebhookDeliveryState(Enum):
     failed = 'failed'
 
 
-class WebhookEvent(BaseModel):
-    type: WebhookEventType
-    timestamp: Annotated[
-        AwareDatetime, Field(description="When the event happened (the change's transaction).")
-    ]
-    data: Annotated[
-        Dict[str, Any],
-        Field(
-            description='The task as the API returns it (`task.*`; `{id, deleted_at}` for `task.deleted`), or the reminder (`reminder.due`).'
-        ),
-    ]
-
-
-class WebhookDelivery(BaseModel):
-    model_config = ConfigDict(
-        extra='forbid',
-    )
-    id: Annotated[UUID, Field(description='The `webhook-id` header of every attempt.')]
-    event_type: WebhookEventType
-    state: WebhookDeliveryState
-    attempts: Annotated[int, Field(ge=0, le=2147483647)]
-    created_at: AwareDatetime
-    last_attempt_at: Optional[AwareDatetime]
-    last_status_code: Annotated[
-        Optional[int], Field(description='Null when no answer came (refused', ge=100, le=599)
-    ]
-    last_latency_ms: Annotated[Optional[float], Field(ge=0.0)]
-    last_error: Annotated[
-        Optional[str],
-        Field(
-            description='Why the last attempt failed, e.g. `timed out after 10 s`, `refused: 10.0.0.7 is a private address`.',
-            max_length=255,
-        ),
-    ]
-    last_response_excerpt: Annotated[
-        Optional[str],
-        Field(
-            description="The first 256 characters of the last answer's body; no more is kept.",
-            max_length=256,
-        ),
-    ]
-    next_attempt_at: Annotated[
-        Optional[AwareDatetime],
-        Field(description='When the next attempt is due; null once the delivery is finished.'),
-    ]
-    delivered_at: Optional[AwareDatetime]
-    payload: WebhookEvent
+class WebhookEventData(BaseModel):
+    pass
 
 
 class ProbeStatus(Enum):
@@ -487,16 +442,6 @@ class WebhookSecretEnvelope(BaseModel):
 
 class WebhookListEnvelope(BaseModel):
     data: Annotated[List[WebhookSubscription], Field(max_length=10000)]
-    meta: Meta
-
-
-class WebhookDeliveryEnvelope(BaseModel):
-    data: WebhookDelivery
-    meta: Meta
-
-
-class WebhookDeliveryListEnvelope(BaseModel):
-    data: Annotated[List[WebhookDelivery], Field(max_length=100)]
     meta: Meta
 
 
@@ -577,3 +522,57 @@ class WebhookPatch(BaseModel):
     event_types: Optional[WebhookEventTypes] = None
     description: Optional[WebhookDescription] = None
     enabled: Optional[bool] = None
+
+
+class WebhookEvent(BaseModel):
+    type: WebhookEventType
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When the event happened (the change's transaction).")
+    ]
+    data: WebhookEventData
+
+
+class WebhookDelivery(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: Annotated[UUID, Field(description='The `webhook-id` header of every attempt.')]
+    event_type: WebhookEventType
+    state: WebhookDeliveryState
+    attempts: Annotated[int, Field(ge=0, le=2147483647)]
+    created_at: AwareDatetime
+    last_attempt_at: Optional[AwareDatetime]
+    last_status_code: Annotated[
+        Optional[int], Field(description='Null when no answer came (refused', ge=100, le=599)
+    ]
+    last_latency_ms: Annotated[Optional[float], Field(ge=0.0)]
+    last_error: Annotated[
+        Optional[str],
+        Field(
+            description='Why the last attempt failed, e.g. `timed out after 10 s`, `refused: 10.0.0.7 is a private address`.',
+            max_length=255,
+        ),
+    ]
+    last_response_excerpt: Annotated[
+        Optional[str],
+        Field(
+            description="The first 256 characters of the last answer's body; no more is kept.",
+            max_length=256,
+        ),
+    ]
+    next_attempt_at: Annotated[
+        Optional[AwareDatetime],
+        Field(description='When the next attempt is due; null once the delivery is finished.'),
+    ]
+    delivered_at: Optional[AwareDatetime]
+    payload: WebhookEvent
+
+
+class WebhookDeliveryEnvelope(BaseModel):
+    data: WebhookDelivery
+    meta: Meta
+
+
+class WebhookDeliveryListEnvelope(BaseModel):
+    data: Annotated[List[WebhookDelivery], Field(max_length=100)]
+    meta: Meta
