@@ -1521,9 +1521,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                                 'format': 'int32',
                                 'minimum': 100,
                                 'maximum': 599,
-                                'description': 'Null when no answer came (refused',
-                                'timed out': None,
-                                'unreachable).': None,
+                                'description': 'Null when no answer came (refused, timed out, unreachable).',
                             },
                             'last_latency_ms': {'type': ['number', 'null'], 'minimum': 0},
                             'last_error': {
@@ -1674,9 +1672,7 @@ TOOLS: tuple[ToolOperation, ...] = (
                     'format': 'int32',
                     'minimum': 100,
                     'maximum': 599,
-                    'description': 'Null when no answer came (refused',
-                    'timed out': None,
-                    'unreachable).': None,
+                    'description': 'Null when no answer came (refused, timed out, unreachable).',
                 },
                 'last_latency_ms': {'type': ['number', 'null'], 'minimum': 0},
                 'last_error': {

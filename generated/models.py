@@ -372,6 +372,7 @@ class WebhookSubscriptionWithSecret(BaseModel):
         str,
         Field(
             description='The Standard Webhooks signing secret, `whsec_` and base64 of 24 random bytes.',
+            max_length=38,
             pattern='^whsec_[A-Za-z0-9+/]{32}$',
         ),
     ]
@@ -543,7 +544,12 @@ class WebhookDelivery(BaseModel):
     created_at: AwareDatetime
     last_attempt_at: Optional[AwareDatetime]
     last_status_code: Annotated[
-        Optional[int], Field(description='Null when no answer came (refused', ge=100, le=599)
+        Optional[int],
+        Field(
+            description='Null when no answer came (refused, timed out, unreachable).',
+            ge=100,
+            le=599,
+        ),
     ]
     last_latency_ms: Annotated[Optional[float], Field(ge=0.0)]
     last_error: Annotated[
