@@ -18,9 +18,11 @@ from impl.http.envelope import success
 from impl.http.state import lifespan_state
 from impl.platform.errors import InvalidInput
 from impl.webhooks.addresses import check_url
+from impl.webhooks.errors import EndpointRefused
 from impl.webhooks.store import WebhookStore
 
 STATE_KEY = "webhooks"
+MAX_URL_CHARS = 2048  # the contract's WebhookUrl, and the table's url_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,9 @@ async def resources(request: Request) -> Resources:
 
 
 def _url(resources: Resources, url: object) -> str:
-    text = str(url)
+    text = str(url)  # normalised (a bare host gains a "/"): may pass the contract's bound
+    if len(text) > MAX_URL_CHARS:
+        raise EndpointRefused(f"longer than {MAX_URL_CHARS} characters once normalised")
     check_url(text, allow_http=resources.allow_http, allow_private=resources.allow_private)
     return text
 
