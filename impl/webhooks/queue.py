@@ -54,20 +54,25 @@ RETURNING d.id, d.attempts, d.payload::text AS body, d.retry_since, d.created_at
         AS previous_secret, s.id AS subscription_id
 """
 # $1 id, $2 attempt (the fence), $3 state, $4 seconds to the next attempt (null: none),
-# $5 status code, $6 latency, $7 error, $8 excerpt.
+# $5 status code, $6 latency, $7 error, $8 excerpt, $9 why to disable the subscription (null:
+# keep it). One statement, one round trip: it runs once per delivery attempt.
 FINISH_SQL = """
-UPDATE webhook_deliveries SET
-    state = $3::text, claimed_until = NULL,
-    next_attempt_at = now() + make_interval(secs => $4::float8),
-    delivered_at = CASE WHEN $3::text = 'succeeded' THEN now() END,
-    last_status_code = $5::int, last_latency_ms = $6::float8, last_error = $7::text,
-    last_response_excerpt = $8::text
-WHERE id = $1 AND attempts = $2
-RETURNING subscription_id
-"""
-DISABLE_SQL = """
-UPDATE webhook_subscriptions SET enabled = false, disabled_reason = $2, updated_at = now()
-WHERE id = $1
+WITH finished AS (
+    UPDATE webhook_deliveries SET
+        state = $3::text, claimed_until = NULL,
+        next_attempt_at = now() + make_interval(secs => $4::float8),
+        delivered_at = CASE WHEN $3::text = 'succeeded' THEN now() END,
+        last_status_code = $5::int, last_latency_ms = $6::float8, last_error = $7::text,
+        last_response_excerpt = $8::text
+    WHERE id = $1 AND attempts = $2
+    RETURNING subscription_id
+), disabled AS (
+    UPDATE webhook_subscriptions AS s
+    SET enabled = false, disabled_reason = $9::text, updated_at = now()
+    FROM finished WHERE s.id = finished.subscription_id AND $9::text IS NOT NULL
+    RETURNING s.id
+)
+SELECT count(*) FROM finished
 """
 PURGE_SQL = """
 DELETE FROM webhook_deliveries
@@ -119,14 +124,12 @@ async def claim(
 
 async def finish(connection: asyncpg.Connection, claimed: Claim, result: Result) -> bool:
     """Records an attempt's result; False when its lease was taken over meanwhile."""
-    async with connection.transaction():
-        subscription = await connection.fetchval(
-            FINISH_SQL, claimed.id, claimed.attempt, result.state, result.retry_in_seconds,
-            result.status_code, result.latency_ms, result.error, result.excerpt,
-        )
-        if subscription is not None and result.disable_reason is not None:
-            await connection.execute(DISABLE_SQL, subscription, result.disable_reason)
-    return subscription is not None
+    recorded = await connection.fetchval(
+        FINISH_SQL, claimed.id, claimed.attempt, result.state, result.retry_in_seconds,
+        result.status_code, result.latency_ms, result.error, result.excerpt,
+        result.disable_reason,
+    )
+    return bool(recorded)
 
 
 async def purge(connection: asyncpg.Connection, older_than_seconds: float) -> None:

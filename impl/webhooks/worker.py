@@ -70,11 +70,16 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         woken = self._waiter.woken
+        # While deliveries wait (the last claim filled every free slot), claim in batches of a
+        # quarter of the slots rather than one per finished attempt: a claim is a transaction
+        # under the claims' lock, and one per delivery would cap a replica at the claims' rate.
+        batch = max(1, self.settings.concurrency // 4)
+        backlog = False
         while True:
             woken.clear()
             free = self.settings.concurrency - len(self._attempts)
             claimed: list[queue.Claim] = []
-            if free > 0:
+            if free >= (batch if backlog else 1):
                 try:
                     async with self.database.connection() as connection:
                         claimed = await queue.claim(
@@ -84,12 +89,11 @@ class DeliveryWorker:
                     log.warning("webhook claim: database unavailable (%s)", type(error).__name__)
                 except Exception:
                     log.exception("webhook claim failed")
+                backlog = bool(claimed) and len(claimed) == free
             for claim in claimed:
                 task = asyncio.create_task(self._attempt(claim))
                 self._attempts.add(task)
                 task.add_done_callback(self._attempt_done)
-            if claimed and len(claimed) == free:
-                continue  # more may be due: claim again as soon as a slot frees
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), self.settings.poll_seconds)
 
