@@ -18,6 +18,10 @@ Delivery: `--subscriptions` users, each with one subscription to the receiver (t
    burst's deliveries divided by the time from the first insert to the last arrival, and also
    over the arrivals only (first to last).
 
+Write cost in the database: PostgreSQL's CPU time (its backend's /proc/<pid>/stat) per INSERT
+of a task and per UPDATE of `completed`, 1,000 of each, autocommit as the API runs them, in the
+same three states, 5 rounds: it moves far less than wall time on a shared machine.
+
 Write cost over HTTP (wrk -t2 -c16, bench/requests.lua, as scripts/bench.py runs it): POST
 /api/tasks and PATCH /api/tasks/{id} of one writer, in three states of the same database and
 server, in alternating order each round: `before` (the outbox trigger disabled: what a write cost
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -230,6 +235,53 @@ def write_cost(api_url: str, dsn: str, hook_url: str, args: argparse.Namespace,
     return runs
 
 
+def backend_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def database_cost(dsn: str, hook_url: str, statements: int = 1000, rounds: int = 5
+                        ) -> dict[str, tuple[float, float]]:
+    """Microseconds of PostgreSQL CPU per INSERT and per UPDATE, median of the rounds."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        pid = await connection.fetchval("SELECT pg_backend_pid()")
+        subscribed = uuid.uuid4().hex
+        await connection.execute(
+            "INSERT INTO webhook_subscriptions (id, user_id, url, event_types, secret) "
+            "VALUES ($1, $2, $3, '{task.created,task.updated,task.completed}', 'whsec_x')",
+            uuid.uuid4(), subscribed, hook_url + "/database-cost")
+        plain = uuid.uuid4().hex
+        costs: dict[str, list[tuple[float, float]]] = {state: [] for state in STATES}
+        for round_ in range(rounds):
+            for state in STATES if round_ % 2 == 0 else tuple(reversed(STATES)):
+                trigger = "DISABLE" if state == "before" else "ENABLE"
+                await connection.execute(f"ALTER TABLE tasks {trigger} TRIGGER tasks_webhook_event")
+                user = subscribed if state == "subscribed" else plain
+                ids = [uuid.uuid4() for _ in range(statements)]
+                began = backend_cpu_seconds(pid)
+                for task_id in ids:
+                    await connection.execute(
+                        "INSERT INTO tasks (id, user_id, title) VALUES ($1, $2, 'cost')",
+                        task_id, user)
+                inserted = backend_cpu_seconds(pid)
+                for task_id in ids:  # as the store's PATCH of `completed` does
+                    await connection.execute(
+                        "UPDATE tasks SET completed = true, completed_at = now(), "
+                        "version = version + 1, updated_at = now(), "
+                        "change_xid = pg_current_xact_id() WHERE id = $1", task_id)
+                updated = backend_cpu_seconds(pid)
+                costs[state].append(((inserted - began) / statements * 1e6,
+                                     (updated - inserted) / statements * 1e6))
+        await connection.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_webhook_event")
+        # The subscribed user's deliveries would go out now: their endpoint gets them (204).
+    finally:
+        await connection.close()
+    return {state: (statistics.median(i for i, _ in values),
+                    statistics.median(u for _, u in values))
+            for state, values in costs.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscriptions", type=int, default=1000)
@@ -276,6 +328,12 @@ def main() -> int:
                 f"p50 {burst['p50_ms']:.0f} ms, p99 {burst['p99_ms']:.0f} ms")
             if args.no_write_cost:
                 return 0
+            cost = asyncio.run(database_cost(dsn, hook_url))
+            say("write cost in the database (PostgreSQL CPU per statement, median of 5 rounds "
+                "of 1,000):")
+            for state, (insert, update) in cost.items():
+                say(f"  {state:<11} INSERT {insert:6.0f} us ({insert / cost['before'][0]:.2f}x)"
+                    f"   UPDATE completed {update:6.0f} us ({update / cost['before'][1]:.2f}x)")
             say(f"write cost over HTTP: {args.rounds} rounds x {args.duration:g} s per endpoint "
                 "and state (wrk -t2 -c16)")
             runs = write_cost(server.url, dsn, hook_url, args, workdir)
