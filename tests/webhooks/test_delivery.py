@@ -27,7 +27,7 @@ from tests.support.webhook_receiver import (
 
 TIMEOUT_SECONDS = 1.0
 CAP = 2
-WAIT = 60.0  # generous: the machine is shared
+WAIT = 120.0  # generous: the machine is shared
 TASK_EVENTS = ["task.created", "task.updated", "task.completed", "task.deleted"]
 
 
@@ -159,9 +159,12 @@ async def test_a_receiver_that_fails_times_out_and_comes_back_gets_every_event(
 
     await eventually_async(all_delivered, WAIT, "five deliveries succeeded")
     counts = Counter(receiver.ids())
-    assert len(counts) == 5 and set(counts.values()) == {3}, counts  # same id on every retry
+    # Each event: a 503, a timeout, then a 204 (more attempts only if an answer was slowed past
+    # the timeout by a busy machine); every attempt of an event carried the same webhook-id.
+    assert len(counts) == 5 and min(counts.values()) >= 3, counts
     for delivery in listed:
-        assert (delivery["attempts"], delivery["last_status_code"]) == (3, 204)
+        assert delivery["attempts"] == counts[str(delivery["id"])] >= 3
+        assert delivery["last_status_code"] == 204
         assert delivery["next_attempt_at"] is None and delivery["delivered_at"]
         assert delivery["last_latency_ms"] is not None
     titles = {verified(r, str(hook["secret"]))["data"]["title"] for r in receiver.snapshot()}
@@ -248,12 +251,13 @@ async def test_only_an_excerpt_of_an_answer_is_kept(api: httpx.AsyncClient, rece
 
 
 async def test_attempts_in_flight_to_one_endpoint_stay_under_the_cap(
-    api: httpx.AsyncClient, receiver: Receiver, alice: User
+    api: httpx.AsyncClient, receiver: Receiver, db: asyncpg.Connection, alice: User
 ) -> None:
     receiver.answer = lambda _r, _n: (200, 0.6, b"")  # under the 1 s timeout
     await subscribe(api, alice, receiver.url, ["task.created"])
-    for n in range(8):
-        await api.post("/api/tasks", headers=alice.headers, json={"title": f"t{n}"})
+    # Eight tasks in one transaction: eight deliveries due at once.
+    await db.execute("INSERT INTO tasks (id, user_id, title) SELECT gen_random_uuid(), $1, "
+                     "'t' || n FROM generate_series(1, 8) AS n", alice.id)
     await eventually(lambda: len(receiver.ids()) >= 8, WAIT, "eight events")
     assert receiver.most_at_once == CAP  # reached, never passed
     assert len(set(receiver.ids())) == 8

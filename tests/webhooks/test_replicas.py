@@ -19,16 +19,16 @@ from tests.support.factories import User
 from tests.support.servers import POOLED, SECRET, server_environment
 from tests.support.webhook_receiver import Receiver, eventually, running_receiver
 
-TIMEOUT_SECONDS = 3.0  # the lease is this plus 2 s
-WAIT = 90.0  # start-ups, a lease and the deliveries, on a shared machine
+WAIT = 240.0  # start-ups, a lease and the deliveries, on a busy shared machine
 
 
-def replica_env(database_url: str) -> dict[str, str]:
+def replica_env(database_url: str, timeout_seconds: float) -> dict[str, str]:
+    """Settings of both replicas; an attempt's lease is `timeout_seconds` plus 2 s."""
     env = {
         **server_environment(database_url), "BETTER_AUTH_SECRET": SECRET, "LOG_LEVEL": "WARNING",
         "RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000",
         "WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
-        "WEBHOOK_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS), "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+        "WEBHOOK_TIMEOUT_SECONDS": str(timeout_seconds), "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
         "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT": "8",
     }
     if database_url in POOLED:
@@ -60,8 +60,10 @@ async def states(db: asyncpg.Connection, user: User) -> Counter[str]:
 async def test_a_replica_killed_during_delivery_loses_nothing(
     database_url: str, db: asyncpg.Connection, alice: User, receiver: Receiver, tmp_path: Path
 ) -> None:
-    receiver.answer = lambda _r, _n: (200, 2.0, b"")  # every answer takes 2 s
-    env = replica_env(database_url)
+    # Every answer takes 4 s, so the kill comes while attempts are in flight even on a busy
+    # machine; the lease runs out 8 s after a claim.
+    receiver.answer = lambda _r, _n: (200, 4.0, b"")
+    env = replica_env(database_url, timeout_seconds=6.0)
     first, second = Replica("a", env, tmp_path), Replica("b", env, tmp_path)
     try:
         await asyncio.to_thread(first.start, WAIT)
@@ -93,7 +95,8 @@ async def test_two_replicas_never_send_one_attempt_twice_at_once(
     # Each event's first attempt fails, its second succeeds: exactly two requests per event
     # when no attempt is ever claimed by both replicas.
     receiver.answer = lambda _r, earlier: (503, 0.1, b"") if earlier == 0 else (204, 0.1, b"")
-    env = replica_env(database_url)
+    # A timeout far above the 0.1 s answers: no attempt times out on a busy machine.
+    env = replica_env(database_url, timeout_seconds=20.0)
     replicas = (Replica("a", env, tmp_path), Replica("b", env, tmp_path))
     try:
         with ThreadPoolExecutor(2) as pool:
