@@ -15,9 +15,13 @@ import httpx
 import pytest
 
 from scripts.local_stack.replicas import Replica
-from tests.support.factories import User
+from tests.support.factories import THROUGH_PGBOUNCER, User
 from tests.support.servers import POOLED, SECRET, server_environment
 from tests.support.webhook_receiver import Receiver, eventually, running_receiver
+
+# The replicas' claims through PgBouncer are covered by test_delivery.py's pass through it;
+# starting four servers twice would cost the suite a minute.
+pytestmark = pytest.mark.skipif(THROUGH_PGBOUNCER, reason="runs in the direct pass")
 
 WAIT = 240.0  # start-ups, a lease and the deliveries, on a busy shared machine
 
