@@ -127,7 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
         database = Database(database_url, settings)
         await database.open()
         await verifier.start()
-        notifications = Notifications(_listen_url(settings, database), "task_changes")
+        listen_url = _listen_url(settings, database)
+        notifications = Notifications(listen_url, "task_changes")
         await notifications.start()
         secret = _cursor_secret(settings)
         changes = ChangeFeed(database, settings.sync_retention_seconds)
@@ -154,7 +155,8 @@ def create_app(settings: Settings) -> FastAPI:
             impl.system.handlers.STATE_KEY: impl.system.handlers.Resources(database=database),
         }
         # Webhook deliveries: a worker in every replica, woken by the commits that record them.
-        webhook_wakeups = Notifications(_listen_url(settings, database), "webhook_deliveries")
+        # Without a listener (a pooler and no DATABASE_LISTEN_URL) the worker polls every second.
+        webhook_wakeups = Notifications(listen_url, "webhook_deliveries")
         await webhook_wakeups.start()
         sender = Sender(timeout_seconds=settings.webhook_timeout_seconds,
                         allow_private=settings.webhook_allow_private_addresses)
