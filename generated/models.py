@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Optional, Union
 from uuid import UUID
 
 from pydantic import AnyUrl, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
@@ -384,8 +384,13 @@ class WebhookDeliveryState(Enum):
     failed = 'failed'
 
 
-class WebhookEventData(BaseModel):
-    pass
+class WebhookEventData(RootModel[Union[Task, TaskTombstone]]):
+    root: Annotated[
+        Union[Task, TaskTombstone],
+        Field(
+            description="`task.created`, `task.updated`, `task.completed`: the task as the API returns it (a\n`Task`); `task.deleted`: a `TaskTombstone`. (`reminder.due`'s data joins this list with\nthe reminders' own schema.)\n"
+        ),
+    ]
 
 
 class ProbeStatus(Enum):
