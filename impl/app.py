@@ -3,6 +3,7 @@ the contract and docs, and the lifespan that opens and closes the process-wide r
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import logging
@@ -182,7 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
             async with (
                 running_every(purge_every, changes.purge_tombstones, "tombstone purge"),
                 running_every(3600.0, purge_deliveries, "webhook delivery purge"),
-                delivering(worker),
+                delivering(worker) if settings.webhook_delivery else contextlib.nullcontext(),
             ):
                 yield state
         finally:

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     # Webhooks (impl/webhooks/). By default an endpoint must be https and reach a public
     # address; these two open it up for development and tests (a receiver on 127.0.0.1).
     webhook_allow_http: bool = Field(default=False, description="true or false")
+    # Whether this process runs a delivery worker (false: an API-only replica, while other
+    # replicas deliver).
+    webhook_delivery: bool = Field(default=True, description="true or false")
     webhook_allow_private_addresses: bool = Field(default=False, description="true or false")
     # Subscriptions one user may hold; one more answers 409 QUOTA_EXCEEDED.
     max_webhooks_per_user: int = Field(

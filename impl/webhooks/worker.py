@@ -117,11 +117,12 @@ class DeliveryWorker:
             log.info("webhook %s attempt %d failed: %s", claim.id, claim.attempt, answer.error)
 
     async def stop(self) -> None:
-        """Lets the attempts in flight finish (bounded by the timeout) and records them."""
-        if self._attempts:
-            await asyncio.wait(set(self._attempts), timeout=self.lease_seconds)
+        """Abandons the attempts in flight at once: shutting down never waits for an endpoint.
+        Their leases run out and any replica sends them again (at least once)."""
         for task in list(self._attempts):
             task.cancel()
+        if self._attempts:
+            await asyncio.wait(set(self._attempts), timeout=5)
         self.notifications.forget(self._waiter)
 
 

@@ -33,7 +33,8 @@ TASK_EVENTS = ["task.created", "task.updated", "task.completed", "task.deleted"]
 
 @pytest.fixture(scope="module")
 def server(database_url: str) -> Iterator[str]:
-    app = settings(database_url, webhook_allow_http=True, webhook_allow_private_addresses=True,
+    app = settings(database_url, webhook_delivery=True, webhook_allow_http=True,
+                   webhook_allow_private_addresses=True,
                    webhook_timeout_seconds=TIMEOUT_SECONDS, webhook_retry_base_seconds=0.2,
                    webhook_max_in_flight_per_endpoint=CAP)
     with running_server(app) as base_url:

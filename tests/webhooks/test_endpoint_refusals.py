@@ -136,7 +136,8 @@ async def test_a_redirect_is_not_followed_and_the_delivery_says_so(
         # A 307 to the other receiver: never followed.
         redirecting.answer = lambda r, n: (307, 0, b"")
         redirecting.headers = {"location": target.url}
-        app = settings(database_url, webhook_allow_http=True, webhook_allow_private_addresses=True,
+        app = settings(database_url, webhook_delivery=True, webhook_allow_http=True,
+                       webhook_allow_private_addresses=True,
                        webhook_retry_base_seconds=60)
         with running_server(app) as base_url:
             async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:

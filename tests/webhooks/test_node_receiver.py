@@ -40,7 +40,8 @@ async def test_a_node_receiver_verifies_every_delivery(database_url: str, alice:
                                                        tmp_path: Path) -> None:
     node = node_with_standardwebhooks()
     port = free_port()
-    app = settings(database_url, webhook_allow_http=True, webhook_allow_private_addresses=True,
+    app = settings(database_url, webhook_delivery=True, webhook_allow_http=True,
+                   webhook_allow_private_addresses=True,
                    webhook_retry_base_seconds=0.2)
     with running_server(app) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as api:
