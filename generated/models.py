@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Annotated, List, Optional, Union
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic import AnyUrl, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 
 class Priority(Enum):
@@ -206,6 +206,111 @@ class SyncMeta(Meta):
     ]
 
 
+class WebhookEventType(Enum):
+    TASK_CREATED = 'task.created'
+    TASK_UPDATED = 'task.updated'
+    TASK_COMPLETED = 'task.completed'
+    TASK_DELETED = 'task.deleted'
+    REMINDER_DUE = 'reminder.due'
+
+
+class WebhookEventTypes(RootModel[List[WebhookEventType]]):
+    root: Annotated[
+        List[WebhookEventType],
+        Field(
+            description='The event types sent to the endpoint; duplicates are merged, keeping the first occurrence.',
+            max_length=5,
+            min_length=1,
+        ),
+    ]
+
+
+class WebhookDescription(RootModel[Optional[str]]):
+    root: Annotated[
+        Optional[str],
+        Field(
+            description='A note for the user; no NUL characters.',
+            max_length=255,
+            pattern='^[^\\u0000]*$',
+        ),
+    ]
+
+
+class WebhookUrl(RootModel[AnyUrl]):
+    root: Annotated[
+        AnyUrl,
+        Field(
+            description='Where the events are POSTed: an absolute `https` URL (`http` only when the server allows\nit for development, `WEBHOOK_ALLOW_HTTP`) without user name or password, whose host is a\npublic name or address: loopback, private, link-local, multicast, unspecified and\ncloud-metadata addresses are refused. Redirects are not followed.\n'
+        ),
+    ]
+
+
+class WebhookSubscription(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: UUID
+    url: WebhookUrl
+    event_types: WebhookEventTypes
+    description: Optional[WebhookDescription]
+    enabled: bool
+    disabled_reason: Annotated[
+        Optional[str],
+        Field(
+            description='Why the server disabled the subscription (the endpoint answered 410 Gone); null otherwise.',
+            max_length=255,
+        ),
+    ]
+    rotation_ends_at: Annotated[
+        Optional[AwareDatetime],
+        Field(
+            description='Until then the previous secret signs too (a second signature); null when no rotation is under way.'
+        ),
+    ]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class WebhookSubscriptionWithSecret(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: UUID
+    url: WebhookUrl
+    event_types: WebhookEventTypes
+    description: Optional[WebhookDescription]
+    enabled: bool
+    disabled_reason: Annotated[
+        Optional[str],
+        Field(
+            description='Why the server disabled the subscription (the endpoint answered 410 Gone); null otherwise.',
+            max_length=255,
+        ),
+    ]
+    rotation_ends_at: Annotated[
+        Optional[AwareDatetime],
+        Field(
+            description='Until then the previous secret signs too (a second signature); null when no rotation is under way.'
+        ),
+    ]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    secret: Annotated[
+        str,
+        Field(
+            description='The Standard Webhooks signing secret, `whsec_` and base64 of 24 random bytes.',
+            max_length=38,
+            pattern='^whsec_[A-Za-z0-9+/]{32}$',
+        ),
+    ]
+
+
+class WebhookDeliveryState(Enum):
+    pending = 'pending'
+    succeeded = 'succeeded'
+    failed = 'failed'
+
+
 class ProbeStatus(Enum):
     ok = 'ok'
 
@@ -231,6 +336,21 @@ class ReadinessEnvelope(BaseModel):
 
 class TaskStatsEnvelope(BaseModel):
     data: TaskStats
+    meta: Meta
+
+
+class WebhookEnvelope(BaseModel):
+    data: WebhookSubscription
+    meta: Meta
+
+
+class WebhookSecretEnvelope(BaseModel):
+    data: WebhookSubscriptionWithSecret
+    meta: Meta
+
+
+class WebhookListEnvelope(BaseModel):
+    data: Annotated[List[WebhookSubscription], Field(max_length=10000)]
     meta: Meta
 
 
@@ -362,6 +482,35 @@ class TaskChanges(BaseModel):
         Field(
             description='Reminders that came due since the token (none on a first sync), each once.',
             max_length=1000,
+        ),
+    ]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    url: WebhookUrl
+    event_types: WebhookEventTypes
+    description: Optional[WebhookDescription] = None
+    enabled: bool = True
+
+
+class WebhookPatch(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    url: Optional[WebhookUrl] = None
+    event_types: Optional[WebhookEventTypes] = None
+    description: Optional[WebhookDescription] = None
+    enabled: Optional[bool] = None
+
+
+class WebhookEventData(RootModel[Union[Task, TaskTombstone, DueReminder]]):
+    root: Annotated[
+        Union[Task, TaskTombstone, DueReminder],
+        Field(
+            description="`task.created`, `task.updated`, `task.completed`: the task as the API returns it (a\n`Task`); `task.deleted`: a `TaskTombstone`; `reminder.due`: a `DueReminder`, the same\nas the change feed's (its `id` is the reminder's, once per firing).\n"
         ),
     ]
 
@@ -514,3 +663,62 @@ class TaskWrite(BaseModel):
             validate_default=True,
         ),
     ] = []
+
+
+class WebhookEvent(BaseModel):
+    type: WebhookEventType
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When the event happened (the change's transaction).")
+    ]
+    data: WebhookEventData
+
+
+class WebhookDelivery(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    id: Annotated[UUID, Field(description='The `webhook-id` header of every attempt.')]
+    event_type: WebhookEventType
+    state: WebhookDeliveryState
+    attempts: Annotated[int, Field(ge=0, le=2147483647)]
+    created_at: AwareDatetime
+    last_attempt_at: Optional[AwareDatetime]
+    last_status_code: Annotated[
+        Optional[int],
+        Field(
+            description='Null when no answer came (refused, timed out, unreachable).',
+            ge=100,
+            le=599,
+        ),
+    ]
+    last_latency_ms: Annotated[Optional[float], Field(ge=0.0)]
+    last_error: Annotated[
+        Optional[str],
+        Field(
+            description='Why the last attempt failed, e.g. `timed out after 10 s`, `refused: 10.0.0.7 is a private address`.',
+            max_length=255,
+        ),
+    ]
+    last_response_excerpt: Annotated[
+        Optional[str],
+        Field(
+            description="The first 256 characters of the last answer's body; no more is kept.",
+            max_length=256,
+        ),
+    ]
+    next_attempt_at: Annotated[
+        Optional[AwareDatetime],
+        Field(description='When the next attempt is due; null once the delivery is finished.'),
+    ]
+    delivered_at: Optional[AwareDatetime]
+    payload: WebhookEvent
+
+
+class WebhookDeliveryEnvelope(BaseModel):
+    data: WebhookDelivery
+    meta: Meta
+
+
+class WebhookDeliveryListEnvelope(BaseModel):
+    data: Annotated[List[WebhookDelivery], Field(max_length=100)]
+    meta: Meta

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 import impl.system.handlers
 import impl.tasks.handlers
+import impl.webhooks.handlers
 from impl.http.auth import Principal, authenticate
 from impl.http.body import json_body
 from impl.http.route import ContractRoute
@@ -31,6 +32,13 @@ from .models import (
     TaskPatch,
     TaskStatsEnvelope,
     TaskWrite,
+    WebhookCreate,
+    WebhookDeliveryEnvelope,
+    WebhookDeliveryListEnvelope,
+    WebhookEnvelope,
+    WebhookListEnvelope,
+    WebhookPatch,
+    WebhookSecretEnvelope,
 )
 
 router = APIRouter(route_class=ContractRoute)
@@ -438,4 +446,283 @@ async def delete_task(
         resources=resources,
         task_id=task_id,
         if_match=if_match,
+    )
+
+
+@router.get(
+    "/api/webhooks",
+    operation_id="listWebhooks",
+    status_code=200,
+    response_model=None,
+    responses={
+        "200": {"model": WebhookListEnvelope},
+        "401": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["webhooks"],
+    summary="List the caller\u0027s webhook subscriptions",
+    description="Every subscription of the caller, oldest first (at most `MAX_WEBHOOKS_PER_USER`, 25 by default). Secrets are never listed.",
+)
+async def list_webhooks(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    resources: Annotated[
+        impl.webhooks.handlers.Resources, Depends(impl.webhooks.handlers.resources)
+    ],
+) -> Response:
+    return await impl.webhooks.handlers.list_webhooks(
+        principal=principal,
+        resources=resources,
+    )
+
+
+@router.post(
+    "/api/webhooks",
+    operation_id="createWebhook",
+    status_code=201,
+    response_model=None,
+    responses={
+        "201": {"model": WebhookSecretEnvelope},
+        "400": {"model": ErrorEnvelope},
+        "401": {"model": ErrorEnvelope},
+        "409": {"model": ErrorEnvelope},
+        "413": {"model": ErrorEnvelope},
+        "415": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["webhooks"],
+    summary="Subscribe an endpoint to events",
+    description="From now on, every event of the listed types is POSTed to `url`, signed as Standard\nWebhooks says (https://www.standardwebhooks.com): headers `webhook-id`,\n`webhook-timestamp` and `webhook-signature`. The answer carries the signing `secret`\n(`whsec_...`): this is the only time it is shown (rotate it to get a new one).\nThe URL must be `https` and must not name a loopback, private, link-local, multicast\nor cloud-metadata address (422 with `details` on `body.url`); a name that resolves to\nsuch an address at delivery time makes the delivery fail and say so.\n",
+)
+async def create_webhook(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    body: Annotated[WebhookCreate, Depends(json_body(WebhookCreate))],
+    resources: Annotated[
+        impl.webhooks.handlers.Resources, Depends(impl.webhooks.handlers.resources)
+    ],
+) -> Response:
+    return await impl.webhooks.handlers.create_webhook(
+        principal=principal,
+        body=body,
+        resources=resources,
+    )
+
+
+@router.get(
+    "/api/webhooks/{webhook_id}",
+    operation_id="getWebhook",
+    status_code=200,
+    response_model=None,
+    responses={
+        "200": {"model": WebhookEnvelope},
+        "401": {"model": ErrorEnvelope},
+        "403": {"model": ErrorEnvelope},
+        "404": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["webhooks"],
+    summary="Get one webhook subscription",
+    description="The caller\u0027s subscription with this id (without its secret).",
+)
+async def get_webhook(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    resources: Annotated[
+        impl.webhooks.handlers.Resources, Depends(impl.webhooks.handlers.resources)
+    ],
+    webhook_id: Annotated[UUID, Path()],
+) -> Response:
+    return await impl.webhooks.handlers.get_webhook(
+        principal=principal,
+        resources=resources,
+        webhook_id=webhook_id,
+    )
+
+
+@router.patch(
+    "/api/webhooks/{webhook_id}",
+    operation_id="updateWebhook",
+    status_code=200,
+    response_model=None,
+    responses={
+        "200": {"model": WebhookEnvelope},
+        "400": {"model": ErrorEnvelope},
+        "401": {"model": ErrorEnvelope},
+        "403": {"model": ErrorEnvelope},
+        "404": {"model": ErrorEnvelope},
+        "413": {"model": ErrorEnvelope},
+        "415": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["webhooks"],
+    summary="Change a webhook subscription",
+    description="Changes only the fields sent. `enabled: true` re-enables a subscription the server\ndisabled (after a `410 Gone`); its pending deliveries then go out again.\n",
+)
+async def update_webhook(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    body: Annotated[WebhookPatch, Depends(json_body(WebhookPatch))],
+    resources: Annotated[
+        impl.webhooks.handlers.Resources, Depends(impl.webhooks.handlers.resources)
+    ],
+    webhook_id: Annotated[UUID, Path()],
+) -> Response:
+    return await impl.webhooks.handlers.update_webhook(
+        principal=principal,
+        body=body,
+        resources=resources,
+        webhook_id=webhook_id,
+    )
+
+
+@router.delete(
+    "/api/webhooks/{webhook_id}",
+    operation_id="deleteWebhook",
+    status_code=204,
+    response_model=None,
+    responses={
+        "204": {},
+        "401": {"model": ErrorEnvelope},
+        "403": {"model": ErrorEnvelope},
+        "404": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["webhooks"],
+    summary="Delete a webhook subscription",
+    description="Deletes the subscription and its deliveries; nothing more is sent to it.",
+)
+async def delete_webhook(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    resources: Annotated[
+        impl.webhooks.handlers.Resources, Depends(impl.webhooks.handlers.resources)
+    ],
+    webhook_id: Annotated[UUID, Path()],
+) -> Response:
+    return await impl.webhooks.handlers.delete_webhook(
+        principal=principal,
+        resources=resources,
+        webhook_id=webhook_id,
+    )
+
+
+@router.post(
+    "/api/webhooks/{webhook_id}/rotate-secret",
+    operation_id="rotateWebhookSecret",
+    status_code=200,
+    response_model=None,
+    responses={
+        "200": {"model": WebhookSecretEnvelope},
+        "401": {"model": ErrorEnvelope},
+        "403": {"model": ErrorEnvelope},
+        "404": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["webhooks"],
+    summary="Rotate a subscription\u0027s signing secret",
+    description="A new secret, shown this once. For `WEBHOOK_SECRET_GRACE_SECONDS` (a day by default,\nuntil `rotation_ends_at`) every delivery carries two signatures in `webhook-signature`,\none per secret, so the receiver can switch secrets at its own pace.\n",
+)
+async def rotate_webhook_secret(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    resources: Annotated[
+        impl.webhooks.handlers.Resources, Depends(impl.webhooks.handlers.resources)
+    ],
+    webhook_id: Annotated[UUID, Path()],
+) -> Response:
+    return await impl.webhooks.handlers.rotate_webhook_secret(
+        principal=principal,
+        resources=resources,
+        webhook_id=webhook_id,
+    )
+
+
+@router.get(
+    "/api/webhooks/{webhook_id}/deliveries",
+    operation_id="listWebhookDeliveries",
+    status_code=200,
+    response_model=None,
+    responses={
+        "200": {"model": WebhookDeliveryListEnvelope},
+        "401": {"model": ErrorEnvelope},
+        "403": {"model": ErrorEnvelope},
+        "404": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["webhooks"],
+    summary="The recent deliveries of a subscription",
+    description="Newest first: each event sent (or being sent) to this subscription, with its attempts,\nthe last answer\u0027s status code, latency, error and the first 256 characters of its body,\nand when the next retry is due. Finished deliveries are kept 7 days.\n",
+)
+async def list_webhook_deliveries(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    resources: Annotated[
+        impl.webhooks.handlers.Resources, Depends(impl.webhooks.handlers.resources)
+    ],
+    webhook_id: Annotated[UUID, Path()],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    return await impl.webhooks.handlers.list_webhook_deliveries(
+        principal=principal,
+        resources=resources,
+        webhook_id=webhook_id,
+        limit=limit,
+    )
+
+
+@router.post(
+    "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    operation_id="redeliverWebhook",
+    status_code=202,
+    response_model=None,
+    responses={
+        "202": {"model": WebhookDeliveryEnvelope},
+        "401": {"model": ErrorEnvelope},
+        "403": {"model": ErrorEnvelope},
+        "404": {"model": ErrorEnvelope},
+        "409": {"model": ErrorEnvelope},
+        "422": {"model": ErrorEnvelope},
+        "429": {"model": ErrorEnvelope},
+        "500": {"model": ErrorEnvelope},
+        "503": {"model": ErrorEnvelope},
+    },
+    tags=["webhooks"],
+    summary="Send a delivery again",
+    description="Sends the event again now, with the same `webhook-id` (a receiver that already handled\nit can tell), and retries it as a new delivery would be. 409 while an attempt of it is in\nflight.\n",
+)
+async def redeliver_webhook(
+    *,
+    principal: Annotated[Principal, Depends(authenticate)],
+    resources: Annotated[
+        impl.webhooks.handlers.Resources, Depends(impl.webhooks.handlers.resources)
+    ],
+    webhook_id: Annotated[UUID, Path()],
+    delivery_id: Annotated[UUID, Path()],
+) -> Response:
+    return await impl.webhooks.handlers.redeliver_webhook(
+        principal=principal,
+        resources=resources,
+        webhook_id=webhook_id,
+        delivery_id=delivery_id,
     )

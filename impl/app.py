@@ -3,6 +3,7 @@ the contract and docs, and the lifespan that opens and closes the process-wide r
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import logging
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp
 
 import impl.system.handlers
 import impl.tasks.handlers
+import impl.webhooks.handlers
 from generated.routes import router
 from impl.http.auth import STATE_KEY as AUTHENTICATION
 from impl.http.auth import Authentication, RateLimits
@@ -45,8 +47,15 @@ from impl.tasks.live import LiveStreams, StreamSettings
 from impl.tasks.reminder_scheduler import ReminderScheduler
 from impl.tasks.store import TaskStore
 from impl.tasks.sync_token import SyncTokenCodec
+from impl.webhooks import queue as webhook_queue
+from impl.webhooks.sender import Sender
+from impl.webhooks.store import WebhookStore
+from impl.webhooks.worker import DeliveryWorker, WorkerSettings, delivering
 
 log = logging.getLogger("task_api")
+
+# Finished webhook deliveries are listed this long, then purged.
+WEBHOOK_HISTORY_SECONDS = 7 * 86400
 
 
 def _cursor_secret(settings: Settings) -> bytes:
@@ -128,7 +137,8 @@ def create_app(settings: Settings) -> FastAPI:
         database = Database(database_url, settings, exported)
         await database.open()
         await verifier.start()
-        notifications = Notifications(_listen_url(settings, database), "task_changes")
+        listen_url = _listen_url(settings, database)
+        notifications = Notifications(listen_url, "task_changes")
         await notifications.start()
         secret = _cursor_secret(settings)
         changes = ChangeFeed(database, settings.sync_retention_seconds)
@@ -151,8 +161,32 @@ def create_app(settings: Settings) -> FastAPI:
                 sync_tokens=sync_tokens,
                 live=live,
             ),
+            impl.webhooks.handlers.STATE_KEY: impl.webhooks.handlers.Resources(
+                store=WebhookStore(database, settings.max_webhooks_per_user,
+                                   settings.webhook_secret_grace_seconds),
+                allow_http=settings.webhook_allow_http,
+                allow_private=settings.webhook_allow_private_addresses,
+            ),
             impl.system.handlers.STATE_KEY: impl.system.handlers.Resources(database=database),
         }
+        # Webhook deliveries: a worker in every replica, woken by the commits that record them.
+        # Without a listener (a pooler and no DATABASE_LISTEN_URL) the worker polls every second.
+        webhook_wakeups = Notifications(listen_url, "webhook_deliveries")
+        await webhook_wakeups.start()
+        sender = Sender(timeout_seconds=settings.webhook_timeout_seconds,
+                        allow_private=settings.webhook_allow_private_addresses)
+        worker = DeliveryWorker(database, webhook_wakeups, sender, WorkerSettings(
+            concurrency=settings.webhook_worker_concurrency,
+            max_in_flight_per_endpoint=settings.webhook_max_in_flight_per_endpoint,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            retry_base_seconds=settings.webhook_retry_base_seconds,
+            retry_for_seconds=settings.webhook_retry_for_seconds,
+        ))
+
+        async def purge_deliveries() -> None:
+            async with database.connection() as connection:
+                await webhook_queue.purge(connection, WEBHOOK_HISTORY_SECONDS)
+
         # Everything built so far (the app, the models, the routes) lives as long as the
         # process: moved out of the collector's sight, it no longer makes the periodic full
         # collections long, which showed up as p99 latency.
@@ -177,9 +211,13 @@ def create_app(settings: Settings) -> FastAPI:
                 running_every(purge_every, changes.purge_tombstones, "tombstone purge"),
                 running_paced(settings.reminder_poll_seconds, reminders.fire_due, "reminders"),
                 sampling,
+                running_every(3600.0, purge_deliveries, "webhook delivery purge"),
+                delivering(worker) if settings.webhook_delivery else contextlib.nullcontext(),
             ):
                 yield state
         finally:
+            await sender.close()
+            await webhook_wakeups.stop()
             await notifications.stop()
             await database.close()
             if tracing is not None:

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = {"impl.app", "impl.asgi", "impl.cli", "impl.migrations"}
-RESOURCES = {"impl.tasks", "impl.system"}
+RESOURCES = {"impl.tasks", "impl.system", "impl.webhooks"}
 RANK = {"entry": 5, "generated.routes": 4, "impl.mcp": 4, "resource": 3, "impl.http": 2,
         "impl.platform": 1, "generated.models": 0, "generated.mcp_tools": 0}
 

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import impl.tasks.tables  # noqa: F401 - registers the tables on SQLModel.metadata
+import impl.tasks.tables  # registers the tables on SQLModel.metadata (Xid8 below uses it too)
+import impl.webhooks.tables  # noqa: F401 - registers its tables on SQLModel.metadata
 from impl.platform.database import connect_options
 from impl.tasks.tables import Xid8
 

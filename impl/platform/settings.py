@@ -181,6 +181,46 @@ class Settings(BaseSettings):
         default=None, description="an http(s):// URL of an OTLP/HTTP collector"
     )
 
+    # Webhooks (impl/webhooks/). By default an endpoint must be https and reach a public
+    # address; these two open it up for development and tests (a receiver on 127.0.0.1).
+    webhook_allow_http: bool = Field(default=False, description="true or false")
+    # Whether this process runs a delivery worker (false: an API-only replica, while other
+    # replicas deliver).
+    webhook_delivery: bool = Field(default=True, description="true or false")
+    webhook_allow_private_addresses: bool = Field(default=False, description="true or false")
+    # Subscriptions one user may hold; one more answers 409 QUOTA_EXCEEDED.
+    max_webhooks_per_user: int = Field(
+        default=25, ge=1, le=10_000, description="a whole number from 1 to 10000"
+    )
+    # One attempt's whole time (connect, send, answer); a claim's lease is this plus a margin.
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, allow_inf_nan=False,
+        description="a number of seconds above 0, at most 60",
+    )
+    # Attempts in flight to one endpoint at once, across every replica.
+    webhook_max_in_flight_per_endpoint: int = Field(
+        default=4, ge=1, le=100, description="a whole number from 1 to 100"
+    )
+    # Attempts in flight from one replica at once.
+    webhook_worker_concurrency: int = Field(
+        default=32, ge=1, le=1000, description="a whole number from 1 to 1000"
+    )
+    # Retries wait base * 2^(attempt-1) seconds, at most an hour, with jitter (docs in README);
+    # an event is retried for WEBHOOK_RETRY_FOR_SECONDS after it was recorded.
+    webhook_retry_base_seconds: float = Field(
+        default=5.0, gt=0, le=3600, allow_inf_nan=False,
+        description="a number of seconds above 0, at most 3600",
+    )
+    webhook_retry_for_seconds: int = Field(
+        default=2 * 86400, ge=1, le=30 * 86400,
+        description="a whole number of seconds from 1 to 2592000 (30 days)",
+    )
+    # After a secret's rotation the old one keeps signing (a second signature) this long.
+    webhook_secret_grace_seconds: int = Field(
+        default=86400, ge=0, le=30 * 86400,
+        description="a whole number of seconds from 0 to 2592000 (30 days)",
+    )
+
     @field_validator("database_url", "database_listen_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:

@@ -27,7 +27,8 @@ from impl.platform.database import Database
 log = logging.getLogger("task_api.reminders")
 
 # One statement: claim up to $1 due reminders no other replica holds, stamp them fired with this
-# transaction's id, and wake each user's streams (a NOTIFY is delivered at commit, and
+# transaction's id, record a `reminder.due` webhook event for each subscribed endpoint, and wake
+# each user's streams (a NOTIFY is delivered at commit, and
 # PostgreSQL folds duplicates within a transaction).
 CLAIM_SQL = """
 WITH due AS (
@@ -43,7 +44,12 @@ WITH due AS (
     WHERE m.user_id = due.user_id AND m.task_id = due.task_id AND m.id = due.id
     RETURNING m.user_id, m.task_id, m.id, m.remind_at, m.fired_at
 )
-SELECT fired.*, pg_notify('task_changes', fired.user_id)::text AS notified FROM fired
+SELECT fired.*, pg_notify('task_changes', fired.user_id)::text AS notified,
+       -- The user's webhooks hear it too, in this transaction (migration 0009's outbox).
+       webhook_record_event(fired.user_id, 'reminder.due', jsonb_build_object(
+           'id', fired.id, 'task_id', fired.task_id,
+           'remind_at', fired.remind_at, 'fired_at', fired.fired_at)) AS webhooks
+FROM fired
 """
 # Seconds until the next pending reminder (negative: one is due), by the pending index.
 NEXT_DUE_SQL = """

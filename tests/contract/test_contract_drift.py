@@ -175,7 +175,7 @@ OP_IDS = [f"{method} {path}" for method, path in CONTRACT_OPS]
 
 
 def test_contract_has_the_expected_operations() -> None:
-    # A guard against the helpers silently reading nothing: the contract has eleven operations.
+    # A guard against the helpers silently reading nothing: the contract has nineteen operations.
     assert set(CONTRACT_OPS) == {
         ("GET", "/api/health"),
         ("GET", "/api/ready"),
@@ -188,6 +188,14 @@ def test_contract_has_the_expected_operations() -> None:
         ("PUT", "/api/tasks/{task_id}"),
         ("PATCH", "/api/tasks/{task_id}"),
         ("DELETE", "/api/tasks/{task_id}"),
+        ("GET", "/api/webhooks"),
+        ("POST", "/api/webhooks"),
+        ("GET", "/api/webhooks/{webhook_id}"),
+        ("PATCH", "/api/webhooks/{webhook_id}"),
+        ("DELETE", "/api/webhooks/{webhook_id}"),
+        ("POST", "/api/webhooks/{webhook_id}/rotate-secret"),
+        ("GET", "/api/webhooks/{webhook_id}/deliveries"),
+        ("POST", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
     }
     # Path-level parameters were applied to every operation of the path.
     for method in ("GET", "PUT", "PATCH", "DELETE"):

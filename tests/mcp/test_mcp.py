@@ -489,6 +489,16 @@ async def test_every_tool_error_reaches_the_inspector_cli_as_a_tool_error(
         (alice.token, "delete_task", [f"task_id={unknown}"], "NOT_FOUND"),
         (bob.token, "delete_task", [f"task_id={task['id']}"], "FORBIDDEN"),
         (alice.token, "delete_task", ["task_id=stats"], "VALIDATION_ERROR"),
+        (alice.token, "list_webhooks", ["verbose=true"], "VALIDATION_ERROR"),
+        (alice.token, "get_webhook", [f"webhook_id={unknown}"], "NOT_FOUND"),
+        (alice.token, "update_webhook", [f"webhook_id={unknown}", "enabled=false"], "NOT_FOUND"),
+        (alice.token, "update_webhook", [f"webhook_id={unknown}", "url=ftp://x"],
+         "VALIDATION_ERROR"),
+        (alice.token, "delete_webhook", [f"webhook_id={unknown}"], "NOT_FOUND"),
+        (alice.token, "list_webhook_deliveries", [f"webhook_id={unknown}", "limit=0"],
+         "VALIDATION_ERROR"),
+        (alice.token, "redeliver_webhook", [f"webhook_id={unknown}", f"delivery_id={unknown}"],
+         "NOT_FOUND"),
     ]
     assert {tool for _, tool, _, _ in cases} == {t.name for t in TOOLS}
     for token, tool, arguments, code in cases:

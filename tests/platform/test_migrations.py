@@ -14,7 +14,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import impl.tasks.tables  # noqa: F401 - registers the tables
+import impl.tasks.tables  # registers the tables (PRIORITIES below uses it too)
+import impl.webhooks.tables  # noqa: F401 - registers the tables
 from impl.platform.database import connect_options
 from impl.tasks.tables import PRIORITIES
 

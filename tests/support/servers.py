@@ -50,6 +50,10 @@ def settings(database_url: str, **overrides: Any) -> Settings:
         # bursts; tests/http/test_rate_limit_and_quota.py sets real limits.
         "rate_limit_per_second": 1_000_000,
         "rate_limit_burst": 1_000_000,
+        # Every server on the session database would otherwise claim every test's webhook
+        # deliveries, with its own settings (a default server refuses the tests' receivers on
+        # 127.0.0.1): only the servers of the webhook tests deliver.
+        "webhook_delivery": False,
     }
     if database_url in POOLED:
         # Queries through the pooler; the live streams LISTEN on a direct connection, as
