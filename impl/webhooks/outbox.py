@@ -20,7 +20,7 @@ async def record_event(
     impl/webhooks/tables.py's EVENT_TYPES, e.g. "reminder.due"), whose body is
     {type, timestamp, data}; returns how many. The workers are woken at commit."""
     recorded: int = await connection.fetchval(
-        "SELECT webhook_record_event($1, $2, $3::jsonb)",
+        "SELECT webhook_record_event($1, $2, $3::text::jsonb)",  # text: whatever codecs
         user_id, event_type, orjson.dumps(data).decode(),
     )
     return recorded

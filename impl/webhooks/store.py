@@ -46,7 +46,9 @@ def _subscription(record: asyncpg.Record) -> dict[str, Any]:
 
 def _delivery(record: asyncpg.Record) -> dict[str, Any]:
     delivery = dict(record)
-    delivery["payload"] = orjson.loads(delivery["payload"])  # jsonb arrives as its text
+    # jsonb arrives decoded (impl/platform/database.py set_codecs); as text on a bare connection
+    if isinstance(delivery["payload"], str):
+        delivery["payload"] = orjson.loads(delivery["payload"])
     return delivery
 
 
