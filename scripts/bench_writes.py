@@ -60,7 +60,7 @@ INSERT_0007 = (
     "INSERT INTO tasks (id, user_id, title, description, completed, priority, due_date, tags, "
     "completed_at) VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::boolean, "
     "$6::task_priority, $7::text::timestamptz, $8::text[], CASE WHEN $5 THEN now() END) "
-    "RETURNING id"
+    "RETURNING id, user_id"
 )
 
 TICK = os.sysconf("SC_CLK_TCK")
