@@ -7,38 +7,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from impl.platform.errors import DATABASE_DOWN
 
 log = logging.getLogger("task_api.periodic")
 
 
-@asynccontextmanager
-async def running_every(
+def running_every(
     seconds: float, chore: Callable[[], Awaitable[object]], name: str
-) -> AsyncIterator[None]:
+) -> AbstractAsyncContextManager[None]:
     """Runs `chore` once now and every `seconds` while the block runs; a failure is logged
-    and the chore tried again next time."""
+    and the chore tried again next time (running_paced, with a chore that always waits
+    `seconds`)."""
 
-    async def loop() -> None:
-        while True:
-            try:
-                await chore()
-            except DATABASE_DOWN as error:
-                log.warning("%s: database unavailable (%s); next try in %.0f s",
-                            name, type(error).__name__, seconds)
-            except Exception:
-                log.exception("%s failed; next try in %.0f s", name, seconds)
-            await asyncio.sleep(seconds)
+    async def paced() -> float:
+        await chore()
+        return seconds
 
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return running_paced(seconds, paced, name)
 
 
 @asynccontextmanager
