@@ -43,12 +43,32 @@ step "ruff"
 step "mypy (strict on impl/; generated/ and bench/ too)"
 "$UV" run --locked mypy
 
-step "pytest (real PostgreSQL, real HTTP)"
-$no_system_node "$UV" run --locked pytest "$@"
+step "pytest, two passes at once: directly (real PostgreSQL, real HTTP) and through PgBouncer"
+# The second pass sends every API server through Debian's pgbouncer in transaction mode, as
+# Neon's pooler (statement cache off); migrations and direct checks do not go through it. It
+# runs only what uses the session database (tests/conftest.py): the rest ran in the first pass.
+# The two passes share nothing (each its own PostgreSQL, servers and free ports) and spend
+# much of their time waiting (servers starting, loads of fixed length, deadlines being proven),
+# so they run side by side (docs/tests.md: the figures).
+# The PgBouncer pass writes to a log shown after the direct pass; either failing fails the run.
+# The 100-user load runs 20 s there (60 s in the direct pass).
+pgbouncer_log="$(mktemp -t task-api-pgbouncer-pass.XXXXXX)"
+TEST_THROUGH_PGBOUNCER=1 LOAD_SECONDS="${LOAD_SECONDS:-20}" \
+  $no_system_node "$UV" run --locked pytest -q "$@" >"$pgbouncer_log" 2>&1 &
+pgbouncer_pass=$!
+# Interrupted (Ctrl-C, CI's timeout): the pass in the background goes too.
+trap 'kill "$pgbouncer_pass" 2>/dev/null || true' INT TERM
+direct_status=0
+$no_system_node "$UV" run --locked pytest "$@" || direct_status=$?
+pgbouncer_status=0
+wait "$pgbouncer_pass" || pgbouncer_status=$?
+trap - INT TERM
 
-step "pytest through PgBouncer (transaction mode, as Neon's pooler)"
-# Debian's pgbouncer on a loopback port in front of the test PostgreSQL; the API servers go
-# through it (statement cache off), migrations and direct checks do not. Tests that do not use
-# the session database are deselected: they ran above (tests/conftest.py).
-# The 100-user load runs 20 s here (60 s in the direct pass).
-TEST_THROUGH_PGBOUNCER=1 LOAD_SECONDS="${LOAD_SECONDS:-20}" $no_system_node "$UV" run --locked pytest -q "$@"
+step "pytest through PgBouncer (transaction mode, as Neon's pooler): what it printed"
+cat "$pgbouncer_log"
+rm -f "$pgbouncer_log"
+if (( direct_status != 0 || pgbouncer_status != 0 )); then
+  printf '\ntest.sh: pytest failed (direct pass: exit %d, PgBouncer pass: exit %d)\n' \
+    "$direct_status" "$pgbouncer_status" >&2
+  exit 1
+fi
