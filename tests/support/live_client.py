@@ -167,20 +167,17 @@ def arrival_of(task_id: str, version: int | None) -> Callable[[list[Message]], f
     return found
 
 
-def caught_up_after(task_id: str, version: int) -> Callable[[list[Message]], bool]:
+def caught_up_after(task_id: str, version: int | None) -> Callable[[list[Message]], bool]:
     """A wait_for() condition: an `up-to-date` event came after the event carrying `task_id`
-    at `version`. That round's snapshot held that write and everything committed before it,
-    and the round delivered all of it: with no write after that one, the copy is complete."""
+    at `version` (None: its tombstone). That round's snapshot held that write and everything
+    committed before it, and the round delivered all of it: with no write after that one, the
+    copy is complete (so wait for the *last* write: a delete after it would still be owed)."""
+    carries = arrival_of(task_id, version)
 
     def found(received: list[Message]) -> bool:
-        seen_write = False
-        for message in received:
-            if message.event == "changes" and any(
-                    t["id"] == task_id and t["version"] >= version
-                    for t in message.json()["tasks"]):
-                seen_write = True
-            elif message.event == "up-to-date" and seen_write:
-                return True
+        for index, message in enumerate(received):
+            if message.event == "changes" and carries([message]) is not None:
+                return any(later.event == "up-to-date" for later in received[index + 1:])
         return False
 
     return found

@@ -140,7 +140,7 @@ async def test_a_write_through_one_replica_reaches_a_stream_on_the_other_in_time
                     arrival_of(task_id, version), SETUP_TIMEOUT)
                 latencies.append((f"{kind} {writer.name}->{other.name}", arrived - written_at))
 
-            last = ""
+            last: tuple[str, int | None] = ("", None)  # the last write of all
             for n in range(ROUNDS):
                 for writer, other in ((a, b), (b, a)):
                     tasks = f"{writer.url}/api/tasks"
@@ -155,13 +155,15 @@ async def test_a_write_through_one_replica_reaches_a_stream_on_the_other_in_time
                     y, at = await write(http, user, "POST", tasks, {"title": f"y{n}",
                                                                      "tags": ["kept"]})
                     assert y is not None
-                    last = str(y["id"])
-                    await seen(writer, other, "create", last, 1, at)
+                    await seen(writer, other, "create", str(y["id"]), 1, at)
                     _, at = await write(http, user, "DELETE", f"{tasks}/{x_id}")
                     await seen(writer, other, "delete", x_id, None, at)
-        # Both copies complete after the last write (and its round's up-to-date): as stored.
+                    last = (x_id, None)
+        # Both copies complete after the last write, the delete of an x, and its round's
+        # up-to-date: as stored. (Waiting for the last create instead, as this test once did,
+        # raced that delete on the writer's own stream, which no seen() waits for.)
         for follower in followers.values():
-            await follower.wait_for(caught_up_after(last, 1), SETUP_TIMEOUT)
+            await follower.wait_for(caught_up_after(*last), SETUP_TIMEOUT)
         stored = await tasks_in_database(db, user.id)
         copies = {name: as_stored(follower.tasks) for name, follower in followers.items()}
     finally:
