@@ -118,7 +118,12 @@ def run_server(database_url: str, tmp_path: Path, terminal: bool, log_format: st
             send("GET", "/api/tasks", 401, None, headers={"Authorization": f"Bearer {garbage}"})
             send("GET", f"/api/tasks/{uuid.uuid4()}", 404, user, headers=bearer)
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0
+        try:
+            assert server.wait(timeout=30) == 0
+        except subprocess.TimeoutExpired:  # once, at load 12: say where it stood
+            with output._lock:
+                tail = bytes(output.data).decode(errors="replace")[-3000:]
+            raise AssertionError(f"no exit 30 s after SIGTERM; its output ends:\n{tail}") from None
     finally:
         if server.poll() is None:
             server.kill()
