@@ -53,8 +53,13 @@ step "pytest, two passes at once: directly (real PostgreSQL, real HTTP) and thro
 # The PgBouncer pass writes to a log shown after the direct pass; either failing fails the run.
 # The 100-user load runs 20 s there (60 s in the direct pass).
 pgbouncer_log="$(mktemp -t task-api-pgbouncer-pass.XXXXXX)"
+# Its own temporary folder: a pytest session makes /tmp/pytest-of-<user> private again when it
+# first uses it, which cuts off an embedded PostgreSQL that the other pass runs there as
+# another user (seen as pg_ctl's "Permission denied" when two sessions overlapped).
+pgbouncer_tmp="$(mktemp -d -t task-api-pgbouncer-pytest.XXXXXX)"
 TEST_THROUGH_PGBOUNCER=1 LOAD_SECONDS="${LOAD_SECONDS:-20}" \
-  $no_system_node "$UV" run --locked pytest -q "$@" >"$pgbouncer_log" 2>&1 &
+  $no_system_node "$UV" run --locked pytest -q --basetemp "$pgbouncer_tmp/basetemp" "$@" \
+  >"$pgbouncer_log" 2>&1 &
 pgbouncer_pass=$!
 # Interrupted (Ctrl-C, CI's timeout): the pass in the background goes too.
 trap 'kill "$pgbouncer_pass" 2>/dev/null || true' INT TERM
@@ -66,7 +71,7 @@ trap - INT TERM
 
 step "pytest through PgBouncer (transaction mode, as Neon's pooler): what it printed"
 cat "$pgbouncer_log"
-rm -f "$pgbouncer_log"
+rm -rf "$pgbouncer_log" "$pgbouncer_tmp"
 if (( direct_status != 0 || pgbouncer_status != 0 )); then
   printf '\ntest.sh: pytest failed (direct pass: exit %d, PgBouncer pass: exit %d)\n' \
     "$direct_status" "$pgbouncer_status" >&2
