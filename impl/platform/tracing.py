@@ -1,11 +1,12 @@
 """OpenTelemetry traces, when OTEL_EXPORTER_OTLP_ENDPOINT is set: the tracer the request spans are
 made with (impl/http/observe.py: one server span per request, named after the contract's
-operationId, child of the caller's W3C `traceparent` when there is one) and asyncpg instrumented
-(a child span per SQL statement), exported over OTLP/HTTP in batches. The SDK reads the standard
+operationId, child of the caller's W3C `traceparent` when there is one) and the statement spans
+(impl/platform/traced_connection.py: a child span per SQL statement of a recorded request),
+exported over OTLP/HTTP in batches. The SDK reads the standard
 variables itself (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS,
 OTEL_TRACES_SAMPLER and its _ARG, OTEL_BSP_*...).
 
-Unset, nothing is imported or installed: no span, no patched driver, no cost.
+Unset, nothing of the SDK is imported or installed: no span, no traced connection, no cost.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.trace import Tracer
 
 log = logging.getLogger("task_api.tracing")
@@ -29,11 +32,9 @@ class Tracing:
 
 
 def install_tracing(endpoint: str | None) -> Tracing | None:
-    """The tracer, with asyncpg instrumented (process-wide); None when off."""
+    """The tracer; None when off."""
     if not endpoint:
         return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -45,10 +46,35 @@ def install_tracing(endpoint: str | None) -> Tracing | None:
     # The endpoint is the collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT means it;
     # passed explicitly so that a value from .env works too.
     provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces"))
+        BatchSpanProcessor(_exporter_class()(endpoint=endpoint.rstrip("/") + "/v1/traces"))
     )
-    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(tracer_provider=provider)
     log.info("tracing: exporting spans over OTLP/HTTP to %s", endpoint)
     return Tracing(provider.get_tracer("task_api"), provider)
+
+
+def _exporter_class() -> type:
+    """OpenTelemetry's OTLP/HTTP exporter (its endpoint, headers, compression, retries,
+    certificates from the standard variables), with the batch encoded by
+    impl/platform/otlp_encoding.py: its own encoder was most of what a span cost."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from impl.platform.otlp_encoding import encode_span_batch
+
+    class Exporter(OTLPSpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            # OTLPSpanExporter.export, less its encoder (and its self-metrics, off unless
+            # OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED, and the size check: a batch is at most
+            # OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans of a few hundred bytes).
+            if self._shutdown:
+                log.warning("span exporter already shut down: batch dropped")
+                return SpanExportResult.FAILURE
+            try:
+                data = encode_span_batch(spans)
+            except Exception:
+                log.exception("could not encode a batch of %d spans", len(spans))
+                return SpanExportResult.FAILURE
+            result = self._client.export(data)
+            return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+    return Exporter
