@@ -268,6 +268,7 @@ def create_app(settings: Settings) -> FastAPI:
     # counted and traced (when metrics or tracing are on).
     observer = None
     if exported is not None or tracing is not None:
-        observer = RequestObserver(exported, tracing.tracer if tracing is not None else None)
+        observer = RequestObserver(exported, tracing.tracer if tracing is not None else None,
+                                   tracing.root_ratio if tracing is not None else None)
     app.add_middleware(RequestContextMiddleware, observer=observer)
     return app

@@ -18,6 +18,7 @@ request, sampled or not, which cost more than the request itself (docs/perf/obse
 
 from __future__ import annotations
 
+from random import random
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -50,9 +51,13 @@ def _caller_context(scope: Scope) -> context.Context | None:
 
 
 class RequestObserver:
-    def __init__(self, metrics: Metrics | None, tracer: trace.Tracer | None) -> None:
+    def __init__(self, metrics: Metrics | None, tracer: trace.Tracer | None,
+                 root_ratio: float | None = None) -> None:
+        """root_ratio: the share of requests without a caller's trace that start one (the
+        rest make no span: impl/platform/tracing.py); None: the tracer's sampler decides."""
         self.metrics = metrics
         self.tracer = tracer
+        self.root_ratio = root_ratio
 
     def begin(self, scope: Scope) -> Any:
         """At the request's start: counts it in flight, starts its span (made current).
@@ -61,9 +66,12 @@ class RequestObserver:
             self.metrics.requests_in_flight += 1
         if self.tracer is None:
             return None
+        caller = _caller_context(scope)
+        if caller is None and self.root_ratio is not None and random() >= self.root_ratio:
+            return None  # not sampled: no span, nothing current, nothing for the SDK to do
         method = scope["method"]
         span = self.tracer.start_span(
-            method, context=_caller_context(scope), kind=SpanKind.SERVER,
+            method, context=caller, kind=SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": scope["path"]},
         )
         return span, context.attach(trace.set_span_in_context(span))
@@ -99,11 +107,12 @@ def _finish(span: trace.Span, scope: Scope, operation: str, status: int,
             request_id: str) -> None:
     if span.is_recording():
         span.update_name(operation)
-        span.set_attribute("http.response.status_code", status)
+        attributes: dict[str, Any] = {"http.response.status_code": status,
+                                      "task_api.request_id": request_id}
         route = scope.get("route")
         if operation != UNMATCHED and isinstance(getattr(route, "path", None), str):
-            span.set_attribute("http.route", route.path)  # type: ignore[union-attr]
-        span.set_attribute("task_api.request_id", request_id)
+            attributes["http.route"] = route.path  # type: ignore[union-attr]
+        span.set_attributes(attributes)  # one lock taken, not one per attribute
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
     span.end()

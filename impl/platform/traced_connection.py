@@ -8,7 +8,10 @@ the semantic-conventions helpers and makes the span current (docs/perf/observabi
   costs one look at the current span and nothing else: no span at all;
 - the connection's attributes (database, user, server address) are built once per connection,
   the operation name once per distinct statement (they are constants in the code);
-- the span is not made current: nothing is ever started inside a statement.
+- the span is not made current: nothing is ever started inside a statement;
+- no span for a transaction's BEGIN, COMMIT or ROLLBACK: each a round trip of nothing to see
+  (a failing COMMIT fails its request, whose span says so), and on a write as many spans as
+  the statements that do the work.
 Attributes follow the stable database semantic conventions (`db.system.name`, `db.namespace`,
 `db.query.text`, `db.operation.name`, `server.address`, `server.port`). Parameters are never
 recorded (they are users' data).
@@ -24,13 +27,16 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from impl.platform.database import PoolConnection
 
 _operation_names: dict[str, str] = {}  # statement -> its first word (SELECT, INSERT, WITH...)
+_UNTRACED = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "START"})  # a transaction's own
 
 
 def _operation(query: str) -> str:
     name = _operation_names.get(query)
     if name is None:
         words = query.split(None, 1)
-        name = _operation_names[query] = words[0].upper() if words else "postgresql"
+        name = words[0].rstrip(";").upper() if words else "postgresql"
+        if len(_operation_names) < 10_000:  # the list statements are built from parts: bounded
+            _operation_names[query] = name
     return name
 
 
@@ -57,6 +63,8 @@ def traced_connection_class(tracer: trace.Tracer) -> type[PoolConnection]:
             if not trace.get_current_span().is_recording():
                 return None
             operation = _operation(query)
+            if operation in _UNTRACED:
+                return None
             base = self._span_attributes or self._connection_attributes()
             return tracer.start_span(operation, kind=SpanKind.CLIENT, attributes={
                 **base, "db.query.text": query, "db.operation.name": operation})
