@@ -154,7 +154,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--variants", default="metrics,tracing,sampled",
                         help="which besides off: metrics, tracing, sampled (the default: all "
-                        "three), again (a second server with nothing set)")
+                        "three), again (a second server with nothing set; with all three, six "
+                        "servers' pools exceed the embedded PostgreSQL's connections)")
     parser.add_argument("--endpoints", default="",
                         help="only the endpoints whose name contains this (e.g. 'GET')")
     args = parser.parse_args()

@@ -83,13 +83,13 @@ def install_tracing(endpoint: str | None) -> Tracing | None:
     # The endpoint is the collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT means it;
     # passed explicitly so that a value from .env works too.
     provider.add_span_processor(
-        BatchSpanProcessor(_exporter_class()(endpoint=endpoint.rstrip("/") + "/v1/traces"))
+        BatchSpanProcessor(exporter_class()(endpoint=endpoint.rstrip("/") + "/v1/traces"))
     )
     log.info("tracing: exporting spans over OTLP/HTTP to %s", endpoint)
     return Tracing(provider.get_tracer("task_api"), provider, root_ratio)
 
 
-def _exporter_class() -> type:
+def exporter_class() -> type:
     """OpenTelemetry's OTLP/HTTP exporter (its endpoint, headers, compression, retries,
     certificates from the standard variables), with the batch encoded by
     impl/platform/otlp_encoding.py: its own encoder was most of what a span cost."""
