@@ -31,7 +31,7 @@ from impl.http.contract import install_contract_routes
 from impl.http.errors import install_error_handlers
 from impl.http.guards import RequestGuardMiddleware
 from impl.http.middleware import LastResortMiddleware, RequestContextMiddleware
-from impl.http.observe import ObserveMiddleware
+from impl.http.observe import RequestObserver
 from impl.http.rate_limit import RateLimiter
 from impl.mcp import install_mcp
 from impl.platform.database import Database
@@ -134,7 +134,8 @@ def create_app(settings: Settings) -> FastAPI:
         """Opens what the requests use and hands it to them: Starlette gives every request a copy
         of the yielded state (`request.state`), from which each tag's `resources` dependency
         and the auth dependency take their part (impl/http/state.py)."""
-        database = Database(database_url, settings, exported)
+        database = Database(database_url, settings, exported,
+                            tracing.tracer if tracing is not None else None)
         await database.open()
         await verifier.start()
         listen_url = _listen_url(settings, database)
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.sample_every_second(metrics.pool_size, lambda: database.pool_sizes()[0])
         metrics.sample_every_second(metrics.pool_in_use, lambda: database.pool_sizes()[1])
         metrics.sample_every_second(metrics.pool_max, lambda: settings.db_pool_max_size)
+        metrics.sample_every_second(metrics.pool_waiting, lambda: database.waiting)
         metrics.sample_every_second(metrics.open_streams, lambda: live.open_streams)
         state = {
             AUTHENTICATION: Authentication(verifier, rate_limits),
@@ -181,7 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
             timeout_seconds=settings.webhook_timeout_seconds,
             retry_base_seconds=settings.webhook_retry_base_seconds,
             retry_for_seconds=settings.webhook_retry_for_seconds,
-        ))
+        ), metrics)
 
         async def purge_deliveries() -> None:
             async with database.connection() as connection:
@@ -204,7 +206,8 @@ def create_app(settings: Settings) -> FastAPI:
             on_fired=count_fired,
         )
         sampling: AbstractAsyncContextManager[None] = (
-            running_every(1.0, metrics.sample, "metrics sample") if exported else nullcontext()
+            running_every(1.0, metrics.publish_now, "metrics publish") if exported
+            else nullcontext()
         )
         try:
             async with (
@@ -220,6 +223,8 @@ def create_app(settings: Settings) -> FastAPI:
             await webhook_wakeups.stop()
             await notifications.stop()
             await database.close()
+            if exported is not None:
+                metrics.publish()  # what was counted since the last publish
             if tracing is not None:
                 tracing.provider.shutdown()  # exports what is still buffered
             forget_this_process()
@@ -259,11 +264,11 @@ def create_app(settings: Settings) -> FastAPI:
                 "ETag", "Location", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"
             ],
         )
-    # Added last, so it runs first: every response, even CORS and guard ones, gets an id.
-    app.add_middleware(RequestContextMiddleware)
+    # Added last, so it runs first: every response, even CORS and guard ones, gets an id, is
+    # counted and traced (when metrics or tracing are on).
+    observer = None
     if exported is not None or tracing is not None:
-        # Outside everything: every answer counts, and the request's span is current while
-        # the request-context layer writes the access line.
-        app.add_middleware(ObserveMiddleware, metrics=exported,
-                           tracer=tracing.tracer if tracing is not None else None)
+        observer = RequestObserver(exported, tracing.tracer if tracing is not None else None,
+                                   tracing.root_ratio if tracing is not None else None)
+    app.add_middleware(RequestContextMiddleware, observer=observer)
     return app

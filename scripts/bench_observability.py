@@ -38,6 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import cpu_share
 from bench.bench_script import bench_main as load_bench_main
 from impl.platform.migrate import upgrade
 
@@ -45,7 +46,9 @@ bench_main = load_bench_main()
 say = bench_main.say
 OUT = REPO / "artifacts" / "perf" / "observability.json"
 SCRAPE_EVERY_SECONDS = 5.0
-VARIANTS = ("off", "metrics", "tracing", "sampled")
+# "again": a second server with nothing set (not run unless asked): how far two servers that
+# do the same work land apart in one run, the noise any other difference is read against.
+VARIANTS = ("off", "metrics", "tracing", "sampled", "again")
 SAMPLED_RATIO = "0.01"
 
 
@@ -108,7 +111,9 @@ def measure_endpoint(bench: Any, servers: dict[str, Any], load: Any, rounds: int
             row[name]["ratio"] = round(rps / statistics.median(r.rps for r in baseline), 3)
             row[name]["round_ratio"] = round(statistics.median(
                 mine.rps / base.rps for mine, base in zip(runs[name], baseline, strict=True)), 3)
-    for name in VARIANTS[1:]:
+    for name in names:
+        if name in ("baseline", "off"):
+            continue
         # The server's CPU a request, over off's: what the machine's other work moves least
         # (throughput on a shared machine follows whoever else is running).
         row[name]["cpu_over_off"] = round(row[name]["cpu_us"] / row["off"]["cpu_us"], 3)
@@ -119,13 +124,14 @@ def measure_endpoint(bench: Any, servers: dict[str, Any], load: Any, rounds: int
 
 
 def report(rows: list[dict[str, Any]]) -> None:
+    variants = [name for name in VARIANTS[1:] if name in rows[0]]
     say("\nendpoint ratio (ours / baseline req/s; median of the rounds' ratios in brackets) "
         "and each variant minus off")
     say(f"  {'endpoint':<24} {'off':>15}" + "".join(
-        f" {name:>15} {'- off':>15}" for name in VARIANTS[1:]))
+        f" {name:>15} {'- off':>15}" for name in variants))
     for row in rows:
         cells = [f"{row['off']['ratio']:.3f} ({row['off']['round_ratio']:.3f})"]
-        for name in VARIANTS[1:]:
+        for name in variants:
             cells.append(f"{row[name]['ratio']:.3f} ({row[name]['round_ratio']:.3f})")
             cells.append(f"{row[name]['minus_off']:+.3f} ({row[name]['round_minus_off']:+.3f})")
         say(f"  {row['endpoint']:<24} " + " ".join(f"{c:>15}" for c in cells))
@@ -134,11 +140,11 @@ def report(rows: list[dict[str, Any]]) -> None:
         say(f"  {row['endpoint']:<24} baseline {row['baseline']['cpu_us']:6.0f}  "
             f"off {row['off']['cpu_us']:6.0f}  " + "  ".join(
                 f"{name} {row[name]['cpu_us']:6.0f} ({row[name]['cpu_over_off']:.3f})"
-                for name in VARIANTS[1:]))
+                for name in variants))
     say("\np99 ms (median of the rounds)")
     for row in rows:
         say(f"  {row['endpoint']:<24} " + "  ".join(
-            f"{name} {row[name]['p99_ms']:.2f}" for name in ("baseline", *VARIANTS)))
+            f"{name} {row[name]['p99_ms']:.2f}" for name in ("baseline", "off", *variants)))
 
 
 def main() -> int:
@@ -146,6 +152,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--variants", default="metrics,tracing,sampled",
+                        help="which besides off: metrics, tracing, sampled (the default: all "
+                        "three), again (a second server with nothing set; with all three, six "
+                        "servers' pools exceed the embedded PostgreSQL's connections)")
+    parser.add_argument("--endpoints", default="",
+                        help="only the endpoints whose name contains this (e.g. 'GET')")
     args = parser.parse_args()
     bench_main.ensure_wrk()
     from impl.platform.embedded import pgserver_module
@@ -165,30 +177,40 @@ def main() -> int:
             url = pg.get_uri()
             upgrade(url)
             loaded = asyncio.run(bench_main.load_data(url, (), 0))
+            asyncio.run(bench_main.create_ceiling(url))  # the writes' reset expects its table
             ids_file = workdir / "ids.txt"
             ids_file.write_text("\n".join(loaded["ids"]) + "\n")
             config = bench_main.Config(
                 duration=args.duration, rounds=args.rounds, warmup=args.warmup,
                 scale_seconds=0, scale_rounds=0, sizes=(), out=OUT.parent, quick=True)
-            bench = bench_main.Bench(config, url, ids_file)
+            bench = bench_main.Bench(config, url, ids_file,
+                                     cpu_share.postmaster_pid(workdir / "pg"))
             metrics_port = bench_main.free_port()
             servers["baseline"] = bench_main.start_baseline(url, workdir)
             servers["off"] = start_variant("off", url, workdir, {})
-            servers["metrics"] = start_variant(
-                "metrics", url, workdir, {"METRICS_PORT": str(metrics_port)})
-            servers["tracing"] = start_variant("tracing", url, workdir, {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"})
-            servers["sampled"] = start_variant("sampled", url, workdir, {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                "OTEL_TRACES_SAMPLER_ARG": SAMPLED_RATIO})
+            chosen = args.variants.split(",")
+            if "metrics" in chosen:
+                servers["metrics"] = start_variant(
+                    "metrics", url, workdir, {"METRICS_PORT": str(metrics_port)})
+            if "tracing" in chosen:
+                servers["tracing"] = start_variant("tracing", url, workdir, {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"})
+            if "sampled" in chosen:
+                servers["sampled"] = start_variant("sampled", url, workdir, {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": SAMPLED_RATIO})
+            if "again" in chosen:
+                servers["again"] = start_variant("again", url, workdir, {})
             for server in servers.values():
                 server.wait_ready()
             servers["baseline"].name = "baseline"
-            scraping(f"http://127.0.0.1:{metrics_port}/metrics", stop_scraping)
-            say(f"bench_observability: {len(bench_main.ENDPOINTS)} endpoints x {args.rounds} "
+            if "metrics" in servers:
+                scraping(f"http://127.0.0.1:{metrics_port}/metrics", stop_scraping)
+            endpoints = [load for load in bench_main.ENDPOINTS if args.endpoints in load.name]
+            say(f"bench_observability: {len(endpoints)} endpoints x {args.rounds} "
                 f"rounds x {len(servers)} servers x {args.duration:g} s, wrk -t2 -c16\n")
-            for load in bench_main.ENDPOINTS:
+            for load in endpoints:
                 say(load.name)
                 rows.append(measure_endpoint(bench, servers, load, args.rounds, args.duration,
                                              args.warmup))

@@ -1,6 +1,7 @@
 """Pure-ASGI middleware: a fresh request id per request (header, envelope, logs), one
-structured access-log line, and the last-resort error envelope for anything that escapes the
-app."""
+structured access-log line, the request's metrics and span when they are on (impl/http/observe.py:
+this layer already times the request and knows its status, so they need no layer of their
+own), and the last-resort error envelope for anything that escapes the app."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from impl.http.errors import unexpected_error_response
+from impl.http.observe import RequestObserver
 from impl.platform.request_context import reset_request_id, set_request_id
 
 access_log = logging.getLogger("task_api.access")
@@ -28,8 +30,9 @@ def new_request_id() -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observer: RequestObserver | None = None) -> None:
         self.app = app
+        self.observer = observer  # None: metrics and tracing off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,6 +42,8 @@ class RequestContextMiddleware:
         header = (b"x-request-id", request_id.encode())
         token = set_request_id(request_id)
         state = scope.setdefault("state", {})
+        observer = self.observer
+        begun = observer.begin(scope) if observer is not None else None
         started = time.perf_counter()
         status = 500
 
@@ -57,6 +62,7 @@ class RequestContextMiddleware:
             # The backstop for the few layers outside LastResortMiddleware (CORSMiddleware).
             await answer_failures(self.app, scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
             if access_log.isEnabledFor(logging.INFO):  # not even the record's fields otherwise
                 access_log.info(
                     "request",
@@ -64,10 +70,12 @@ class RequestContextMiddleware:
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(seconds * 1000, 2),
                         "user_id": state.get("user_id"),
                     },
                 )
+            if observer is not None:  # after the line: the span is current while it is written
+                observer.end(begun, scope, status, seconds, request_id)
             reset_request_id(token)
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -15,6 +15,9 @@ import orjson
 from impl.platform.errors import DATABASE_DOWN, Unavailable
 from impl.platform.metrics import Metrics
 from impl.platform.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("task_api.db")
 
@@ -55,7 +58,7 @@ def connect_options(url: str, statement_cache: bool | None = None) -> ConnectOpt
     return ConnectOptions(dsn=dsn, statement_cache_size=100 if statement_cache else 0)
 
 
-class _Connection(asyncpg.Connection):  # type: ignore[misc]
+class PoolConnection(asyncpg.Connection):  # type: ignore[misc]
     """asyncpg resets every connection it takes back into the pool (unlock advisory locks, close
     cursors, UNLISTEN, RESET ALL): one more round trip per request. This service uses none of
     those, and every operation ends its own transaction, so there is nothing to reset."""
@@ -80,12 +83,11 @@ class _PooledConnection:
     """`async with` one connection of the pool (a class, not @asynccontextmanager: this runs on
     every request, and a generator-based context manager costs several times more)."""
 
-    __slots__ = ("connection", "metrics", "pool", "timeout")
+    __slots__ = ("connection", "database", "pool")
 
-    def __init__(self, pool: asyncpg.Pool, timeout: float, metrics: Metrics | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, database: Database) -> None:
         self.pool = pool
-        self.timeout = timeout
-        self.metrics = metrics
+        self.database = database
 
     async def __aenter__(self) -> asyncpg.Connection:
         # With an idle connection in the pool, acquire() takes it without waiting: no timer
@@ -93,16 +95,21 @@ class _PooledConnection:
         if self.pool.get_idle_size():
             self.connection = await self.pool.acquire(timeout=None)
             return self.connection
-        if self.metrics is None:
-            self.connection = await self.pool.acquire(timeout=self.timeout)
+        database = self.database
+        timeout = database.settings.db_acquire_timeout_seconds
+        metrics = database.metrics
+        if metrics is None:
+            self.connection = await self.pool.acquire(timeout=timeout)
             return self.connection
+        # No idle connection: this one waits (or connects). Counted in memory: the gauge reads
+        # `waiting` once a second, the histogram is published with the others.
         started = time.perf_counter()
-        self.metrics.pool_waiting.inc()  # no idle connection: this one waits (or connects)
+        database.waiting += 1
         try:
-            self.connection = await self.pool.acquire(timeout=self.timeout)
+            self.connection = await self.pool.acquire(timeout=timeout)
         finally:
-            self.metrics.pool_waiting.dec()
-            self.metrics.pool_wait.observe(time.perf_counter() - started)
+            database.waiting -= 1
+            metrics.pool_waits.observe(time.perf_counter() - started)
         return self.connection
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -123,10 +130,13 @@ class Database:
     fast (connect and acquire timeouts) and the API answers 503; a background task keeps trying
     with backoff, says why in the log, and warms the pool up once the database answers."""
 
-    def __init__(self, url: str, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, url: str, settings: Settings, metrics: Metrics | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.options = connect_options(url, settings.db_statement_cache)
         self.settings = settings
         self.metrics = metrics
+        self.tracer = tracer  # with tracing on: a span per statement of a traced request
+        self.waiting = 0  # operations waiting for a pooled connection (with metrics on)
         self._pool: asyncpg.Pool | None = None
         self._connector: asyncio.Task[None] | None = None
 
@@ -146,12 +156,19 @@ class Database:
             kwargs["server_settings"] = {"plan_cache_mode": "force_generic_plan"}
         return kwargs
 
+    def _connection_class(self) -> type[PoolConnection]:
+        if self.tracer is None:
+            return PoolConnection
+        from impl.platform.traced_connection import traced_connection_class
+
+        return traced_connection_class(self.tracer)
+
     async def open(self) -> None:
         # min_size=0: creating the pool connects nothing, so it cannot fail while PostgreSQL
         # is down; connections are made on demand and replaced when they break.
         self._pool = await asyncpg.create_pool(
             min_size=0,
-            connection_class=_Connection,
+            connection_class=self._connection_class(),
             init=set_codecs,
             max_size=self.settings.db_pool_max_size,
             max_inactive_connection_lifetime=300,
@@ -221,9 +238,7 @@ class Database:
         statement: with its statement cache off, asyncpg sends an unnamed Parse without a Sync,
         so the pooler keeps Parse, Bind and Execute on one server connection (the PgBouncer
         pass of the test suite runs everything that way)."""
-        return _PooledConnection(
-            self.pool, self.settings.db_acquire_timeout_seconds, self.metrics
-        )
+        return _PooledConnection(self.pool, self)
 
     def pool_sizes(self) -> tuple[int, int]:
         """(connections open, connections lent out) now; (0, 0) while the pool is closed."""

@@ -11,7 +11,7 @@ Labels are bounded by construction: an operation is the contract's operationId (
 name, or `unmatched`), a status a class (`2xx`...), a reason one of the token verifier's fixed
 messages, a refusal one of a few kinds. Never a raw path, a user id or a token.
 
-Adding a metric (reminders, webhooks): one attribute here, named `task_api_<what>_<unit>`, and
+Adding a metric: one attribute here, named `task_api_<what>_<unit>`, and
 one call where it happens (it has `metrics` from the lifespan state, as the live streams do):
 
     self.reminder_lag = Histogram(
@@ -20,7 +20,10 @@ one call where it happens (it has `metrics` from the lifespan state, as the live
     ...
     metrics.reminder_lag.observe(delivered_at - due_at)
 
-A gauge needs `multiprocess_mode="livesum"` (the live processes' values added up).
+A gauge needs `multiprocess_mode="livesum"` (the live processes' values added up). Anything
+observed on every request is counted in memory and published once a second (BatchedHistogram,
+a gauge read by sample_every_second): in multiprocess mode each direct write is a write to a
+shared file.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from prometheus_client import (
     values,
 )
 
+from impl.platform.batched_histogram import BatchedHistogram
+
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client itself
 
 # Seconds. Most requests take 1-10 ms here; the tail (a cold pool, a busy machine) and the
@@ -50,6 +55,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ACQUIRE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 # For the reminders' lag (seconds from due to delivered), when they land.
 LAG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+# A webhook attempt: a local endpoint answers in milliseconds, a far one in a second; the
+# timeout (WEBHOOK_TIMEOUT_SECONDS, 10 s by default) ends the rest.
+WEBHOOK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _NOT_A_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -62,8 +70,14 @@ def reason_label(message: str) -> str:
     return _NOT_A_WORD.sub("_", (detail or message).lower()).strip("_") or "invalid"
 
 
-def status_class(status: int) -> str:
-    return f"{status // 100}xx"
+_STATUS_CLASSES = {digit: f"{digit}xx" for digit in range(1, 6)}
+
+
+def status_class(status: int | None) -> str:
+    """200 -> `2xx`; `none` for no status (a webhook endpoint that never answered)."""
+    if status is None:
+        return "none"
+    return _STATUS_CLASSES.get(status // 100) or f"{status // 100}xx"
 
 
 class Metrics:
@@ -94,8 +108,7 @@ class Metrics:
             "task_api_db_pool_waiting", "Operations waiting for a pooled connection.",
             multiprocess_mode="livesum", registry=None,
         )
-        # Only when no connection was idle (an idle one is taken at once, in microseconds):
-        # each observation is a write to a shared file, and on every request that showed.
+        # Only when no connection was idle (an idle one is taken at once, in microseconds).
         self.pool_wait = Histogram(
             "task_api_db_pool_wait_seconds", "Time to get a pooled connection when none was "
             "idle (a new connection, or one given back).", buckets=ACQUIRE_BUCKETS, registry=None,
@@ -127,6 +140,34 @@ class Metrics:
             "task_api_reminders_fired", "Reminders fired by this process's scheduler.",
             registry=None,
         )
+        # Webhooks (impl/webhooks/worker.py): each attempt, and each delivery given up.
+        self.webhook_attempts = Counter(
+            "task_api_webhook_attempts", "Webhook delivery attempts by outcome: `delivered` "
+            "(a 2xx), `failed` (any other answer, a timeout, no connection), `refused` (the "
+            "endpoint's name resolved to an address the server must not call); `status_class` "
+            "the endpoint's answer (`none`: no answer).",
+            ["outcome", "status_class"], registry=None,
+        )
+        self.webhook_attempt_duration = Histogram(
+            "task_api_webhook_attempt_duration_seconds",
+            "How long a webhook delivery attempt took, by outcome (as above).",
+            ["outcome"], buckets=WEBHOOK_BUCKETS, registry=None,
+        )
+        self.webhook_delivery_lag = Histogram(
+            "task_api_webhook_delivery_lag_seconds",
+            "Seconds from the change that made a webhook delivery to the endpoint's 2xx "
+            "(retries included).", buckets=LAG_BUCKETS, registry=None,
+        )
+        self.webhooks_given_up = Counter(
+            "task_api_webhook_deliveries_given_up", "Webhook deliveries failed for good, by "
+            "reason: `retries_exhausted` (WEBHOOK_RETRY_FOR_SECONDS passed), `gone` (the "
+            "endpoint answered 410: its subscription is disabled).",
+            ["reason"], registry=None,
+        )
+        # Observed on every request: counted in memory, published once a second (see
+        # batched_histogram.py: each direct observation is a write to a shared file).
+        self.requests = BatchedHistogram(self.request_duration)
+        self.pool_waits = BatchedHistogram(self.pool_wait)
         # Gauges read from their source now and then (sample()), not kept up to date on every
         # change: a pool's size changes on every request, a scrape comes every few seconds, and
         # each gauge change is a write to a shared file.
@@ -137,9 +178,16 @@ class Metrics:
     def sample_every_second(self, gauge: Gauge, read: Callable[[], float]) -> None:
         self._sampled.append((gauge, read))
 
-    async def sample(self) -> None:
+    def publish(self) -> None:
+        """What the scrape reads: the sampled gauges, and the histograms counted in memory
+        since the last publish. Once a second, and when the process stops."""
         for gauge, read in self._sampled:
             gauge.set(read())
+        self.requests.publish()
+        self.pool_waits.publish()
+
+    async def publish_now(self) -> None:  # for running_every
+        self.publish()
 
 
 def in_multiprocess_mode() -> bool:

@@ -27,6 +27,7 @@ class Answer:
     latency_ms: float
     error: str | None  # None when the endpoint answered 2xx
     excerpt: str | None
+    refused: bool = False  # by the address policy, before any connection (transport.py)
 
 
 class Sender:
@@ -69,7 +70,7 @@ class Sender:
                 finally:
                     await response.aclose()
         except AddressRefused as refused:
-            return Answer(None, elapsed(), str(refused)[:255], None)
+            return Answer(None, elapsed(), str(refused)[:255], None, refused=True)
         except TimeoutError:
             return Answer(status_code, elapsed(),
                           f"timed out after {self.timeout_seconds:g} s", excerpt)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from impl.platform.database import Database
 from impl.platform.errors import DATABASE_DOWN
+from impl.platform.metrics import Metrics, status_class
 from impl.platform.notifications import Notifications
 from impl.webhooks import queue
 from impl.webhooks.backoff import next_retry
@@ -59,8 +60,9 @@ def result_of(claim: queue.Claim, answer: Answer, settings: WorkerSettings) -> q
 
 class DeliveryWorker:
     def __init__(self, database: Database, notifications: Notifications, sender: Sender,
-                 settings: WorkerSettings) -> None:
+                 settings: WorkerSettings, metrics: Metrics) -> None:
         self.database = database
+        self.metrics = metrics
         self.notifications = notifications
         self.sender = sender
         self.settings = settings
@@ -104,6 +106,7 @@ class DeliveryWorker:
     async def _attempt(self, claim: queue.Claim) -> None:
         answer = await self.sender.send(claim)
         result = result_of(claim, answer, self.settings)
+        self._count_attempt(answer)
         try:
             async with self.database.connection() as connection:
                 recorded = await queue.finish(connection, claim, result)
@@ -113,8 +116,25 @@ class DeliveryWorker:
             return
         if not recorded:
             log.warning("webhook %s attempt %d: its lease was taken over", claim.id, claim.attempt)
-        elif answer.error is not None:
+            return
+        if answer.error is not None:
             log.info("webhook %s attempt %d failed: %s", claim.id, claim.attempt, answer.error)
+        if result.state == "succeeded":
+            lag = (datetime.now(UTC) - claim.created_at).total_seconds()
+            self.metrics.webhook_delivery_lag.observe(max(lag, 0.0))
+        elif result.state == "failed":
+            reason = "gone" if result.disable_reason is not None else "retries_exhausted"
+            self.metrics.webhooks_given_up.labels(reason).inc()
+
+    def _count_attempt(self, answer: Answer) -> None:
+        if answer.error is None:
+            outcome = "delivered"
+        elif answer.refused:
+            outcome = "refused"
+        else:
+            outcome = "failed"
+        self.metrics.webhook_attempts.labels(outcome, status_class(answer.status_code)).inc()
+        self.metrics.webhook_attempt_duration.labels(outcome).observe(answer.latency_ms / 1000)
 
     async def stop(self) -> None:
         """Abandons the attempts in flight at once: shutting down never waits for an endpoint.

@@ -27,6 +27,7 @@ from tests.support.servers import (
 
 POOL_MAX = 3
 BURST = 10  # per worker: a limited user's first requests pass on each worker
+TESTED_OPERATIONS = ("createTask", "listTasks", "unmatched", "getTaskStats")
 
 
 def fresh(base_url: str) -> httpx.Client:
@@ -36,7 +37,7 @@ def fresh(base_url: str) -> httpx.Client:
 
 
 def wait_for(url: str, check: Callable[[Scrape], bool], timeout: float = 30) -> Scrape:
-    """Scrapes until `check(scrape)` holds (gauges are sampled once a second)."""
+    """Scrapes until `check(scrape)` holds (every worker publishes once a second)."""
     deadline = time.monotonic() + timeout
     while True:
         last = scrape(url)
@@ -91,7 +92,17 @@ def test_two_workers_count_every_request_once_by_operation(
                     for _ in range(3 * BURST)]
         assert set(statuses) <= {200, 429} and statuses.count(429) >= BURST, statuses
 
-        after = wait_for(metrics_url, lambda s: s.value("task_api_db_pool_connections_max") == 2 * POOL_MAX)
+        sent = 3 + 1 + 1 + 5 + 2 + len(statuses)
+
+        def all_published(now: Scrape) -> bool:
+            """Each worker publishes what it counted once a second."""
+            name = "task_api_http_request_duration_seconds_count"
+            published = sum(now.value(name, operation=operation) - before.value(
+                name, operation=operation) for operation in TESTED_OPERATIONS)
+            return (published == sent
+                    and now.value("task_api_db_pool_connections_max") == 2 * POOL_MAX)
+
+        after = wait_for(metrics_url, all_published)
 
     def counted(operation: str, status_class: str) -> float:
         name = "task_api_http_request_duration_seconds_count"
