@@ -9,9 +9,11 @@ commit, 16 writers). A transaction that only notifies writes no WAL, so it holds
 next to nothing.
 
 The writes of this process name the keys (user ids) they changed; one statement at a time
-notifies them, and the keys named while it runs go into the next one: under load one statement
-carries many writes' wake-ups, when idle each write gets its own at once. The caller does not
-wait for it. A wake-up that is lost (the process dies between the commit and the statement,
+notifies them, and the keys named while it runs, or until INTERVAL_SECONDS after it started, go
+into the next one: when idle a write's wake-up goes at once, under load one statement carries
+every write of the last few milliseconds (at most 1 / INTERVAL_SECONDS statements a second per
+process, whatever the write rate: one per write cost the API a quarter of its PATCH rate,
+docs/perf/write-cost.md). The caller does not wait for it. A wake-up that is lost (the process dies between the commit and the statement,
 the database is unreachable for it) is made good by the readers' own poll
 (impl/tasks/feed_watch.py): a notification only ever says "look again".
 """
@@ -28,14 +30,18 @@ from impl.platform.database import Database
 log = logging.getLogger("task_api.wake_ups")
 
 STOP_SECONDS = 5.0  # at shutdown, how long the last wake-ups may take
+# The least time between the starts of two statements: what a wake-up may wait under load.
+INTERVAL_SECONDS = 0.005
 
 
 class WakeUps:
     """`statement` takes the keys as its one parameter, a text[] ($1)."""
 
-    def __init__(self, database: Database, statement: str) -> None:
+    def __init__(self, database: Database, statement: str,
+                 interval_seconds: float = INTERVAL_SECONDS) -> None:
         self.database = database
         self.statement = statement
+        self.interval = interval_seconds
         self._pending: set[str] = set()
         self._sending: asyncio.Task[None] | None = None
         self.statements = 0  # sent (for tests and the benchmark)
@@ -48,7 +54,9 @@ class WakeUps:
             self._sending = asyncio.create_task(self._send_pending())
 
     async def _send_pending(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
+            started = loop.time()
             keys, self._pending = sorted(self._pending), set()
             try:
                 async with self.database.connection() as connection:
@@ -56,9 +64,14 @@ class WakeUps:
             except Exception as error:  # noqa: BLE001 - the readers' poll makes good a lost one
                 log.warning("wake-ups for %d keys not sent (%s: %s); the readers' poll "
                             "delivers them", len(keys), type(error).__name__, error)
-                continue
-            self.statements += 1
-            self.keys += len(keys)
+            else:
+                self.statements += 1
+                self.keys += len(keys)
+            # The writes of the rest of the interval wait for the next statement; if none came,
+            # the next write after it goes at once.
+            wait = self.interval - (loop.time() - started)
+            if wait > 0:
+                await asyncio.sleep(wait)
 
     async def stop(self) -> None:
         """Send what is pending (bounded: the poll of the other replicas covers the rest)."""
