@@ -11,9 +11,10 @@ next to nothing.
 The writes of this process name the keys (user ids) they changed; one statement at a time
 notifies them, and the keys named while it runs, or until INTERVAL_SECONDS after it started, go
 into the next one: when idle a write's wake-up goes at once, under load one statement carries
-every write of the last few milliseconds (at most 1 / INTERVAL_SECONDS statements a second per
-process, whatever the write rate: one per write cost the API a quarter of its PATCH rate,
-docs/perf/write-cost.md). The caller does not wait for it. A wake-up that is lost (the process dies between the commit and the statement,
+every write of the last few milliseconds: at most 1 / INTERVAL_SECONDS statements a second per
+process, whatever the write rate (against one statement per write this measured alike at 16
+writers, within the noise of a shared machine: docs/perf/write-cost.md; it bounds the cost at
+higher rates). The caller does not wait for it. A wake-up that is lost (the process dies between the commit and the statement,
 the database is unreachable for it) is made good by the readers' own poll
 (impl/tasks/feed_watch.py): a notification only ever says "look again".
 """
