@@ -41,8 +41,11 @@ from impl.platform.periodic import running_every, running_paced
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import TokenVerifier
 from impl.platform.tracing import install_tracing
+from impl.platform.wake_ups import WakeUps
+from impl.tasks.change_wake_ups import WAKE_SQL
 from impl.tasks.changes import ChangeFeed
 from impl.tasks.cursor import CursorCodec
+from impl.tasks.feed_watch import WATCH_SECONDS, FeedWatch
 from impl.tasks.live import LiveStreams, StreamSettings
 from impl.tasks.reminder_scheduler import ReminderScheduler
 from impl.tasks.store import TaskStore
@@ -141,6 +144,10 @@ def create_app(settings: Settings) -> FastAPI:
         listen_url = _listen_url(settings, database)
         notifications = Notifications(listen_url, "task_changes")
         await notifications.start()
+        # Sent after each write commits, never by the writing transaction (migration 0010);
+        # what no wake-up announces, each replica's feed watch finds within a second.
+        wake_ups = WakeUps(database, WAKE_SQL)
+        feed_watch = FeedWatch(database, notifications)
         secret = _cursor_secret(settings)
         changes = ChangeFeed(database, settings.sync_retention_seconds)
         sync_tokens = SyncTokenCodec(secret)
@@ -157,7 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
         state = {
             AUTHENTICATION: Authentication(verifier, rate_limits),
             impl.tasks.handlers.STATE_KEY: impl.tasks.handlers.Resources(
-                store=TaskStore(database, settings.max_tasks_per_user),
+                store=TaskStore(database, settings.max_tasks_per_user, wake_ups),
                 cursors=CursorCodec(secret),
                 changes=changes,
                 sync_tokens=sync_tokens,
@@ -203,7 +210,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         reminders = ReminderScheduler(
             database, settings.reminder_poll_seconds, settings.reminder_batch_size,
-            on_fired=count_fired,
+            on_fired=count_fired, wake_ups=wake_ups,
         )
         sampling: AbstractAsyncContextManager[None] = (
             running_every(1.0, metrics.publish_now, "metrics publish") if exported
@@ -212,6 +219,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             async with (
                 running_every(purge_every, changes.purge_tombstones, "tombstone purge"),
+                running_every(WATCH_SECONDS, feed_watch.poll, "feed watch"),
                 running_paced(settings.reminder_poll_seconds, reminders.fire_due, "reminders"),
                 sampling,
                 running_every(3600.0, purge_deliveries, "webhook delivery purge"),
@@ -219,6 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
             ):
                 yield state
         finally:
+            await wake_ups.stop()
             await sender.close()
             await webhook_wakeups.stop()
             await notifications.stop()

@@ -6,14 +6,14 @@ and then with one part after another taken away, down to the write ceiling's pla
 
 scripts/bench_writes.py measures the same parts one statement at a time; this one measures
 them the way wrk loads the API: concurrent transactions, all of one user (`--users one`, the
-benchmark's load: they meet on that user's counter rows) or each connection its own user
-(`--users many`). Figures: statements per second (all connections) and the PostgreSQL backends'
-CPU per statement (/proc). A variant keeps the change trigger but sends the NOTIFY after the
-write's commit, from its own statement: PostgreSQL holds a database-wide lock from a notifying
-transaction's commit until it ends, its WAL flush included (async.c, PreCommit_Notify), so
-notifying writers commit one at a time. It starts a private PostgreSQL (pgserver, temporary
-directory) with 40,000 tasks of 20 other users, and a LISTEN connection as the API's; nothing is
-asserted.
+benchmark's load: before migration 0010 they met on that user's counter rows) or each
+connection its own user (`--users many`). Figures: statements per second (all connections) and
+the PostgreSQL backends' CPU per statement (/proc). The first steps send the wake-ups as the API
+does since migration 0010, after each write's commit from a statement of their own: one per
+write, or coalesced (one statement at a time for all connections, impl/platform/wake_ups.py);
+then the counters in one row per user again (0010's trigger with one slot: how writes of one
+user queued before). It starts a private PostgreSQL (pgserver, temporary directory) with 40,000
+tasks of 20 other users, and a LISTEN connection as the API's; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.util
 import os
 import random
 import sys
@@ -29,6 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -36,58 +38,88 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.data import copy_tasks, task_rows
-from impl.platform.migrate import upgrade
+from impl.platform.migrate import MIGRATIONS, upgrade
+from impl.tasks.change_wake_ups import WAKE_SQL
 from impl.tasks.store import INSERT_SQL, QUOTA_INSERT_SQL, insert_args
 
 TICK = os.sysconf("SC_CLK_TCK")
-NOTIFY_SQL = "SELECT pg_notify('task_changes', $1)"
 UPDATE_SQL = (
     "UPDATE tasks SET completed = $3, completed_at = CASE WHEN $3 THEN COALESCE(completed_at, "
     "now()) END, version = version + 1, updated_at = now(), change_xid = pg_current_xact_id() "
     "WHERE id = $1 AND user_id = $2"
 )
-# Migration 0007's trigger function without its pg_notify calls (tombstones and the stamp check
-# kept).
-WITHOUT_NOTIFY = """
-CREATE OR REPLACE FUNCTION task_change_record() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        INSERT INTO task_tombstones (user_id, task_id) VALUES (OLD.user_id, OLD.id);
-        RETURN NULL;
-    END IF;
-    IF TG_OP = 'UPDATE' AND NEW.change_xid IS DISTINCT FROM pg_current_xact_id() THEN
-        RAISE EXCEPTION 'an UPDATE of tasks must set change_xid = pg_current_xact_id()';
-    END IF;
-    RETURN NULL;
-END $$
-"""
 SORT_INDEXES = ("ix_tasks_user_completed_created", "ix_tasks_user_updated", "ix_tasks_user_due",
                 "ix_tasks_user_due_desc", "ix_tasks_user_priority", "ix_tasks_user_title",
                 "ix_tasks_user_change")
 
 
-def steps() -> list[tuple[str, list[str], dict[str, bool]]]:
+def _migration_0010() -> Any:
+    path = next((MIGRATIONS / "versions").glob("0010_*.py"))
+    spec = importlib.util.spec_from_file_location("migration_0010", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def steps() -> list[tuple[str, list[str], dict[str, Any]]]:
     """(label, statements that take the part away, how the writes are sent); each step keeps
-    the previous ones' removals."""
+    the previous ones' changes."""
+    migration = _migration_0010()
+    slotted = migration.SLOTTED_COUNTS_FUNCTION
+    one_slot = slotted.replace(f"pg_backend_pid() % {migration.SLOTS}", "0")
+    assert one_slot != slotted
     return [
-        ("as migrated (0007), the quota's insert", [], {"quota": True}),
-        ("as migrated, the plain insert (no quota)", [], {}),
-        ("NOTIFY sent after the commit, by its own statement", [WITHOUT_NOTIFY],
-         {"notify_after": True}),
-        ("- NOTIFY", [], {}),
+        ("as migrated (0010), the quota's insert, a wake-up statement after each commit", [],
+         {"quota": True, "wake_ups": "each"}),
+        ("as migrated, the quota's insert, wake-ups coalesced (as the API)", [],
+         {"quota": True, "wake_ups": "coalesced"}),
+        ("the counters in one row per user (one slot: as before 0010)", [one_slot],
+         {"quota": True, "wake_ups": "coalesced"}),
+        ("counters in slots again, the quota's insert, no wake-up", [slotted], {"quota": True}),
+        ("the plain insert (no quota), no wake-up", [], {}),
         ("- counters (task_counts, task_tag_counts triggers)", [
             "ALTER TABLE tasks DISABLE TRIGGER tasks_count_writes",
             "ALTER TABLE tasks DISABLE TRIGGER tasks_count_changes"], {}),
         ("- task_tags (triggers)", [
             "ALTER TABLE tasks DISABLE TRIGGER tasks_tags_insert",
             "ALTER TABLE tasks DISABLE TRIGGER tasks_tags_update"], {}),
+        ("- webhook trigger (a subscription probe per write)", [
+            "ALTER TABLE tasks DISABLE TRIGGER tasks_webhook_event"], {}),
         ("- change trigger (tombstones, stamp check)", [
-            "ALTER TABLE tasks DISABLE TRIGGER tasks_change_record"], {}),
+            "ALTER TABLE tasks DISABLE TRIGGER tasks_change_record",
+            "ALTER TABLE tasks DISABLE TRIGGER tasks_change_stamp_check"], {}),
         ("- GIN index on search", ["DROP INDEX ix_tasks_search"], {}),
         ("- sort and change indexes", [f"DROP INDEX {name}" for name in SORT_INDEXES], {}),
         ("- search column (= the ceiling's table, with CHECKs)",
          ["ALTER TABLE tasks DROP COLUMN search"], {}),
     ]
+
+
+class _Coalesced:
+    """The API's wake-ups (impl/platform/wake_ups.py) on a connection of their own: one
+    statement at a time, carrying every user named while the previous one ran."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.connection = connection
+        self.pending: set[str] = set()
+        self.sending: asyncio.Task[None] | None = None
+        self.statements = 0
+
+    def send(self, user: str) -> None:
+        self.pending.add(user)
+        if self.sending is None or self.sending.done():
+            self.sending = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self.pending:
+            users, self.pending = sorted(self.pending), set()
+            await self.connection.execute(WAKE_SQL, users)
+            self.statements += 1
+
+    async def drain(self) -> None:
+        if self.sending is not None:
+            await self.sending
 
 
 def _cpu(pid: int) -> float:
@@ -96,14 +128,16 @@ def _cpu(pid: int) -> float:
 
 
 async def _measure(url: str, seconds: float, connections: int, many: bool,
-                   quota: bool = False, notify_after: bool = False) -> tuple[float, ...]:
-    pool = [await asyncpg.connect(url) for _ in range(connections)]
+                   quota: bool = False, wake_ups: str | None = None) -> tuple[float, ...]:
+    pool = [await asyncpg.connect(url) for _ in range(connections + 1)]
     pids = [await connection.fetchval("SELECT pg_backend_pid()") for connection in pool]
+    coalesced = _Coalesced(pool.pop())  # its backend's CPU counts too
     base = f"writer-{uuid.uuid4().hex[:8]}"
     users = [f"{base}-{index}" if many else base for index in range(connections)]
     fields = {"title": "Load test task", "description": "Created by scripts/bench.py",
               "completed": False, "priority": "high",
-              "due_date": dt.datetime(2030, 6, 1, tzinfo=dt.UTC), "tags": ["bench", "load"]}
+              "due_date": dt.datetime(2030, 6, 1, tzinfo=dt.UTC), "tags": ["bench", "load"],
+              "recurrence": None, "time_zone": None, "reminders": "[]"}  # jsonb, no codec here
     written: list[tuple[uuid.UUID, str]] = []
 
     async def phase(work: Callable[[asyncpg.Connection, int, int], Awaitable[None]]
@@ -116,13 +150,16 @@ async def _measure(url: str, seconds: float, connections: int, many: bool,
             step = index
             while time.monotonic() < stop:
                 await work(connection, index, step)
-                if notify_after:
-                    await connection.execute(NOTIFY_SQL, users[index])
+                if wake_ups == "each":
+                    await connection.execute(WAKE_SQL, [users[index]])
+                elif wake_ups == "coalesced":
+                    coalesced.send(users[index])
                 step += connections
                 count += 1
 
         before, started = sum(_cpu(pid) for pid in pids), time.monotonic()
         await asyncio.gather(*(worker(i, c) for i, c in enumerate(pool)))
+        await coalesced.drain()
         elapsed = time.monotonic() - started
         return count / elapsed, (sum(_cpu(pid) for pid in pids) - before) / count * 1e6
 
@@ -146,7 +183,7 @@ async def _measure(url: str, seconds: float, connections: int, many: bool,
         await pool[0].execute("VACUUM ANALYZE")
         await pool[0].execute("CHECKPOINT")
     finally:
-        for connection in pool:
+        for connection in [*pool, coalesced.connection]:
             await connection.close()
     return (*inserts, *updates)
 

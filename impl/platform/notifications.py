@@ -1,11 +1,13 @@
 """Wake-ups from PostgreSQL: LISTEN on one channel, and wake whoever waits for a payload.
 
-A trigger NOTIFYs in the writing transaction (migration 0007: channel `task_changes`, payload the
-user id); PostgreSQL delivers it at commit, never for a rollback, to every connection that
-LISTENs on that channel, whichever replica it belongs to. Each process keeps one such connection
-and wakes the waiters of that payload, who then read what changed themselves: a notification
-only says "look again", so one lost while reconnecting is made good by waking everyone after
-the reconnect.
+The writers NOTIFY after their transaction has committed (impl/platform/wake_ups.py: channel
+`task_changes`, payload the user id; migration 0010 took the NOTIFY out of the writing
+transaction); PostgreSQL delivers it to every connection that LISTENs on that channel, whichever
+replica it belongs to. Each process keeps one such connection and wakes the waiters of that
+payload, who then read what changed themselves: a notification only says "look again", so one
+lost while reconnecting is made good by waking everyone after the reconnect, and one never sent
+(a writer other than the API, a crash after the commit) by a poll (`wake`, called by
+impl/tasks/feed_watch.py for the keys it finds changed).
 
 LISTEN needs a session of its own: through PgBouncer in transaction mode (Neon's `-pooler` host)
 the notifications would go to whatever server connection the LISTEN happened to run on. Without a
@@ -66,6 +68,14 @@ class Notifications:
             waiters.discard(waiter)
             if not waiters:
                 del self._waiters[waiter.key]
+
+    def waiting_keys(self) -> list[str]:
+        """The keys someone waits for now."""
+        return list(self._waiters)
+
+    def wake(self, key: str) -> None:
+        """Wake the waiters of `key` as its notification would."""
+        self._wake(key)
 
     def _wake(self, key: str) -> None:
         for waiter in self._waiters.get(key, ()):

@@ -38,7 +38,8 @@ A tag sorted by created_at walks the tag's rows of task_tags (migration 0005) in
 sort index: the tasks without the tag are never read, and with `q` a row whose word bits lack
 the query's is skipped in the index (_Walk).
 
-`meta.total`: from the per-user counters (task_counts, task_tag_counts: exact) unless `q`,
+`meta.total`: from the per-user counters (task_counts, task_tag_counts: exact, the sum of the
+user's slots, migration 0010) unless `q`,
 `due_before` or `due_after` filters; then the matching tasks are counted up to TOTAL_CAP + 1,
 and a total above TOTAL_CAP is reported as TOTAL_CAP with `total_exact` false.
 """
@@ -262,7 +263,8 @@ def _walk(query: ListQuery, conditions: _Conditions, sort_name: str, direction: 
             tie="tasks.id",
             direction=direction,
             tested=conditions.tested,
-            length="coalesce((SELECT total FROM task_counts WHERE user_id = $1), 0)",
+            length=("(SELECT coalesce(sum(total), 0)::bigint FROM task_counts "
+                    "WHERE user_id = $1)"),
             prefilter=None,
             row_cost=1,
         )
@@ -278,7 +280,8 @@ def _walk(query: ListQuery, conditions: _Conditions, sort_name: str, direction: 
         skips=True,
         tested=[c for c in [*conditions.ordered, *conditions.indexed, *conditions.tested]
                 if c != TAG_SEARCH],
-        length=f"coalesce((SELECT total FROM task_tag_counts WHERE user_id = $1 AND tag = {tag}), 0)",
+        length=(f"(SELECT coalesce(sum(total), 0)::bigint FROM task_tag_counts "
+                f"WHERE user_id = $1 AND tag = {tag})"),
         prefilter=(
             "tagged.word_bits & (SELECT bits FROM search) = (SELECT bits FROM search)"
             if query.q is not None else None
@@ -384,7 +387,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         # up), N the rows of the walk's range (the user's tasks, or the tag's); and never more
         # than COLLECT_MAX.
         ctes.append(
-            f"counts AS MATERIALIZED (SELECT coalesce((SELECT {column} FROM {counters}), 0) "
+            "counts AS MATERIALIZED (SELECT "
+            f"(SELECT coalesce(sum({column}), 0)::bigint FROM {counters}) "
             f"AS matches, {walk.length} AS tasks)"
         )
         # That rule assumes the matches are spread over the sort's order. When the walk tests

@@ -3,8 +3,8 @@
 Engine: PostgreSQL row locks with FOR UPDATE SKIP LOCKED on our own table, not a job queue
 (procrastinate, pgqueuer). A reminder is not a job to run but a row to stamp: the task's trigger
 schedules, moves and cancels it in the task write's own transaction (migration 0008), and firing
-is one UPDATE that marks it fired, gives it the firing transaction's id (the change feed reads it
-by that, like a tombstone) and NOTIFYs its user's streams. A queue would keep a second copy of
+is one UPDATE that marks it fired and gives it the firing transaction's id (the change feed reads
+it by that, like a tombstone); its users' streams are woken once it has committed. A queue would keep a second copy of
 each reminder in its own tables, to be moved and cancelled whenever a task's due date or
 reminders change.
 
@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from impl.platform.database import Database
+from impl.platform.wake_ups import WakeUps
 
 log = logging.getLogger("task_api.reminders")
 
 # One statement: claim up to $1 due reminders no other replica holds, stamp them fired with this
-# transaction's id, record a `reminder.due` webhook event for each subscribed endpoint, and wake
-# each user's streams (a NOTIFY is delivered at commit, and
-# PostgreSQL folds duplicates within a transaction).
+# transaction's id and record a `reminder.due` webhook event for each subscribed endpoint. No
+# NOTIFY in it: PostgreSQL would serialise its commit with every other notifying one (migration
+# 0010); the streams and the webhook workers are woken after it commits (wake_ups).
 CLAIM_SQL = """
 WITH due AS (
     SELECT user_id, task_id, id FROM task_reminders
@@ -44,7 +45,7 @@ WITH due AS (
     WHERE m.user_id = due.user_id AND m.task_id = due.task_id AND m.id = due.id
     RETURNING m.user_id, m.task_id, m.id, m.remind_at, m.fired_at
 )
-SELECT fired.*, pg_notify('task_changes', fired.user_id)::text AS notified,
+SELECT fired.*,
        -- The user's webhooks hear it too, in this transaction (migration 0009's outbox).
        webhook_record_event(fired.user_id, 'reminder.due', jsonb_build_object(
            'id', fired.id, 'task_id', fired.task_id,
@@ -67,11 +68,13 @@ class ReminderScheduler:
         poll_seconds: float,
         batch_size: int,
         on_fired: Callable[[Fired], Awaitable[None]] | None = None,
+        wake_ups: WakeUps | None = None,
     ) -> None:
         self.database = database
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.on_fired = on_fired  # after commit: metrics, logs
+        self.wake_ups = wake_ups  # after commit: the users' streams and webhook workers
 
     async def fire_due(self) -> float:
         """Fire every reminder that is due, a batch per transaction; the seconds until the
@@ -80,6 +83,8 @@ class ReminderScheduler:
             async with self.database.connection() as connection:
                 records = await connection.fetch(CLAIM_SQL, self.batch_size)
             if records:
+                if self.wake_ups is not None:
+                    self.wake_ups.send(record["user_id"] for record in records)
                 fired = [dict(record) for record in records]
                 log.debug("fired %d reminders", len(fired))
                 if self.on_fired is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from impl.platform.database import Database
+from impl.platform.wake_ups import WakeUps
 from impl.tasks import occurrences
 from impl.tasks.checks import refusing_broken_checks
 from impl.tasks.columns import (
@@ -52,13 +53,16 @@ _INSERT_VALUES = ", ".join([
     f"CASE WHEN {RECURRENCE} IS NOT NULL THEN $1::uuid END",
 ])
 INSERT_SQL = f"{_INSERT_INTO} VALUES ({_INSERT_VALUES}) RETURNING {COLUMNS}"
-# The same insert under a per-user quota (one more parameter: the quota). The upsert takes the
-# user's counter row lock first, so concurrent creates of one user queue there and each sees the
-# count the previous one left (kept by the tasks trigger, migration 0002): no race can exceed
-# the quota. No row comes back when the user is at the quota.
+# The same insert under a per-user quota (one more parameter: the quota): no row comes back when
+# the user's count (the sum of the counter slots, migration 0010) is at the quota. It takes no
+# lock, so one user's creates do not queue behind each other; the price is that creates running
+# at the same moment do not see each other: each sees the tasks committed before it started, so
+# a user can end up over the quota by at most the creates in flight at once, less one (never
+# more than the connections of all replicas' pools: docs/abuse-controls.md). Later creates are
+# refused until deletes bring the count under the quota again.
 QUOTA_INSERT_SQL = (
-    "WITH quota AS (INSERT INTO task_counts AS c (user_id) VALUES ($2) "
-    "ON CONFLICT (user_id) DO UPDATE SET total = c.total RETURNING total) "
+    "WITH quota AS (SELECT coalesce(sum(total), 0)::bigint AS total FROM task_counts "
+    "WHERE user_id = $2) "
     f"{_INSERT_INTO} SELECT {_INSERT_VALUES} "
     f"FROM quota WHERE quota.total < ${3 + len(WRITABLE)} RETURNING {COLUMNS}"
 )
@@ -100,9 +104,17 @@ class Page:
 
 
 class TaskStore:
-    def __init__(self, database: Database, max_tasks_per_user: int = 0) -> None:
+    def __init__(self, database: Database, max_tasks_per_user: int = 0,
+                 wake_ups: WakeUps | None = None) -> None:
         self.database = database
         self.max_tasks = max_tasks_per_user  # 0: no quota
+        # After each write has committed: its user's streams on every replica (and webhook
+        # workers) look again (impl/tasks/change_wake_ups.py). None: only their polls find it.
+        self.wake_ups = wake_ups
+
+    def _committed(self, user_id: str) -> None:
+        if self.wake_ups is not None:
+            self.wake_ups.send((user_id,))
 
     async def page(
         self, *, user_id: str, query: ListQuery, after: Position | None
@@ -137,7 +149,9 @@ class TaskStore:
         args = insert_args(task_id, user_id, fields)
         if idempotency_key is None:
             async with self.database.connection() as connection:
-                return await self._insert(connection, args)
+                created = await self._insert(connection, args)
+            self._committed(user_id)
+            return created
         async with self.database.connection() as connection, connection.transaction():
             # A concurrent request with the same key waits here on the primary key until the
             # first commits, then finds its row: no duplicate task under concurrent retries.
@@ -146,18 +160,25 @@ class TaskStore:
                 "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING RETURNING task_id",
                 user_id, idempotency_key, request_hash, task_id,
             )
-            if claimed is not None:  # over the quota: raises, and the claim is rolled back
-                return await self._insert(connection, args)
-            earlier = await connection.fetchrow(
-                "SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-                user_id, idempotency_key,
-            )
-            if earlier["request_hash"] != request_hash:
-                raise KeyReused("Idempotency-Key was already used with a different request body")
-            record = await connection.fetchrow(GET_SQL, earlier["task_id"], user_id)
-            if record is None:
-                raise KeyReused("Idempotency-Key was used for a task that has since been deleted")
-            return dict(record)
+            if claimed is None:  # a replay: the task the key made
+                return await self._replay(connection, user_id, idempotency_key, request_hash)
+            # Over the quota this raises, and the claim is rolled back.
+            created = await self._insert(connection, args)
+        self._committed(user_id)
+        return created
+
+    async def _replay(self, connection: Any, user_id: str, idempotency_key: str,
+                      request_hash: str | None) -> dict[str, Any]:
+        earlier = await connection.fetchrow(
+            "SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+            user_id, idempotency_key,
+        )
+        if earlier["request_hash"] != request_hash:
+            raise KeyReused("Idempotency-Key was already used with a different request body")
+        record = await connection.fetchrow(GET_SQL, earlier["task_id"], user_id)
+        if record is None:
+            raise KeyReused("Idempotency-Key was used for a task that has since been deleted")
+        return dict(record)
 
     async def _insert(self, connection: Any, args: tuple[Any, ...]) -> dict[str, Any]:
         if not self.max_tasks:
@@ -235,6 +256,7 @@ class TaskStore:
                     record = await connection.fetchrow(statement, *args)
         if record is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
+        self._committed(user_id)
         task = dict(record)
         task.pop("wall_time", None)  # internal: read for the next occurrence only
         return task
@@ -246,17 +268,20 @@ class TaskStore:
             deleted = await connection.fetchval(DELETE_SQL, task_id, user_id, versions)
         if deleted is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
+        self._committed(user_id)
 
     async def stats(self, *, user_id: str) -> dict[str, Any]:
         async with self.database.connection() as connection:
             record = await connection.fetchrow(
-                "SELECT coalesce(c.total, 0) AS total, coalesce(c.completed, 0) AS completed, "
-                "coalesce(c.low, 0) AS low, coalesce(c.medium, 0) AS medium, "
-                "coalesce(c.high, 0) AS high, "
+                # The sums of the user's counter slots (migration 0010): no row, all zero.
+                "SELECT coalesce(sum(total), 0)::bigint AS total, "
+                "coalesce(sum(completed), 0)::bigint AS completed, "
+                "coalesce(sum(low), 0)::bigint AS low, "
+                "coalesce(sum(medium), 0)::bigint AS medium, "
+                "coalesce(sum(high), 0)::bigint AS high, "
                 "(SELECT count(*) FROM tasks WHERE user_id = $1 AND NOT completed "
                 "AND due_date < now()) AS overdue "
-                "FROM (SELECT $1::text AS user_id) AS caller "
-                "LEFT JOIN task_counts AS c ON c.user_id = caller.user_id",
+                "FROM task_counts WHERE user_id = $1",
                 user_id,
             )
         return {

@@ -240,14 +240,22 @@ def counter() -> sa.Column[int]:
     return sa.Column(sa.BigInteger, nullable=False, server_default="0")
 
 
+def counter_slot() -> sa.Column[int]:
+    """Which of a user's counter rows (migration 0010): a write adds to the row of its database
+    session's slot, so concurrent writes of one user do not queue on one row; the counts are
+    the sum of the user's rows."""
+    return sa.Column("slot", sa.SmallInteger, primary_key=True, server_default="0")
+
+
 class TaskCounts(SQLModel, table=True):
-    """Per-user counters kept by the `tasks` triggers (migrations 0002, 0004): what the list's
-    total and the dashboard read instead of counting rows."""
+    """Per-user counters kept by the `tasks` triggers (migrations 0002, 0004, 0010): what the
+    list's total and the dashboard read instead of counting rows, summed over the user's slots."""
 
     __tablename__ = "task_counts"
     __table_args__ = (user_id_check(),)
 
     user_id: str = Field(sa_column=user_id_column(primary_key=True))
+    slot: int = Field(sa_column=counter_slot())
     total: int = Field(sa_column=counter())
     completed: int = Field(sa_column=counter())
     low: int = Field(sa_column=counter())
@@ -259,13 +267,15 @@ class TaskCounts(SQLModel, table=True):
 
 
 class TaskTagCounts(SQLModel, table=True):
-    """The same counters per user and tag (migration 0004), for the total of a tag filter."""
+    """The same counters per user and tag (migrations 0004, 0010), for the total of a tag
+    filter."""
 
     __tablename__ = "task_tag_counts"
     __table_args__ = (user_id_check(),)
 
     user_id: str = Field(sa_column=user_id_column(primary_key=True))
     tag: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    slot: int = Field(sa_column=counter_slot())
     total: int = Field(sa_column=counter())
     completed: int = Field(sa_column=counter())
     low: int = Field(sa_column=counter())

@@ -43,10 +43,12 @@ _DIFFERS = (
     "(" + ", ".join(f"coalesce(c.{n}, 0)" for n in COUNTERS) + ") IS DISTINCT FROM ("
     + ", ".join(f"coalesce(r.{n}, 0)" for n in COUNTERS) + ")"
 )
+# A user's counters are the sums of the user's rows (one per slot since migration 0010).
+_SUMS = ", ".join(f"sum({n}) AS {n}" for n in COUNTERS)
 # Users (and users' tags) whose counters differ from a recount of their rows.
 RECOUNT = f"""
     SELECT coalesce(c.user_id, r.user_id) AS user_id
-    FROM task_counts AS c
+    FROM (SELECT user_id, {_SUMS} FROM task_counts GROUP BY user_id) AS c
     FULL JOIN (SELECT user_id, {_COUNTS} FROM tasks GROUP BY user_id) AS r
         ON r.user_id = c.user_id
     WHERE {_DIFFERS}
@@ -59,7 +61,7 @@ RELIST_TAGS = (
 )
 RECOUNT_TAGS = f"""
     SELECT coalesce(c.user_id, r.user_id) AS user_id, coalesce(c.tag, r.tag) AS tag
-    FROM task_tag_counts AS c
+    FROM (SELECT user_id, tag, {_SUMS} FROM task_tag_counts GROUP BY user_id, tag) AS c
     FULL JOIN (
         SELECT user_id, tag, {_COUNTS}
         FROM (SELECT DISTINCT id, user_id, completed, priority, unnest(tags) AS tag FROM tasks)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ import httpx
 import jwt
 
 from impl.platform.token_verifier import mint_hs256
+from impl.tasks.feed_watch import WATCH_SECONDS
 from tests.support.factories import User, new_user
 from tests.support.live_client import Follower, Message, arrival_of, caught_up_after, messages
 from tests.support.servers import SECRET, running_server, settings
@@ -82,6 +84,35 @@ async def test_a_stream_starts_with_everything_then_pushes_each_commit(
         print(f"commit -> event, one server: {[round(s * 1000, 1) for s in latencies]} ms")
         assert max(latencies) < 1.0
         await follower.wait_for(caught_up_after(task["id"], 2), WAIT)
+        assert as_stored(follower.tasks) == await tasks_in_database(db, alice.id)
+
+
+async def test_a_write_by_plain_sql_reaches_an_open_stream_through_the_feed_watch(
+    client: httpx.AsyncClient, base_url: str, alice: User, db: asyncpg.Connection
+) -> None:
+    """A write that does not go through the API (psql, the seed, a migration) sends no wake-up,
+    and neither does one whose process died between its commit and its NOTIFY (migration 0010
+    took the NOTIFY out of the writing transaction): each replica's feed watch finds it within
+    WATCH_SECONDS, plus one poll and one feed read. Without the watch a listening stream would
+    not hear of it until the user's next write through the API."""
+    existing = await create(client, alice, "before the stream")
+    async with following(base_url, alice) as follower:
+        await follower.wait_for(caught_up_after(existing["id"], 1), WAIT)
+        task_id = uuid.uuid4()
+        await db.execute("INSERT INTO tasks (id, user_id, title) VALUES ($1, $2, 'by psql')",
+                         task_id, alice.id)
+        written = time.monotonic()
+        latencies = [await follower.wait_for(arrival_of(str(task_id), 1), WAIT) - written]
+        await db.execute("UPDATE tasks SET title = 'edited by psql', version = version + 1, "
+                         "change_xid = pg_current_xact_id() WHERE id = $1", task_id)
+        written = time.monotonic()
+        latencies.append(await follower.wait_for(arrival_of(str(task_id), 2), WAIT) - written)
+        await db.execute("DELETE FROM tasks WHERE id = $1", task_id)
+        written = time.monotonic()
+        latencies.append(await follower.wait_for(arrival_of(str(task_id), None), WAIT) - written)
+        print(f"plain SQL commit -> event (feed watch every {WATCH_SECONDS} s): "
+              f"{[round(s * 1000) for s in latencies]} ms")
+        await follower.wait_for(caught_up_after(existing["id"], 1), WAIT)
         assert as_stored(follower.tasks) == await tasks_in_database(db, alice.id)
 
 
