@@ -35,15 +35,23 @@ def pytest_configure(config: pytest.Config) -> None:
     node_tools.use_in_this_process()
 
 
+# scripts/test.sh runs the two passes at once (TEST_STAGE=shared: without the tests marked
+# `alone`), then the `alone` ones by themselves (TEST_STAGE=alone). Unset: everything.
+STAGE = os.environ.get("TEST_STAGE", "")
+
+
+def _kept(item: pytest.Item) -> bool:
+    if STAGE and (item.get_closest_marker("alone") is not None) != (STAGE == "alone"):
+        return False
+    # The PgBouncer pass runs what uses the session database; the rest (the contract's static
+    # checks, the docs browser, tsc, tests with their own PostgreSQL) ran in the direct pass.
+    return not THROUGH_PGBOUNCER or "database_url" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The PgBouncer pass runs what uses the session database; the rest (the contract's static
-    checks, the docs browser, tsc, tests with their own PostgreSQL) ran in the direct pass."""
-    if not THROUGH_PGBOUNCER:
-        return
     kept, dropped = [], []
     for item in items:
-        uses_database = "database_url" in getattr(item, "fixturenames", ())
-        (kept if uses_database else dropped).append(item)
+        (kept if _kept(item) else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -92,8 +92,10 @@ def running_receiver(answer: Answer = always_ok) -> Iterator[Receiver]:
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("webhook receiver did not start")
+        if not thread.is_alive():  # uvicorn logs why on stderr (a port taken meanwhile?)
+            raise RuntimeError(f"webhook receiver on port {port}: its server thread ended")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"webhook receiver on port {port}: not listening after 30 s")
         time.sleep(0.02)
     try:
         yield receiver
