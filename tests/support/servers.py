@@ -6,7 +6,6 @@ import secrets
 import string
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -15,13 +14,13 @@ from typing import Any
 
 import asyncpg
 import httpx
-import uvicorn
 from starlette.routing import BaseRoute
 
 from impl.app import create_app
 from impl.platform.database import connect_options, set_codecs
 from impl.platform.settings import Settings
 from scripts.local_stack.processes import free_port, stop  # also the tests' names
+from tests.support.thread_server import serving
 
 SECRET = "test-secret-" + "x" * 40
 ALPHANUMERIC = string.ascii_letters + string.digits
@@ -95,26 +94,10 @@ def running_server(
 ) -> Iterator[str]:
     """uvicorn serving create_app(settings) on a free loopback port, in a thread; extra_routes
     are added to the app's router (a test's own route, e.g. one that fails)."""
-    port = free_port()
     app = create_app(app_settings)
     app.router.routes.extend(extra_routes)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning",
-        access_log=False, lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
+    with serving(app, lifespan="on") as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 class StoppablePostgres:

@@ -11,12 +11,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from scripts.local_stack.processes import free_port
+from tests.support.thread_server import serving
 
 
 @dataclass(frozen=True)
@@ -82,26 +81,10 @@ class Receiver:
 
 @contextmanager
 def running_receiver(answer: Answer = always_ok) -> Iterator[Receiver]:
-    port = free_port()
-    receiver = Receiver(f"http://127.0.0.1:{port}/hook", answer)
-    server = uvicorn.Server(uvicorn.Config(
-        receiver, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-        lifespan="off", timeout_graceful_shutdown=1,
-    ))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive():  # uvicorn logs why on stderr (a port taken meanwhile?)
-            raise RuntimeError(f"webhook receiver on port {port}: its server thread ended")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"webhook receiver on port {port}: not listening after 30 s")
-        time.sleep(0.02)
-    try:
+    receiver = Receiver("", answer)
+    with serving(receiver, stop_seconds=10, timeout_graceful_shutdown=1) as port:
+        receiver.url = f"http://127.0.0.1:{port}/hook"
         yield receiver
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 async def eventually(condition: Callable[[], object], timeout: float, what: str) -> None:
