@@ -19,6 +19,7 @@ recorded (they are users' data).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -38,6 +39,20 @@ def _operation(query: str) -> str:
         if len(_operation_names) < 10_000:  # the list statements are built from parts: bounded
             _operation_names[query] = name
     return name
+
+
+def _statement(asyncpg_method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """A plain method, not a coroutine: outside a recorded span (the requests not sampled, the
+    background workers) it hands back asyncpg's own awaitable, so the statement costs one look
+    at the current span and no coroutine of ours around asyncpg's. Callers await either."""
+
+    def method(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        call = asyncpg_method(self, query, *args, **kwargs)
+        span = self._start(query)
+        return call if span is None else self._traced(span, call)
+
+    method.__name__ = asyncpg_method.__name__
+    return method
 
 
 def traced_connection_class(tracer: trace.Tracer) -> type[PoolConnection]:
@@ -69,12 +84,9 @@ def traced_connection_class(tracer: trace.Tracer) -> type[PoolConnection]:
             return tracer.start_span(operation, kind=SpanKind.CLIENT, attributes={
                 **base, "db.query.text": query, "db.operation.name": operation})
 
-        async def _traced(self, method: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-            span = self._start(query)
-            if span is None:
-                return await method(query, *args, **kwargs)
+        async def _traced(self, span: trace.Span, call: Awaitable[Any]) -> Any:
             try:
-                return await method(query, *args, **kwargs)
+                return await call
             except Exception as error:
                 span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
                 span.set_attribute("error.type", type(error).__qualname__)
@@ -82,19 +94,11 @@ def traced_connection_class(tracer: trace.Tracer) -> type[PoolConnection]:
             finally:
                 span.end()
 
-        async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            return await self._traced(super().execute, query, *args, **kwargs)
-
-        async def executemany(self, command: str, args: Any, **kwargs: Any) -> Any:
-            return await self._traced(super().executemany, command, args, **kwargs)
-
-        async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            return await self._traced(super().fetch, query, *args, **kwargs)
-
-        async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            return await self._traced(super().fetchrow, query, *args, **kwargs)
-
-        async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            return await self._traced(super().fetchval, query, *args, **kwargs)
+        # asyncpg's statement methods, each replaced by a plain method (_statement)
+        execute = _statement(PoolConnection.execute)
+        executemany = _statement(PoolConnection.executemany)
+        fetch = _statement(PoolConnection.fetch)
+        fetchrow = _statement(PoolConnection.fetchrow)
+        fetchval = _statement(PoolConnection.fetchval)
 
     return TracedConnection
