@@ -226,40 +226,59 @@ class TaskStore:
             sets.append(f"series_id = CASE WHEN {recurrence} IS NULL THEN series_id "
                         "ELSE coalesce(series_id, id) END")
         completing = changes.get("completed") is True
-        if completing:
-            # Completing a recurring task claims the id of its next occurrence, once: only a
-            # pending task whose claim is empty (the row lock orders concurrent completions; a
-            # reopened task keeps its claim, so completing it again makes none).
-            args.append(uuid.uuid4())
-            sets.append(
-                f"next_occurrence_id = CASE WHEN NOT completed AND next_occurrence_id IS NULL "
-                f"AND {recurrence} IS NOT NULL THEN ${len(args)}::uuid "
-                "ELSE next_occurrence_id END"
-            )
-        statement = (
+        head = (
             f"UPDATE tasks SET {', '.join(sets)}, version = version + 1, updated_at = now(), "
             # The change feed's stamp (migration 0007: its trigger refuses an UPDATE without).
             "change_xid = pg_current_xact_id() "
+        )
+        where = (
             "WHERE id = $1 AND user_id = $2 "
             "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
-            f"RETURNING {COLUMNS}{', wall_time' if completing else ''}"
         )
         async with self.database.connection() as connection:
-            if completing:  # the next occurrence is written in the completion's transaction
-                async with connection.transaction():
-                    with refusing_broken_checks():
-                        record = await connection.fetchrow(statement, *args)
-                    if record is not None and record["next_occurrence_id"] == args[-1]:
-                        record = await occurrences.make_next(connection, dict(record))
-            else:
+            if not completing:
                 with refusing_broken_checks():
-                    record = await connection.fetchrow(statement, *args)
+                    record = await connection.fetchrow(
+                        f"{head}{where}RETURNING {COLUMNS}", *args)
+            else:
+                recurs = changes.get("recurrence") is not None  # made recurring by this write
+                record = await self._complete(connection, head, where, recurrence, args, recurs)
         if record is None:
             await self._diagnose(user_id=user_id, task_id=task_id, versions=versions)
         self._committed(user_id)
         task = dict(record)
         task.pop("wall_time", None)  # internal: read for the next occurrence only
         return task
+
+    async def _complete(self, connection: Any, head: str, where: str, recurrence: str,
+                        args: list[Any], recurs: bool) -> Any:
+        """A write that completes the task. Most tasks do not recur (their rule after this
+        write is NULL): for them the UPDATE runs alone, one round trip, as any other write.
+        Otherwise, or when that finds no such row (a recurring task, or one missing, foreign
+        or stale), the transaction below, where the next occurrence is written with the
+        completion."""
+        if not recurs:
+            with refusing_broken_checks():
+                record = await connection.fetchrow(
+                    f"{head}{where}AND {recurrence} IS NULL RETURNING {COLUMNS}", *args)
+            if record is not None:
+                return record
+        # Completing a recurring task claims the id of its next occurrence, once: only a
+        # pending task whose claim is empty (the row lock orders concurrent completions; a
+        # reopened task keeps its claim, so completing it again makes none).
+        claim = uuid.uuid4()
+        claiming = (
+            f", next_occurrence_id = CASE WHEN NOT completed AND next_occurrence_id IS NULL "
+            f"AND {recurrence} IS NOT NULL THEN ${len(args) + 1}::uuid "
+            "ELSE next_occurrence_id END "
+        )
+        statement = f"{head.rstrip()}{claiming}{where}RETURNING {COLUMNS}, wall_time"
+        async with connection.transaction():
+            with refusing_broken_checks():
+                record = await connection.fetchrow(statement, *args, claim)
+            if record is not None and record["next_occurrence_id"] == claim:
+                record = await occurrences.make_next(connection, dict(record))
+        return record
 
     async def delete(
         self, *, user_id: str, task_id: uuid.UUID, versions: list[int] | None

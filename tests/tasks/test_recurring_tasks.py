@@ -136,6 +136,44 @@ async def test_a_changed_rule_applies_to_the_occurrences_to_come(
     assert done["next_occurrence_id"] is None
 
 
+async def test_a_completion_that_also_changes_the_rule_follows_the_rule_it_writes(
+    client: httpx.AsyncClient, alice: User, bob: User, db: asyncpg.Connection
+) -> None:
+    """A completion runs alone when the task's rule after the write is none, else in the
+    transaction that writes the next occurrence (TaskStore._complete): each way, and the
+    refusals of both."""
+    plain = await create(client, alice, due_date="2027-03-01T10:00:00Z", time_zone="UTC")
+    made_recurring = await patch(client, alice, plain["id"], completed=True,
+                                 recurrence="FREQ=DAILY")
+    assert made_recurring.status_code == 200, made_recurring.text
+    following = made_recurring.json()["data"]["next_occurrence_id"]
+    assert following is not None
+    assert len(await series_of(db, alice, plain["id"])) == 2
+
+    recurring = await weekly(client, alice)
+    ended = await patch(client, alice, recurring["id"], completed=True, recurrence=None)
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["data"]["completed"] is True
+    assert ended.json()["data"]["next_occurrence_id"] is None
+    assert len(await series_of(db, alice, recurring["id"])) == 1
+
+    once = await create(client, alice)
+    url = f"/api/tasks/{once['id']}"
+    stale = await client.patch(url, json={"completed": True},
+                               headers={**alice.headers, "If-Match": '"7"'})
+    assert stale.status_code == 412, stale.text
+    foreign = await client.patch(url, json={"completed": True}, headers=bob.headers)
+    assert foreign.status_code == 403, foreign.text
+    done = await client.patch(url, json={"completed": True},
+                              headers={**alice.headers, "If-Match": '"1"'})
+    assert done.status_code == 200, done.text
+    data = done.json()["data"]
+    assert (data["completed"], data["version"], data["next_occurrence_id"]) == (True, 2, None)
+    assert data["completed_at"] is not None
+    rows = await db.fetch("SELECT completed, version FROM tasks WHERE id = $1::uuid", once["id"])
+    assert [tuple(row) for row in rows] == [(True, 2)]
+
+
 @pytest.mark.parametrize(("fields", "field", "says"), [
     ({"recurrence": "FREQ=HOURLY", "due_date": MONDAY_9_BERLIN, "time_zone": "UTC"},
      "body.recurrence", "FREQ=HOURLY is not supported"),
