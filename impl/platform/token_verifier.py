@@ -27,6 +27,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import time
 import types
 import urllib.request
@@ -83,6 +84,42 @@ INVALID = "Invalid token"
 VERIFIED_CACHE_SIZE = 1024
 
 _MISSING_CLAIM = {"sub": NO_SUBJECT, "exp": NO_EXPIRY, "iss": NO_ISSUER, "aud": NO_AUDIENCE}
+# RFC 7519 section 2 and 4.1.4-4.1.6: the date claims are NumericDates, JSON numbers. PyJWT
+# takes whatever int() takes ("1796000000", true), so they are checked before it sees them.
+DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
+def date_not_a_number(claim: str) -> str:
+    return f"Invalid token: {claim} is not a number"
+
+
+class DateClaimNotANumber(jwt.DecodeError):
+    def __init__(self, claim: str) -> None:
+        super().__init__(date_not_a_number(claim))
+        self.claim = claim
+
+
+def _is_numeric_date(value: object) -> bool:
+    # bool is an int in Python, a JSON literal of its own in the token; Python's json reads
+    # NaN, Infinity and 1e999 (infinite) as floats, none of them a date.
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+class _StrictDates(jwt.PyJWT):
+    """PyJWT whose payload, once its signature has been checked, must carry each date claim it
+    has as a finite JSON number (`_decode_payload` is PyJWT's documented hook for this)."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        payload = super()._decode_payload(decoded)
+        for claim in DATE_CLAIMS:
+            if claim in payload and not _is_numeric_date(payload[claim]):
+                raise DateClaimNotANumber(claim)
+        return payload
+
+
+_JWT = _StrictDates()
 
 
 class TokenRefused(Unauthenticated):
@@ -206,7 +243,7 @@ class TokenVerifier:
 
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims: dict[str, Any] = _JWT.decode(
                 token,
                 key=key,
                 algorithms=[algorithm],
@@ -229,6 +266,8 @@ class TokenVerifier:
             raise TokenRefused(WRONG_ISSUER) from None
         except jwt.MissingRequiredClaimError as exc:
             raise TokenRefused(_MISSING_CLAIM.get(exc.claim, INVALID)) from None
+        except DateClaimNotANumber as exc:
+            raise TokenRefused(date_not_a_number(exc.claim)) from None
         except jwt.exceptions.InvalidSubjectError:
             raise TokenRefused(SUBJECT_NOT_TEXT) from None
         except (jwt.DecodeError, jwt.InvalidIssuedAtError):

@@ -337,6 +337,36 @@ async def test_non_string_sub(client: httpx.AsyncClient, sub: Any) -> None:
     assert_unauthorized(await client.get(TASKS, headers=bearer(token)), reasons.SUBJECT_NOT_TEXT)
 
 
+def date_claim_values(claim: str) -> list[Any]:
+    """What a date claim must not be (RFC 7519: a JSON number), each a value PyJWT alone would
+    take (int() of it) or choke on: the claim's own valid number as a string, booleans, and
+    the non-finite floats Python's json reads."""
+    valid = claims()[claim if claim != "nbf" else "iat"]
+    return [str(valid), True, False, float("nan"), float("inf"), float("-inf")]
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+async def test_a_date_claim_that_is_not_a_number(client: httpx.AsyncClient, claim: str) -> None:
+    for value in date_claim_values(claim):
+        token = hs(claims(**{claim: value}))
+        response = await client.get(TASKS, headers=bearer(token))
+        assert_unauthorized(response, f"Invalid token: {claim} is not a number")
+    # The same claims as numbers pass (a fraction of a second too: a JSON number).
+    assert_empty_list(await client.get(TASKS, headers=bearer(hs(claims(nbf=int(time.time()))))))
+    now = time.time()
+    assert_empty_list(await client.get(TASKS, headers=bearer(hs(claims(iat=now, exp=now + 60.5)))))
+
+
+async def test_an_exponent_beyond_a_float_is_not_a_date(client: httpx.AsyncClient) -> None:
+    """`1e999` is valid JSON that Python reads as infinity: refused, never a 500."""
+    payload = f'{{"sub": "{better_auth_id()}", "iat": {int(time.time())}, "exp": 1e999}}'
+    signing_input = f"{b64json({'alg': 'HS256', 'typ': 'JWT'})}.{b64url(payload.encode())}"
+    signature = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{b64url(signature)}"
+    response = await client.get(TASKS, headers=bearer(token))
+    assert_unauthorized(response, "Invalid token: exp is not a number")
+
+
 async def test_tampered_payload_with_the_original_signature(client: httpx.AsyncClient) -> None:
     valid = hs(claims())
     header, _, signature = valid.split(".")
@@ -688,6 +718,20 @@ async def test_jwks_expired_within_the_leeway_is_accepted(
     payload = claims(iss=jwks.base_url, aud=jwks.base_url, iat=now - 3600, exp=now - 10)
     token = keys.ec.sign(payload, "ES256")
     assert_empty_list(await jwks_client.get(TASKS, headers=bearer(token)))
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+async def test_jwks_a_date_claim_that_is_not_a_number(
+    jwks_client: httpx.AsyncClient, keys: Keys, issued: dict[str, Any], claim: str
+) -> None:
+    for value in date_claim_values(claim):
+        token = keys.ed25519.sign({**issued, claim: value}, "EdDSA")
+        response = await jwks_client.get(TASKS, headers=bearer(token))
+        assert_unauthorized(response, f"Invalid token: {claim} is not a number")
+    # Signature first: a forged token with a string date is refused for its signature.
+    forged = SigningKey("ed-1", ed25519.Ed25519PrivateKey.generate())
+    token = forged.sign({**issued, claim: "1"}, "EdDSA")
+    assert_unauthorized(await jwks_client.get(TASKS, headers=bearer(token)), reasons.BAD_SIGNATURE)
 
 
 async def test_jwks_better_auth_default_id(
