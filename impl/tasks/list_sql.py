@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from impl.platform.row_scope import as_caller
 from impl.tasks.columns import select_list
 from impl.tasks.cursor import Position
 
@@ -489,7 +490,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     sql = (
         f"WITH {', '.join(ctes)} SELECT page.*, {_cursor_keys(f'{limit} - 1')}, "
         "decision.matches AS total FROM decision "
-        f"LEFT JOIN LATERAL ({branches}) AS page ON true ORDER BY page.ordinal"
+        f"LEFT JOIN LATERAL ({branches}) AS page ON true WHERE {as_caller('$1')} "
+        "ORDER BY page.ordinal"
     )
     return Statement(sql=sql, args=arg.values, counted=counted)
 
