@@ -51,7 +51,10 @@ async def test_the_next_revision_is_numbered_written_in_house_style_and_applies(
     unchanged = await _new_migration(project, "nothing")
     assert unchanged.returncode == 1 and "nothing to migrate" in unchanged.stdout, unchanged
     versions = project / "impl/migrations/versions"
-    assert not list(versions.glob("0008_*"))
+    # Numbered after the highest revision there, which is the head it revises.
+    head = max(int(path.name[:4]) for path in versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
+    last, nxt = f"{head:04d}", f"{head + 1:04d}"
+    assert not list(versions.glob(f"{nxt}_*"))
 
     tables = project / "impl/tasks/tables.py"
     text = tables.read_text()
@@ -60,11 +63,12 @@ async def test_the_next_revision_is_numbered_written_in_house_style_and_applies(
                                    COLUMN + "\n    search:", 1))
     result = await _new_migration(project, "add estimate_minutes to tasks")
     assert result.returncode == 0, result.stdout + result.stderr
-    (written,) = versions.glob("0008_*.py")
-    assert written.name == "0008_add_estimate_minutes_to_tasks.py"
+    (written,) = versions.glob(f"{nxt}_*.py")
+    assert written.name == f"{nxt}_add_estimate_minutes_to_tasks.py"
     source = written.read_text()
-    assert source.startswith('"""add estimate_minutes to tasks\n\nRevision ID: 0008\nRevises: 0007\n')
-    assert 'revision = "0008"\ndown_revision = "0007"\n' in source
+    assert source.startswith(
+        f'"""add estimate_minutes to tasks\n\nRevision ID: {nxt}\nRevises: {last}\n')
+    assert f'revision = "{nxt}"\ndown_revision = "{last}"\n' in source
     assert "op.add_column('tasks', sa.Column('estimate_minutes'" in source
     assert "op.drop_column('tasks', 'estimate_minutes')" in source
     assert "change_xid" not in source  # xid8 is known: no spurious change of 0007's columns
