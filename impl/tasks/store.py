@@ -1,10 +1,12 @@
 """User-scoped SQL for tasks, on asyncpg.
 
 Every function that reads or writes tasks takes the caller's `user_id` as a required keyword
-argument and filters on it: no handler can reach a row without it. Queries are hand-written SQL
-(one round trip each where possible, no ORM hydration); their column lists and parameters derive
-from the table (impl/tasks/columns.py), so they name no task field but the ones with a rule of
-their own (completed_at follows completed).
+argument and filters on it: no handler can reach a row without it. Behind that, PostgreSQL's
+row-level security (migration 0009) holds every statement to the caller it names (as_caller,
+impl/platform/row_scope.py), so a statement that forgot its condition still reaches no other
+user's rows. Queries are hand-written SQL (one round trip each where possible, no ORM
+hydration); their column lists and parameters derive from the table (impl/tasks/columns.py), so
+they name no task field but the ones with a rule of their own (completed_at follows completed).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ __all__ = ["ListQuery", "Page", "TaskStore", "insert_args"]  # ListQuery: the ha
 # The returned fields, in the order COLUMNS selects them (both from the table).
 TASK_FIELDS = FIELDS
 COLUMNS = select_list()
-# The fixed statements (bench/baseline_app.py runs the same text, imported from here).
+# The fixed statements (bench/baseline_app.py runs the same text, imported from here, less the
+# caller's condition: bench/sql.py).
 # Each statement that runs alone also names its caller for row-level security (as_caller: the
 # same parameter as its user condition, no extra round trip).
 GET_SQL = f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 AND {as_caller('$2')}"
