@@ -14,8 +14,8 @@ as the owner keeps the wall). tests/platform/test_row_security.py fails for any 
 Work across users (a purge, a scheduler's claim) goes through a door: a SECURITY DEFINER
 function owned by the table owner that sets `task_api.door` to the door's name while it runs
 (`door_function()`), and a policy that lets the owner through only while that setting names
-the door (`door()`). The API's role
-may call the function, and can do nothing else across users.
+the door (`door()`). The API's role may call the function, and can do nothing else across
+users.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def create_api_role() -> None:
 
 
 def protect(table: str, *, privileges: str = "SELECT, INSERT, UPDATE, DELETE") -> None:
-    """RLS on `table` (enabled, forced), the caller's rows only, and the API role's privileges."""
+    """RLS on `table` (enabled, forced), the caller's rows only, and the API role's privileges
+    (the role created first if need be: a migration may protect its table before 0009 ran)."""
+    create_api_role()
     op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
     op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
     op.execute(

@@ -35,7 +35,6 @@ PURGE = "task_api_purge_tombstones(older_than interval)"
 
 
 def upgrade() -> None:
-    row_security.create_api_role()
     for table in USER_TABLES:
         row_security.protect(table)
     row_security.door("tasks", "locate_task")
