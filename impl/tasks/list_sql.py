@@ -50,17 +50,30 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from impl.platform.row_scope import as_caller
 from impl.tasks.columns import select_list
 from impl.tasks.cursor import Position
+from impl.tasks.tables import PRIORITIES
 
 COLUMNS = select_list("tasks.")  # the returned fields, in the order of columns.FIELDS
+
+
+def priority_rank(value: str) -> str:
+    """A priority as its rank (1 low ... 3 high: the enum's order), the integer the indexes hold
+    (tables.PRIORITY_RANK): under row-level security an integer comparison may bound an index
+    range, an enum comparison may not (it is not leakproof; docs/row-security.md)."""
+    whens = " ".join(f"WHEN '{name}'::task_priority THEN {rank}"
+                     for rank, name in enumerate(PRIORITIES, 1))
+    return f"CASE {value} {whens} ELSE NULL::integer END"
+
+
 # sort name -> (expression, SQL type of the cursor value). Columns are qualified: a bare
 # `priority` in ORDER BY would name the text output column, not the enum.
 SORT_EXPRESSIONS = {
     "created_at": ("tasks.created_at", "timestamptz"),
     "updated_at": ("tasks.updated_at", "timestamptz"),
     "title": ("tasks.title", "text"),
-    "priority": ("tasks.priority", "task_priority"),
+    "priority": (priority_rank("tasks.priority"), "task_priority"),
     "due_date": ("tasks.due_date", "timestamptz"),
 }
 # The sort keys of the row at `ordinal` (the page's last, whose position the next cursor holds),
@@ -72,9 +85,11 @@ def _cursor_keys(ordinal: str) -> str:
         for name in SORT_EXPRESSIONS
     )
 # Tasks without a due date sort last in both directions: NULL becomes the far end. Each
-# direction has an index on exactly its expression (models.py DUE_ASC, DUE_DESC).
-DUE_ASC = "COALESCE(tasks.due_date, 'infinity'::timestamptz)"
-DUE_DESC = "COALESCE(tasks.due_date, '-infinity'::timestamptz)"
+# direction has an index on exactly its expression (tables.py DUE_ASC, DUE_DESC). A CASE, not
+# COALESCE, which PostgreSQL counts as leaky: under row-level security a bound on it could not
+# be an index condition (migration 0010).
+DUE_ASC = "CASE WHEN tasks.due_date IS NULL THEN 'infinity'::timestamptz ELSE tasks.due_date END"
+DUE_DESC = "CASE WHEN tasks.due_date IS NULL THEN '-infinity'::timestamptz ELSE tasks.due_date END"
 # meta.total with `q`, `due_before` or `due_after`: matching tasks are counted up to this many
 # (a page of the benchmark); a larger total is reported as TOTAL_CAP, with meta.total_exact
 # false. Counting costs about TOTAL_CAP / (share of matching tasks) rows read.
@@ -296,8 +311,9 @@ def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) 
         conditions.collect_order = "tasks.created_at"  # (user_id, completed, created_at, id)
     if query.priority is not None:
         target = conditions.ordered if sort_name == "priority" else conditions.indexed
-        target.append(f"tasks.priority = {arg(query.priority)}::task_priority")
-        conditions.collect_order = "tasks.id"  # (user_id, priority, id)
+        rank = priority_rank(f"{arg(query.priority)}::text::task_priority")
+        target.append(f"{priority_rank('tasks.priority')} = {rank}")
+        conditions.collect_order = "tasks.id"  # (user_id, priority rank, id)
     if query.due_before is not None or query.due_after is not None:
         # Both bounds on one expression: one range of its index. Undated tasks are +infinity in
         # the ascending expression, -infinity in the descending one: the bound on that side
@@ -356,10 +372,10 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     if after is not None:
         # The page continues after the cursor's row. The cursor holds the key as text;
         # PostgreSQL casts it back.
-        position = (
-            f"({arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}, "
-            f"{arg(after.task_id)}::uuid)"
-        )
+        value = f"{arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}"
+        if sort_name == "priority":  # the cursor holds the name; the index, its rank
+            value = priority_rank(value)
+        position = f"({value}, {arg(after.task_id)}::uuid)"
         keyset = f" AND ({walk.key}, {walk.tie}) {beyond} {position}"
         collected_keyset = f" AND (collected.sort_key, collected.id) {beyond} {position}"
     ctes: list[str] = []
@@ -451,7 +467,26 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         # count them): through a filter's index, never walking the user's other tasks. With a
         # search condition, that is the GIN index alone: the others are tested on its rows
         # (combining it with a btree index would read all the user's entries of that index).
-        if conditions.searched:
+        collect_order = f" ORDER BY {conditions.collect_order}" if conditions.collect_order else ""
+        if query.tag is not None:
+            # A tag's tasks through its range of task_tags (a btree, text equality), each
+            # looked up by id and tested for the rest: under row-level security the GIN index
+            # cannot serve the tag's condition (`@@` is not leakproof, docs/row-security.md),
+            # and would leave every task of the user to test. LATERAL ... LIMIT 1: a lookup per
+            # row of the tag (joined plainly, the planner may hash the user's whole sort index).
+            others = " AND ".join(
+                [user, *conditions.ordered, *conditions.indexed,
+                 *(c for c in conditions.tested if c != TAG_SEARCH)]
+            )
+            ctes.append(
+                "collected AS MATERIALIZED (SELECT found.id, found.sort_key "
+                "FROM task_tags AS tagged CROSS JOIN LATERAL ("
+                f"SELECT tasks.id, {expression} AS sort_key FROM tasks "
+                f"WHERE tasks.id = tagged.task_id AND coalesce({others}, false) LIMIT 1) AS found "
+                f"WHERE tagged.user_id = $1 AND tagged.tag = {arg(query.tag)}{gate}{collect_order} "
+                f"LIMIT {collect_max + 1})"
+            )
+        elif conditions.searched:
             others = " AND ".join(
                 [user, *conditions.ordered, *conditions.indexed,
                  *(c for c in conditions.tested if c not in conditions.searched)]
@@ -459,11 +494,11 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
             where = f"{' AND '.join(conditions.searched)} AND coalesce({others}, false)"
         else:
             where = every
-        collect_order = f" ORDER BY {conditions.collect_order}" if conditions.collect_order else ""
-        ctes.append(
-            f"collected AS MATERIALIZED (SELECT tasks.id, {expression} AS sort_key FROM tasks "
-            f"WHERE {where}{gate}{collect_order} LIMIT {collect_max + 1})"
-        )
+        if query.tag is None:
+            ctes.append(
+                f"collected AS MATERIALIZED (SELECT tasks.id, {expression} AS sort_key FROM tasks "
+                f"WHERE {where}{gate}{collect_order} LIMIT {collect_max + 1})"
+            )
     if not counted and not peeks:
         ctes.append(
             f"decision AS (SELECT matches, matches <= {TOTAL_CAP} AS few "
@@ -522,7 +557,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     sql = (
         f"WITH {', '.join(ctes)} SELECT page.*, {_cursor_keys(f'{limit} - 1')}, "
         "decision.matches AS total FROM decision "
-        f"LEFT JOIN LATERAL ({branches}) AS page ON true ORDER BY page.ordinal"
+        f"LEFT JOIN LATERAL ({branches}) AS page ON true WHERE {as_caller('$1')} "
+        "ORDER BY page.ordinal"
     )
     return Statement(sql=sql, args=arg.values, counted=counted)
 

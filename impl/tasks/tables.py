@@ -47,11 +47,28 @@ def user_id_check() -> sa.CheckConstraint:
     return sa.CheckConstraint(user_ids.SQL_CHECK, name="user_id_valid")
 
 
-# The sort expressions of due_date (store.py sorts by exactly these; the indexes match them).
-DUE_ASC = "COALESCE(due_date, 'infinity'::timestamp with time zone)"
-DUE_DESC = "COALESCE(due_date, '-infinity'::timestamp with time zone)"
-# The filters a sort index's entries also hold, after its order (migration 0006).
-FILTERED = ("priority", "completed")
+# Index expressions are written as PostgreSQL prints them back (pg_get_indexdef), so that
+# autogenerate finds them unchanged.
+# The sort expressions of due_date (list_sql.py sorts by exactly these; the indexes match them).
+# A CASE, not COALESCE: under row-level security only a leakproof condition may serve as an
+# index condition, and PostgreSQL counts COALESCE as leaky, CASE with IS NULL not
+# (migration 0010, docs/row-security.md "The price in plans").
+DUE_ASC = """
+CASE
+    WHEN due_date IS NULL THEN 'infinity'::timestamp with time zone
+    ELSE due_date
+END"""
+DUE_DESC = DUE_ASC.replace("'infinity'", "'-infinity'")
+# Priority as its rank (1, 2, 3 in PRIORITIES' order), the key the indexes hold and the lists
+# filter and sort on: comparisons of the enum are not leakproof, so under row-level security
+# `priority = 'high'` could not be checked on an index entry, nor a cursor's `(priority, id) >`
+# bound its range; integer comparisons are leakproof. (The enum's equality inside `CASE priority
+# WHEN` tests no column of the row directly, which PostgreSQL accepts: migration 0010.)
+PRIORITY_RANK = "\nCASE priority\n" + "".join(
+    f"    WHEN '{name}'::task_priority THEN {rank}\n" for rank, name in enumerate(PRIORITIES, 1)
+) + "    ELSE NULL::integer\nEND"
+# The filters a sort index's entries also hold, after its order (migrations 0006, 0010).
+FILTERED = (sa.text(PRIORITY_RANK), "completed")
 # What `q` and `tag` search (migration 0004 explains it; its functions task_search_words,
 # task_search_scope, task_search_query and task_tag_query build the queries): every word of
 # title and description and every tag, each behind the user's scope (8 hex digits of md5).
@@ -123,12 +140,12 @@ class Task(SQLModel, table=True):
         # on them checks them on the index entry, and reads only the matching tasks' rows.
         sa.Index("ix_tasks_user_created", "user_id", "created_at", "id", *FILTERED),
         sa.Index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id",
-                 "priority"),
+                 sa.text(PRIORITY_RANK)),
         sa.Index("ix_tasks_user_updated", "user_id", "updated_at", "id", *FILTERED),
         # Tasks without a due date come last in both directions: one expression per direction.
         sa.Index("ix_tasks_user_due", "user_id", sa.text(DUE_ASC), "id", *FILTERED),
         sa.Index("ix_tasks_user_due_desc", "user_id", sa.text(DUE_DESC), "id", *FILTERED),
-        sa.Index("ix_tasks_user_priority", "user_id", "priority", "id", "completed"),
+        sa.Index("ix_tasks_user_priority", "user_id", sa.text(PRIORITY_RANK), "id", "completed"),
         sa.Index("ix_tasks_user_title", "user_id", "title", "id", *FILTERED),
         # The change feed's order: a user's tasks by the transaction that last wrote them.
         sa.Index("ix_tasks_user_change", "user_id", "change_xid", "id"),
