@@ -1,9 +1,12 @@
 """The SQL of one page of a listing: filters, sort, keyset cursor and `meta.total`, in one
 statement whose cost does not grow with the user's number of tasks.
 
-The indexes (migrations 0004, 0006): one per sort key, (user_id, key, id, priority, completed),
-read forwards or backwards; (user_id, completed, created_at, id, priority) for status in the
-default order; a GIN index on the user-scoped `search` lexemes for `q` and `tag`. A page is
+The indexes (migrations 0004, 0006, 0010): one per sort key, (user_id, key, id, priority rank,
+completed), read forwards or backwards; (user_id, completed, created_at, id, priority rank) for
+status in the default order; task_tags for `tag` and task_words for `q` (migrations 0005, 0011).
+Every condition that bounds an index range or is checked on an index entry is leakproof (text,
+uuid, timestamp and integer comparisons, CASE): under row-level security PostgreSQL uses no
+other on an index (docs/row-security.md, "The price in plans"). A page is
 read in one of two ways, and the statement decides which at run time, from numbers it reads
 first:
 
@@ -14,8 +17,8 @@ first:
   so only the tasks that pass are read; the others are tested row by row. Cheap while matches
   are common: about limit / (share of matching tasks) rows.
 - collect: when few tasks match (at most COLLECT_MAX by the counters, or TOTAL_CAP counted),
-  fetch them all through the index of a filter (GIN for q and tag, the due date index, status,
-  priority) and sort them. Cheap while matches are few.
+  fetch them all through the index of a filter (task_tags for a tag, task_words for q's longest
+  word, the due date index, status, priority) and sort them. Cheap while matches are few.
 
 A count says how many tasks match, not where they lie in the sort's order: a due range in
 creation order matches none of the newest tasks, a tag only old tasks carry none of the recently
@@ -100,7 +103,7 @@ COLLECT_MAX = 1000
 # A word search first walks at most this many of the user's tasks in sort order (see below).
 WALK_MAX = 1500
 PEEK_ROWS, PEEK_HITS = 150, 2
-# A due range's index hands out only the range (a word's GIN entries: all of them), so collecting
+# A due range's index hands out only the range (a word's task_words: all of them), so collecting
 # through it is cheaper, and a walk must promise more to be preferred: 6 of 150 (4 %, about 525
 # tasks walked for a page) where a word search needs 2.
 DUE_PEEK_HITS = 6
@@ -190,7 +193,7 @@ class _Conditions:
     indexed: list[str] = field(default_factory=list)  # checked on the sort index's entries
     tested: list[str] = field(default_factory=list)  # tested row by row in a walk
     collect_order: str | None = None  # the ORDER BY that makes collecting use a filter's index
-    searched: list[str] = field(default_factory=list)  # the GIN conditions (also in tested)
+    searched: list[str] = field(default_factory=list)  # tag and word matches (also in tested)
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,7 @@ def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) 
         conditions.searched.append("tasks.search @@ (SELECT words FROM search)")
     if conditions.searched:
         conditions.tested.extend(conditions.searched)
-        conditions.collect_order = None  # the GIN index: no order
+        conditions.collect_order = None  # task_tags or task_words: not in a useful order
     return conditions
 
 
@@ -384,8 +387,14 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         words = f"task_search_query($1, {arg(query.q)})" if query.q is not None else "NULL"
         # The word bits only for a walk that tests them (a tag's rows): a call costs ~20 us.
         bits = f"task_word_bits({arg(query.q)})" if walk.prefilter is not None else "0"
+        # The longest word of q (the likeliest to be rare), whose tasks a collection reads
+        # from task_words (a range: the word as a prefix); NULL when q has no word.
+        term = (f"(SELECT w FROM unnest(string_to_array(task_search_words({arg(query.q)}), ' '))"
+                " AS w ORDER BY char_length(w) DESC, w LIMIT 1)" if query.q is not None
+                else "NULL::text")
         ctes.append(
-            f"search AS MATERIALIZED (SELECT {tag} AS tag, {words} AS words, {bits} AS bits)"
+            f"search AS MATERIALIZED (SELECT {tag} AS tag, {words} AS words, {bits} AS bits, "
+            f"{term} COLLATE \"C\" AS term)"
         )
     if counted:
         # The counters know how many tasks match: collect them if that is few.
@@ -425,8 +434,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         collect_max = TOTAL_CAP
         gate = ""
     else:
-        # A word search, or a due range in another order. The search's GIN index reads every
-        # entry of the words, which costs more than walking the sort index when they are
+        # A word search, or a due range in another order. task_words holds every task of the
+        # word (its range, all of it), which costs more than walking the sort index when they are
         # common, and nothing when they are rare; a due range's index reads only the range, but
         # all of it, to sort it. A walk costs little when matches come early in the sort's
         # order, and can pass thousands of tasks when they lie at its far end (a due range in
@@ -465,8 +474,9 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     if walk.skips or not counted:
         # All the matching tasks, when there are few (or the first TOTAL_CAP + 1 of them, to
         # count them): through a filter's index, never walking the user's other tasks. With a
-        # search condition, that is the GIN index alone: the others are tested on its rows
-        # (combining it with a btree index would read all the user's entries of that index).
+        # tag or words, that is task_tags or task_words alone: the others are tested on the
+        # tasks they lead to (combining it with a btree index of tasks would read all the
+        # user's entries of that index).
         collect_order = f" ORDER BY {conditions.collect_order}" if conditions.collect_order else ""
         if query.tag is not None:
             # A tag's tasks through its range of task_tags (a btree, text equality), each
@@ -487,14 +497,24 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
                 f"LIMIT {collect_max + 1})"
             )
         elif conditions.searched:
-            others = " AND ".join(
-                [user, *conditions.ordered, *conditions.indexed,
-                 *(c for c in conditions.tested if c not in conditions.searched)]
+            # The tasks of q's longest word, through its range of task_words (text comparisons:
+            # leakproof, so an index range under row-level security, where the GIN index of
+            # `search` cannot serve: migration 0011), each looked up by id and tested with the
+            # whole search and the other conditions. chr(1114111), the last code point, ends
+            # the range of the words that start with the term (word characters are below it).
+            ctes.append(
+                "collected AS MATERIALIZED (SELECT found.id, found.sort_key FROM ("
+                "SELECT DISTINCT w.task_id FROM task_words AS w WHERE w.user_id = $1 "
+                "AND w.word >= (SELECT term FROM search) "
+                "AND w.word < (SELECT term || chr(1114111) FROM search)) AS worded "
+                "CROSS JOIN LATERAL ("
+                f"SELECT tasks.id, {expression} AS sort_key FROM tasks "
+                f"WHERE tasks.id = worded.task_id AND coalesce({every}, false) LIMIT 1) AS found "
+                f"WHERE true{gate}{collect_order} LIMIT {collect_max + 1})"
             )
-            where = f"{' AND '.join(conditions.searched)} AND coalesce({others}, false)"
         else:
             where = every
-        if query.tag is None:
+        if not conditions.searched:
             ctes.append(
                 f"collected AS MATERIALIZED (SELECT tasks.id, {expression} AS sort_key FROM tasks "
                 f"WHERE {where}{gate}{collect_order} LIMIT {collect_max + 1})"

@@ -31,7 +31,7 @@ from tests.support.servers import direct_connection, random_user_id, settings
 # Every table of users' rows today; a later one is found by its user_id column.
 KNOWN_USER_TABLES = {
     "tasks", "idempotency_keys", "task_counts", "task_tag_counts", "task_tags", "task_tombstones",
-    "task_reminders", "webhook_subscriptions", "webhook_deliveries",
+    "task_reminders", "webhook_subscriptions", "webhook_deliveries", "task_words",
 }
 # Every door (SECURITY DEFINER function) of migration 0010.
 KNOWN_DOORS = {
