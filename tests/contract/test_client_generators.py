@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from scripts import node_tools
+from tests.support.artifacts import artifact
 from tests.support.factories import THROUGH_PGBOUNCER, User
 
 pytestmark = pytest.mark.skipif(
@@ -45,7 +46,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "openapi.yaml"
 CLIENTS = ROOT / "clients"
 VENV_BIN = ROOT / ".venv-clients" / "bin"
-ARTIFACT = ROOT / "artifacts" / "client-generators.json"
 
 # What openapi-generator 7.26 says about this contract: 3.1 support is in beta, and one internal
 # lookup of a schema by a null name (it appears only with both components/headers and
@@ -274,8 +274,7 @@ def builds(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[Build]]]
 def timings() -> Iterator[dict[str, Any]]:
     figures: dict[str, Any] = {}
     yield figures
-    ARTIFACT.parent.mkdir(exist_ok=True)
-    ARTIFACT.write_text(json.dumps(figures, indent=2) + "\n")
+    artifact("client-generators.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.support.artifacts import ARTIFACTS
 from tests.support.chromium import (
     PNG_SIGNATURE,
     Run,
@@ -28,7 +29,7 @@ from tests.support.chromium import (
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT = REPO / "openapi.yaml"
-SCREENSHOT = REPO / "artifacts" / "docs.png"
+SCREENSHOT = ARTIFACTS / "docs.png"
 WINDOW = (1280, 3000)
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 CDN_SCRIPT = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
@@ -275,7 +276,7 @@ METHOD_COLOURS = {
 def test_screenshot_of_the_docs_is_saved(
     chromium: str, base_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
     width, height = WINDOW
     run = run_chromium(

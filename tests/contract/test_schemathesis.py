@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.artifacts import artifact
 from tests.support.factories import User
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ async def test_schemathesis_finds_no_failure(base_url: str, alice: User) -> None
     seed = os.environ.get("SCHEMATHESIS_SEED", DEFAULT_SEED)
     command = [
         SCHEMATHESIS, "--config-file", "schemathesis.toml", "run", "openapi.yaml",
-        "--report", "junit", "--report-dir", "artifacts/schemathesis",
+        "--report", "junit", "--report-dir", str(artifact("schemathesis")),
     ]
     if seed != "random":
         command += ["--seed", seed]

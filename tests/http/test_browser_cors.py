@@ -34,6 +34,7 @@ import httpx
 import pytest
 
 from scripts import node_tools
+from tests.support.artifacts import ARTIFACTS
 from tests.support.chromium import (
     PNG_SIGNATURE,
     decode_png,
@@ -61,7 +62,6 @@ PAGE = ROOT / "clients" / "browser"
 NODE_MODULES = ROOT / "node_modules"
 BIN = NODE_MODULES / ".bin"
 NODE_TOOLS = ("esbuild", "openapi-fetch", "openapi-typescript", "typescript")
-ARTIFACTS = ROOT / "artifacts"
 WINDOW = (1280, 1600)
 
 # Flat fills of the page's status cells (clients/browser/index.html): ok, error envelope, blocked.

@@ -35,6 +35,7 @@ import pytest
 from scripts.local_stack.haproxy import PER_SOURCE_CONNECTIONS
 from scripts.local_stack.stack import running_stack
 from tests.http.test_better_auth import running_api
+from tests.support.artifacts import artifact
 from tests.support.factories import THROUGH_PGBOUNCER, new_user
 from tests.support.normal_requests import NormalRequests
 from tests.support.reporting import show
@@ -109,8 +110,7 @@ def check(result: dict[str, Any], opened_at_least: int) -> None:
 
 
 def report(request: pytest.FixtureRequest, name: str, result: dict[str, Any]) -> None:
-    path = ROOT / "artifacts" / "slow-clients.json"
-    path.parent.mkdir(exist_ok=True)
+    path = artifact("slow-clients.json")
     saved = json.loads(path.read_text()) if path.exists() else {}
     saved[name] = result
     path.write_text(json.dumps(saved, indent=2) + "\n")

@@ -29,6 +29,7 @@ import asyncpg
 import httpx
 import yaml
 
+from tests.support.artifacts import artifact
 from tests.support.chromium import static_server
 from tests.support.devtools import Page, chromium
 from tests.support.factories import User, new_user
@@ -37,7 +38,6 @@ from tests.support.servers import running_server, settings
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_FILES = Path(__file__).parent / "live_page"
 DOC = ROOT / "docs" / "live-sync.md"
-ARTIFACT = ROOT / "artifacts" / "live-browser.json"
 LATENCY_LIMIT_MS = 1000  # the "within one second"
 WAIT_SECONDS = 30  # for B to see a change at all: generous, the latency is asserted separately
 
@@ -186,8 +186,7 @@ async def test_two_pages_keep_in_step(database_url: str, db: asyncpg.Connection)
                 assert copy[task_id] == row, task_id
             await b.evaluate("harness.live.sync.stop()")
 
-    ARTIFACT.parent.mkdir(exist_ok=True)
-    ARTIFACT.write_text(json.dumps({
+    artifact("live-browser.json").write_text(json.dumps({
         "what": "ms from page A's fetch resolving to page B applying the change from the stream",
         "latency_ms": {change: round(ms, 1) for change, ms in latencies.items()},
         "limit_ms": LATENCY_LIMIT_MS,

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from scripts.local_stack.writes import differences as rows_differing_from
+from tests.support.artifacts import artifact
 from tests.support.reporting import show
 from tests.support.servers import (
     SECRET,
@@ -35,7 +36,7 @@ from tests.support.servers import (
 ROOT = Path(__file__).resolve().parents[2]
 USERS = 100
 SECONDS = float(os.environ.get("LOAD_SECONDS", "60"))
-REPORT = ROOT / "artifacts" / "load.json"
+REPORT = artifact("load.json")
 
 
 @contextmanager
