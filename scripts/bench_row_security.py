@@ -10,7 +10,7 @@ and a superuser passes every policy). AFTER is this checkout, connected as the A
 `task_api`, held by the policies. One private PostgreSQL (pgserver, in a temporary folder)
 migrated to this checkout's head, with scripts/bench.py's data (the bench user's 2,000 tasks
 among others'); both `task-api serve --workers 1` run throughout. scripts/bench.py's wrk runs
-(-t2 -c16) of GET /api/tasks?limit=20, GET /api/tasks/{id}, POST and PATCH, a warm-up each,
+(-t2 -c16) of GET /api/tasks?limit=20, GET /api/tasks/{id}, POST, PATCH and DELETE, a warm-up each,
 then --rounds runs per version alternating (the order flipping every round), writes put back
 after each run. Prints req/s per version (medians) and AFTER / BEFORE per endpoint: the ratio of
 the medians, and the median of each round's ratio (its two runs are seconds apart: the least
@@ -58,6 +58,7 @@ def main() -> int:
             url = pg.get_uri()
             upgrade(url)
             loaded = asyncio.run(bench.load_data(url, (), args.others))
+            asyncio.run(bench.create_ceiling(url))  # bench.py's write runs put it back too
             ids_file = workdir / "ids.txt"
             ids_file.write_text("\n".join(loaded["ids"]) + "\n")
             task_api = str(Path(sys.executable).parent / "task-api")
@@ -77,7 +78,8 @@ def main() -> int:
             config = bench.Config(duration=args.duration, rounds=args.rounds, warmup=2,
                                   scale_seconds=1, scale_rounds=1, sizes=(), out=workdir,
                                   quick=True)
-            runner = bench.Bench(config, url, ids_file)
+            runner = bench.Bench(config, url, ids_file,
+                                 bench.cpu_share.postmaster_pid(workdir / "pg"))
             print(f"load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
             lines = []
             for load in bench.ENDPOINTS:
