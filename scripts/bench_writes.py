@@ -16,7 +16,8 @@ since (its insert, and the PATCH of `completed` claiming a recurring task's next
 again on the same database with a relative reminder on every task (the trigger schedules it on
 insert, cancels it on completion and delete).
 
-Migrations 0009 (the webhook outbox's trigger; no subscriptions, as most users have none), 0011
+Migrations 0009 (the webhook outbox's trigger; no subscriptions, as most users have none), 0010
+(no NOTIFY in the writing transaction, counters in slots), 0011
 (row-level security: its sort indexes on leakproof keys first, as a step of their own, then the
 wall, measured as the API's role `task_api` with statements that name their caller, as the
 store's do) and 0012 (task_words for `q`, the GIN index of `search` dropped) are added whole,
@@ -232,6 +233,19 @@ AS_0011 = Writes(insert=INSERT_SQL, update=CLAIMING_UPDATE + _CALLER,
                  recurrence_columns=True, as_api=True)
 MIGRATED_0011 = "(= 0011)"
 MIGRATED_0012 = "(= 0012)"
+# Migration 0012's trigger deletes the words that go one statement each; as first written, in one
+# statement (the last step, for the before and after in the same rounds).
+_WORDS_DELETED_EACH = """
+        FOREACH gone IN ARRAY old_words LOOP
+            IF TG_OP = 'DELETE' OR NOT (gone = ANY (new_words)) THEN
+                DELETE FROM task_words
+                WHERE user_id = OLD.user_id AND word = gone AND task_id = OLD.id;
+            END IF;
+        END LOOP;"""
+_WORDS_DELETED_AT_ONCE = """
+        DELETE FROM task_words
+        WHERE user_id = OLD.user_id AND task_id = OLD.id
+          AND word = ANY (old_words) AND NOT (word = ANY (coalesce(new_words, '{}')));"""
 # A step done by Alembic itself: the database is stamped at the previous revision first.
 ALEMBIC = "alembic:"
 WITH_REMINDER = "with a reminder 30 min before on each task"
@@ -244,14 +258,20 @@ def recurrence_steps() -> dict[str, list[str]]:
     module.op = _Recorder(executed)
     module.upgrade()
     rls = _migration("0011_row_level_security")
+    words = _migration("0012_task_words")
+    assert _WORDS_DELETED_EACH in words.FUNCTION, "0012's trigger changed: update this script"
     return {
         f"+ recurrence, time zone, reminders {MIGRATED_0008}": executed,
         "+ webhook outbox trigger, no subscription (= 0009)": [f"{ALEMBIC}0008:0009"],
+        "+ no NOTIFY in a write, counters in slots (= 0010)": [f"{ALEMBIC}0009:0010"],
         "+ sort indexes on leakproof keys (0011's indexes)": _rebuilt(
             {name: columns for name, (_, columns) in rls.INDEXES.items()}),
         f"+ row-level security, as task_api naming the caller {MIGRATED_0011}": [
-            f"{ALEMBIC}0009:0011"],
+            f"{ALEMBIC}0010:0011"],
         f"+ task_words, no GIN index on search {MIGRATED_0012}": [f"{ALEMBIC}0011:0012"],
+        "0012 with task_words' first trigger (one DELETE by word = ANY)": [
+            words.FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+            .replace(_WORDS_DELETED_EACH, _WORDS_DELETED_AT_ONCE, 1)],
     }
 
 
