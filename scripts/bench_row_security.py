@@ -1,10 +1,10 @@
 """What row-level security (migration 0011) costs each benchmarked endpoint over HTTP: the API
 before it and after it, side by side on one database, in one run.
 
-    .venv/bin/python scripts/bench_row_security.py [--before 9f874e9] [--rounds 6] [--duration 4]
+    .venv/bin/python scripts/bench_row_security.py [--before 0e4d538] [--rounds 6] [--duration 4]
 
-BEFORE is a commit without the wall (default 9f874e9, main before this work), unpacked with
-`git archive` into a temporary folder and run from there (PYTHONPATH before this checkout);
+BEFORE is a commit without the wall (default 0e4d538, main when this branch was made),
+unpacked with `git archive` into a temporary folder and run from there (PYTHONPATH before this checkout);
 it connects as PostgreSQL's superuser, as servers did before (its statements carry no caller,
 and a superuser passes every policy). AFTER is this checkout, connected as the API's role
 `task_api`, held by the policies. One private PostgreSQL (pgserver, in a temporary folder)
@@ -38,7 +38,7 @@ from impl.platform.migrate import upgrade
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--before", default="9f874e9", help="the commit without the wall")
+    parser.add_argument("--before", default="0e4d538", help="the commit without the wall")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=4)
     parser.add_argument("--others", type=int, default=20, help="other users of 1,000 tasks")
