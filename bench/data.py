@@ -77,8 +77,12 @@ TAG_ROWS = (
     "SELECT DISTINCT user_id, unnest(tags) AS tag, created_at, id AS task_id, "
     "task_word_bits(title || ' ' || coalesce(description, '')) AS word_bits FROM tasks"
 )
-# The triggers an INSERT fires (migrations 0002, 0005): off while copying, their work done once.
-TRIGGERS = ("tasks_count_writes", "tasks_tags_insert")
+# What task_words (migration 0012) holds for the tasks, in its column order.
+WORD_ROWS = ("SELECT user_id, substr(lexeme, 9) AS word, id AS task_id FROM tasks, "
+             "unnest(search) WHERE substr(lexeme, 9, 1) <> '#'")
+# The triggers an INSERT fires (migrations 0002, 0005, 0012): off while copying, their work
+# done once.
+TRIGGERS = ("tasks_count_writes", "tasks_tags_insert", "tasks_words_insert")
 _COUNTERS = ("total, completed, low, medium, high, low_completed, medium_completed, "
              "high_completed")
 
@@ -99,6 +103,10 @@ async def copy_tasks(connection: asyncpg.Connection, users: Sequence[str],
         await connection.execute(
             f"INSERT INTO task_tags (user_id, tag, created_at, task_id, word_bits) {TAG_ROWS} "
             "WHERE user_id = ANY($1::text[])", list(users),
+        )
+        await connection.execute(
+            f"INSERT INTO task_words (user_id, word, task_id) {WORD_ROWS} "
+            "AND user_id = ANY($1::text[])", list(users),
         )
         await connection.execute(
             f"INSERT INTO task_counts (user_id, {_COUNTERS}) SELECT user_id, {_COUNTS} "

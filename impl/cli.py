@@ -26,10 +26,12 @@ log = logging.getLogger("task_api.cli")
 
 def _prepare(settings: Settings) -> tuple[str, Any]:
     """The database URL to use, starting the embedded PostgreSQL when none is configured.
-    Returns (url, handle); keep the handle alive while the server runs."""
+    Returns (url, handle); keep the handle alive while the server runs. The embedded database
+    is migrated by its superuser (the tables' owner) and used as the API's role, which owns
+    nothing and is held by row-level security (migration 0011 creates it)."""
     if settings.database_url is not None:
         return settings.database_url, None
-    from impl.platform.embedded import local_secret, start_postgres
+    from impl.platform.embedded import api_role_url, local_secret, start_postgres
     from impl.platform.migrate import upgrade
     from impl.tasks.seed import seed
 
@@ -39,7 +41,7 @@ def _prepare(settings: Settings) -> tuple[str, Any]:
     upgrade(url)
     if created:
         asyncio.run(seed(url))
-    return url, handle
+    return api_role_url(url), handle
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -133,9 +135,11 @@ def _metrics_endpoint(settings: Settings) -> AbstractContextManager[None]:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from impl.platform.migrate import upgrade
 
-    url, _handle = _prepare(settings) if settings.embedded else (settings.database_url, None)
-    assert url
-    upgrade(url)
+    if settings.embedded:
+        _handle = _prepare(settings)  # migrates, as the embedded server's owner
+    else:
+        assert settings.database_url
+        upgrade(settings.database_url)
     print("migrations applied")
     return 0
 

@@ -69,6 +69,7 @@ sys.path.insert(0, str(REPO))
 from bench import ceiling, cpu_share
 from bench import matrix as bench_matrix
 from bench.data import copy_tasks, task_rows
+from impl.platform.embedded import api_role_url
 from impl.platform.migrate import upgrade
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import mint_hs256
@@ -397,7 +398,9 @@ def start_ours(database_url: str, workers: int, workdir: Path) -> Server:
     return Server(f"task-api --workers {workers}",
                   [str(task_api), "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--workers", str(workers)],
-                  server_env(database_url), port, workdir, workdir / f"ours-{workers}.log")
+                  # As users run it: connected as the API's role, under row-level security.
+                  server_env(api_role_url(database_url)), port, workdir,
+                  workdir / f"ours-{workers}.log")
 
 
 def start_baseline(database_url: str, workdir: Path, workers: int = 1,

@@ -16,6 +16,13 @@ since (its insert, and the PATCH of `completed` claiming a recurring task's next
 again on the same database with a relative reminder on every task (the trigger schedules it on
 insert, cancels it on completion and delete).
 
+Migrations 0009 (the webhook outbox's trigger; no subscriptions, as most users have none), 0010
+(no NOTIFY in the writing transaction, counters in slots), 0011
+(row-level security: its sort indexes on leakproof keys first, as a step of their own, then the
+wall, measured as the API's role `task_api` with statements that name their caller, as the
+store's do) and 0012 (task_words for `q`, the GIN index of `search` dropped) are added whole,
+each with `alembic upgrade`.
+
 Migration 0007 (change tracking) is added part by part too (the column and its index, the
 tombstones, then the NOTIFY and the stamp check with UPDATEs that stamp change_xid, as the
 store's do), and next to it two variants, each in a copy of the 0006 database: the first
@@ -51,8 +58,11 @@ sys.path.insert(0, str(REPO))
 from alembic import command
 
 from bench.data import copy_tasks, task_rows
+from bench.sql import without_caller
 from impl.platform.database import set_codecs
+from impl.platform.embedded import api_role_url
 from impl.platform.migrate import alembic_config, upgrade
+from impl.platform.row_scope import as_caller
 from impl.tasks.store import INSERT_SQL, insert_args
 
 # The store's insert before migration 0008 (frozen here, as a migration is): its columns then.
@@ -87,6 +97,8 @@ class Writes:
     # Migration 0008's columns are there: the store's insert, and reminders on each task or not.
     recurrence_columns: bool = False
     reminders: tuple[dict[str, int], ...] = ()
+    # Run as the API's role (migration 0011: held by row-level security), naming the caller.
+    as_api: bool = False
 
 
 _STAMP = ", change_xid = pg_current_xact_id() WHERE"
@@ -211,8 +223,31 @@ MIGRATED_0008 = "(= 0008)"
 CLAIMING_UPDATE = UPDATE_SQL.replace(
     " WHERE", ", next_occurrence_id = CASE WHEN NOT completed AND next_occurrence_id IS NULL "
     "AND recurrence IS NOT NULL THEN gen_random_uuid() ELSE next_occurrence_id END" + _STAMP, 1)
-AS_0008 = Writes(insert=INSERT_SQL, update=CLAIMING_UPDATE, retitle=STAMPED.retitle,
-                 recurrence_columns=True)
+# The store's insert without the caller's condition (before migration 0011, as it was).
+AS_0008 = Writes(insert=without_caller(INSERT_SQL), update=CLAIMING_UPDATE,
+                 retitle=STAMPED.retitle, recurrence_columns=True)
+# Since 0011: as `task_api`, each statement naming its caller (the store's insert has it).
+_CALLER = f" AND {as_caller('$2')}"
+AS_0011 = Writes(insert=INSERT_SQL, update=CLAIMING_UPDATE + _CALLER,
+                 retitle=STAMPED.retitle + _CALLER, delete=DELETE_SQL + _CALLER,
+                 recurrence_columns=True, as_api=True)
+MIGRATED_0011 = "(= 0011)"
+MIGRATED_0012 = "(= 0012)"
+# Migration 0012's trigger deletes the words that go one statement each; as first written, in one
+# statement (the last step, for the before and after in the same rounds).
+_WORDS_DELETED_EACH = """
+        FOREACH gone IN ARRAY old_words LOOP
+            IF TG_OP = 'DELETE' OR NOT (gone = ANY (new_words)) THEN
+                DELETE FROM task_words
+                WHERE user_id = OLD.user_id AND word = gone AND task_id = OLD.id;
+            END IF;
+        END LOOP;"""
+_WORDS_DELETED_AT_ONCE = """
+        DELETE FROM task_words
+        WHERE user_id = OLD.user_id AND task_id = OLD.id
+          AND word = ANY (old_words) AND NOT (word = ANY (coalesce(new_words, '{}')));"""
+# A step done by Alembic itself: the database is stamped at the previous revision first.
+ALEMBIC = "alembic:"
 WITH_REMINDER = "with a reminder 30 min before on each task"
 
 
@@ -222,7 +257,22 @@ def recurrence_steps() -> dict[str, list[str]]:
     module = _migration("0008_recurrence_reminders")
     module.op = _Recorder(executed)
     module.upgrade()
-    return {f"+ recurrence, time zone, reminders {MIGRATED_0008}": executed}
+    rls = _migration("0011_row_level_security")
+    words = _migration("0012_task_words")
+    assert _WORDS_DELETED_EACH in words.FUNCTION, "0012's trigger changed: update this script"
+    return {
+        f"+ recurrence, time zone, reminders {MIGRATED_0008}": executed,
+        "+ webhook outbox trigger, no subscription (= 0009)": [f"{ALEMBIC}0008:0009"],
+        "+ no NOTIFY in a write, counters in slots (= 0010)": [f"{ALEMBIC}0009:0010"],
+        "+ sort indexes on leakproof keys (0011's indexes)": _rebuilt(
+            {name: columns for name, (_, columns) in rls.INDEXES.items()}),
+        f"+ row-level security, as task_api naming the caller {MIGRATED_0011}": [
+            f"{ALEMBIC}0010:0011"],
+        f"+ task_words, no GIN index on search {MIGRATED_0012}": [f"{ALEMBIC}0011:0012"],
+        "0012 with task_words' first trigger (one DELETE by word = ANY)": [
+            words.FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+            .replace(_WORDS_DELETED_EACH, _WORDS_DELETED_AT_ONCE, 1)],
+    }
 
 
 def changes_steps() -> dict[str, list[str]]:
@@ -266,6 +316,8 @@ Figures = tuple[float, float, float, float]
 
 
 async def _measure(url: str, statements: int, writes: Writes) -> Figures:
+    admin_url = url
+    url = api_role_url(url) if writes.as_api else url
     connection = await asyncpg.connect(url)
     await set_codecs(connection)  # jsonb (reminders) as the API sends it
     listener = await asyncpg.connect(url)  # as the API's: NOTIFYs are delivered and read
@@ -299,10 +351,14 @@ async def _measure(url: str, statements: int, writes: Writes) -> Figures:
         for task_id in ids:
             await connection.execute(writes.delete, task_id, user)
         deleted = _cpu(pid)
-        for table in ("task_tombstones", "task_reminders"):
-            if await connection.fetchval(f"SELECT to_regclass('{table}') IS NOT NULL"):
-                await connection.execute(f"DELETE FROM {table} WHERE user_id = $1", user)
-        await connection.execute("VACUUM ANALYZE")
+        admin = await asyncpg.connect(admin_url)  # the superuser: every row, and VACUUM
+        try:
+            for table in ("task_tombstones", "task_reminders"):
+                if await admin.fetchval(f"SELECT to_regclass('{table}') IS NOT NULL"):
+                    await admin.execute(f"DELETE FROM {table} WHERE user_id = $1", user)
+            await admin.execute("VACUUM ANALYZE")
+        finally:
+            await admin.close()
         return ((inserted - start) / statements * 1e6, (updated - inserted) / statements * 1e6,
                 (retitled - updated) / statements * 1e6, (deleted - retitled) / statements * 1e6)
     finally:
@@ -335,26 +391,40 @@ async def _build(admin_url: str, base: str) -> list[tuple[str, str, Writes]]:
     admin = await asyncpg.connect(admin_url)
     databases: list[tuple[str, str, Writes]] = []
     previous, head_0006 = base, base
+    after_0008: Writes | None = None  # the statements of every step after 0008
     try:
         async def make(name: str, template: str, statements: list[str]) -> str:
             await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
-            connection = await asyncpg.connect(_database(admin_url, name))
+            url = _database(admin_url, name)
+            connection = await asyncpg.connect(url)
             try:
                 for statement in statements:
-                    await connection.execute(statement)
+                    if statement.startswith(ALEMBIC):  # "alembic:<from>:<to>"
+                        stamp, target = statement[len(ALEMBIC):].split(":")
+                        await connection.execute("UPDATE alembic_version SET version_num = $1",
+                                                 stamp)
+                        await asyncio.to_thread(
+                            command.upgrade, alembic_config(url), target)
+                    else:
+                        await connection.execute(statement)
                 await connection.execute("VACUUM ANALYZE")
             finally:
                 await connection.close()
-            return _database(admin_url, name)
+            return url
 
         for number, (label, statements) in enumerate(steps().items()):
             name = f"step{number}"
+            if MIGRATED_0011 in label or MIGRATED_0012 in label:
+                after_0008 = AS_0011
             writes = (STAMPED if MIGRATED_0007 in label else
-                      AS_0008 if MIGRATED_0008 in label else Writes())
+                      AS_0008 if MIGRATED_0008 in label else
+                      after_0008 if after_0008 is not None else Writes())
             databases.append((label, await make(name, previous, statements), writes))
             previous = name
             if "(= 0006)" in label:
                 head_0006 = name
+            if MIGRATED_0008 in label:
+                after_0008 = AS_0008
             if MIGRATED_0008 in label:  # the same database, each task with a reminder
                 databases.append((f"0008 {WITH_REMINDER}", _database(admin_url, name),
                                   replace(AS_0008, reminders=({"minutes_before": 30},))))

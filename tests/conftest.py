@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from impl.platform.database import connect_options
+from impl.platform.embedded import api_role_url
 from impl.platform.migrate import upgrade
 from scripts import node_tools
 from tests.support.factories import THROUGH_PGBOUNCER, User, new_user
@@ -84,7 +85,7 @@ def pgbouncer(request: pytest.FixtureRequest) -> Iterator[PgBouncer]:
     if not THROUGH_PGBOUNCER:
         pytest.skip("direct run: TEST_THROUGH_PGBOUNCER=1 runs the suite through PgBouncer")
     database_url: str = request.getfixturevalue("database_url")
-    with running_pgbouncer(database_url) as bouncer:
+    with running_pgbouncer(api_role_url(database_url)) as bouncer:  # as the API's role
         POOLED[database_url] = bouncer.url
         try:
             yield bouncer

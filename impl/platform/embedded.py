@@ -7,6 +7,9 @@ import secrets
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from impl.platform.row_scope import API_ROLE
 
 log = logging.getLogger("task_api.embedded")
 
@@ -46,3 +49,13 @@ def local_secret(data_dir: Path) -> str:
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def api_role_url(url: str) -> str:
+    """`url` (the embedded server's superuser, who migrates and so owns the tables) as the API's
+    role instead (migration 0011 creates it): same server and database, no password, since the
+    embedded PostgreSQL trusts local connections. The server runs as this role, so that
+    row-level security holds it (a superuser passes every policy)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{API_ROLE}@{host}"))

@@ -9,12 +9,11 @@ streams' (impl/tasks/feed_watch.py, about a second), the workers' (every second)
 from __future__ import annotations
 
 # $1: the changed users (text[]). One statement, whatever their number; the subscription check
-# is one probe per user of ix_webhook_subscriptions_user.
+# is one probe per user of ix_webhook_subscriptions_user, through a door of migration 0011 (the
+# users are several, and the API's role sees only a caller's rows): it answers yes or no.
 WAKE_SQL = """
 SELECT (SELECT count(pg_notify('task_changes', changed.user_id))
         FROM unnest($1::text[]) AS changed(user_id)) AS streams,
        (SELECT count(pg_notify('webhook_deliveries', ''))
-        FROM (SELECT WHERE EXISTS (SELECT 1 FROM webhook_subscriptions AS s
-                                   WHERE s.user_id = ANY ($1::text[]) AND s.enabled))
-             AS subscribed) AS workers
+        FROM (SELECT WHERE task_api_any_subscribed($1::text[])) AS subscribed) AS workers
 """

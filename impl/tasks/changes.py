@@ -36,6 +36,7 @@ from typing import Any
 
 from impl.platform.database import Database
 from impl.platform.errors import SyncTokenExpired
+from impl.platform.row_scope import as_caller
 from impl.tasks.columns import FIELDS, select_list
 from impl.tasks.sync_token import SyncPosition
 
@@ -115,6 +116,7 @@ LEFT JOIN LATERAL (
     SELECT {select_list()} FROM tasks
     WHERE id = c.id AND user_id = $1 AND c.deleted_at IS NULL AND c.remind_at IS NULL LIMIT 1
 ) t ON true
+WHERE {as_caller("$1")}
 ORDER BY c.change_xid, c.id
 """
 
@@ -155,15 +157,13 @@ class ChangeFeed:
         one statement, bounded by DB_COMMAND_TIMEOUT_SECONDS): kept that much longer, a
         tombstone is never purged while a token that has not seen it is still valid."""
         margin = timedelta(seconds=self.database.settings.db_command_timeout_seconds + 1)
-        purged = 0
         async with self.database.connection() as connection:
-            # Fired reminders are in the feed like tombstones, stamped by the same rule.
-            for statement in (
-                "DELETE FROM task_tombstones WHERE deleted_at < now() - $1::interval",
-                "DELETE FROM task_reminders WHERE fired_at < now() - $1::interval",
-            ):
-                status: str = await connection.execute(statement, self.retention + margin)
-                purged += int(status.rsplit(" ", 1)[-1])
+            # Across users: through the door of migration 0011 (the API's role sees only the
+            # caller's rows, and a purge has no caller). Fired reminders are in the feed like
+            # tombstones, purged by the same rule.
+            purged: int = await connection.fetchval(
+                "SELECT task_api_purge_changes($1::interval)", self.retention + margin
+            )
         return purged
 
     async def page(

@@ -1,9 +1,12 @@
 """The SQL of one page of a listing: filters, sort, keyset cursor and `meta.total`, in one
 statement whose cost does not grow with the user's number of tasks.
 
-The indexes (migrations 0004, 0006): one per sort key, (user_id, key, id, priority, completed),
-read forwards or backwards; (user_id, completed, created_at, id, priority) for status in the
-default order; a GIN index on the user-scoped `search` lexemes for `q` and `tag`. A page is
+The indexes (migrations 0004, 0006, 0011): one per sort key, (user_id, key, id, priority rank,
+completed), read forwards or backwards; (user_id, completed, created_at, id, priority rank) for
+status in the default order; task_tags for `tag` and task_words for `q` (migrations 0005, 0012).
+Every condition that bounds an index range or is checked on an index entry is leakproof (text,
+uuid, timestamp and integer comparisons, CASE): under row-level security PostgreSQL uses no
+other on an index (docs/row-security.md, "The price in plans"). A page is
 read in one of two ways, and the statement decides which at run time, from numbers it reads
 first:
 
@@ -14,8 +17,8 @@ first:
   so only the tasks that pass are read; the others are tested row by row. Cheap while matches
   are common: about limit / (share of matching tasks) rows.
 - collect: when few tasks match (at most COLLECT_MAX by the counters, or TOTAL_CAP counted),
-  fetch them all through the index of a filter (GIN for q and tag, the due date index, status,
-  priority) and sort them. Cheap while matches are few.
+  fetch them all through the index of a filter (task_tags for a tag, task_words for q's longest
+  word, the due date index, status, priority) and sort them. Cheap while matches are few.
 
 A count says how many tasks match, not where they lie in the sort's order: a due range in
 creation order matches none of the newest tasks, a tag only old tasks carry none of the recently
@@ -51,17 +54,30 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from impl.platform.row_scope import as_caller
 from impl.tasks.columns import select_list
 from impl.tasks.cursor import Position
+from impl.tasks.tables import PRIORITIES
 
 COLUMNS = select_list("tasks.")  # the returned fields, in the order of columns.FIELDS
+
+
+def priority_rank(value: str) -> str:
+    """A priority as its rank (1 low ... 3 high: the enum's order), the integer the indexes hold
+    (tables.PRIORITY_RANK): under row-level security an integer comparison may bound an index
+    range, an enum comparison may not (it is not leakproof; docs/row-security.md)."""
+    whens = " ".join(f"WHEN '{name}'::task_priority THEN {rank}"
+                     for rank, name in enumerate(PRIORITIES, 1))
+    return f"CASE {value} {whens} ELSE NULL::integer END"
+
+
 # sort name -> (expression, SQL type of the cursor value). Columns are qualified: a bare
 # `priority` in ORDER BY would name the text output column, not the enum.
 SORT_EXPRESSIONS = {
     "created_at": ("tasks.created_at", "timestamptz"),
     "updated_at": ("tasks.updated_at", "timestamptz"),
     "title": ("tasks.title", "text"),
-    "priority": ("tasks.priority", "task_priority"),
+    "priority": (priority_rank("tasks.priority"), "task_priority"),
     "due_date": ("tasks.due_date", "timestamptz"),
 }
 # The sort keys of the row at `ordinal` (the page's last, whose position the next cursor holds),
@@ -73,9 +89,11 @@ def _cursor_keys(ordinal: str) -> str:
         for name in SORT_EXPRESSIONS
     )
 # Tasks without a due date sort last in both directions: NULL becomes the far end. Each
-# direction has an index on exactly its expression (models.py DUE_ASC, DUE_DESC).
-DUE_ASC = "COALESCE(tasks.due_date, 'infinity'::timestamptz)"
-DUE_DESC = "COALESCE(tasks.due_date, '-infinity'::timestamptz)"
+# direction has an index on exactly its expression (tables.py DUE_ASC, DUE_DESC). A CASE, not
+# COALESCE, which PostgreSQL counts as leaky: under row-level security a bound on it could not
+# be an index condition (migration 0011).
+DUE_ASC = "CASE WHEN tasks.due_date IS NULL THEN 'infinity'::timestamptz ELSE tasks.due_date END"
+DUE_DESC = "CASE WHEN tasks.due_date IS NULL THEN '-infinity'::timestamptz ELSE tasks.due_date END"
 # meta.total with `q`, `due_before` or `due_after`: matching tasks are counted up to this many
 # (a page of the benchmark); a larger total is reported as TOTAL_CAP, with meta.total_exact
 # false. Counting costs about TOTAL_CAP / (share of matching tasks) rows read.
@@ -86,7 +104,7 @@ COLLECT_MAX = 1000
 # A word search first walks at most this many of the user's tasks in sort order (see below).
 WALK_MAX = 1500
 PEEK_ROWS, PEEK_HITS = 150, 2
-# A due range's index hands out only the range (a word's GIN entries: all of them), so collecting
+# A due range's index hands out only the range (a word's task_words: all of them), so collecting
 # through it is cheaper, and a walk must promise more to be preferred: 6 of 150 (4 %, about 525
 # tasks walked for a page) where a word search needs 2.
 DUE_PEEK_HITS = 6
@@ -176,7 +194,7 @@ class _Conditions:
     indexed: list[str] = field(default_factory=list)  # checked on the sort index's entries
     tested: list[str] = field(default_factory=list)  # tested row by row in a walk
     collect_order: str | None = None  # the ORDER BY that makes collecting use a filter's index
-    searched: list[str] = field(default_factory=list)  # the GIN conditions (also in tested)
+    searched: list[str] = field(default_factory=list)  # tag and word matches (also in tested)
 
 
 @dataclass(frozen=True)
@@ -299,8 +317,9 @@ def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) 
         conditions.collect_order = "tasks.created_at"  # (user_id, completed, created_at, id)
     if query.priority is not None:
         target = conditions.ordered if sort_name == "priority" else conditions.indexed
-        target.append(f"tasks.priority = {arg(query.priority)}::task_priority")
-        conditions.collect_order = "tasks.id"  # (user_id, priority, id)
+        rank = priority_rank(f"{arg(query.priority)}::text::task_priority")
+        target.append(f"{priority_rank('tasks.priority')} = {rank}")
+        conditions.collect_order = "tasks.id"  # (user_id, priority rank, id)
     if query.due_before is not None or query.due_after is not None:
         # Both bounds on one expression: one range of its index. Undated tasks are +infinity in
         # the ascending expression, -infinity in the descending one: the bound on that side
@@ -328,7 +347,7 @@ def _conditions(query: ListQuery, sort_name: str, descending: bool, arg: _Args) 
         conditions.searched.append("tasks.search @@ (SELECT words FROM search)")
     if conditions.searched:
         conditions.tested.extend(conditions.searched)
-        conditions.collect_order = None  # the GIN index: no order
+        conditions.collect_order = None  # task_tags or task_words: not in a useful order
     return conditions
 
 
@@ -359,10 +378,10 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     if after is not None:
         # The page continues after the cursor's row. The cursor holds the key as text;
         # PostgreSQL casts it back.
-        position = (
-            f"({arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}, "
-            f"{arg(after.task_id)}::uuid)"
-        )
+        value = f"{arg(_cursor_key(after, sort_name, descending))}::text::{sql_type}"
+        if sort_name == "priority":  # the cursor holds the name; the index, its rank
+            value = priority_rank(value)
+        position = f"({value}, {arg(after.task_id)}::uuid)"
         keyset = f" AND ({walk.key}, {walk.tie}) {beyond} {position}"
         collected_keyset = f" AND (collected.sort_key, collected.id) {beyond} {position}"
     ctes: list[str] = []
@@ -371,8 +390,14 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         words = f"task_search_query($1, {arg(query.q)})" if query.q is not None else "NULL"
         # The word bits only for a walk that tests them (a tag's rows): a call costs ~20 us.
         bits = f"task_word_bits({arg(query.q)})" if walk.prefilter is not None else "0"
+        # The longest word of q (the likeliest to be rare), whose tasks a collection reads
+        # from task_words (a range: the word as a prefix); NULL when q has no word.
+        term = (f"(SELECT w FROM unnest(string_to_array(task_search_words({arg(query.q)}), ' '))"
+                " AS w ORDER BY char_length(w) DESC, w LIMIT 1)" if query.q is not None
+                else "NULL::text")
         ctes.append(
-            f"search AS MATERIALIZED (SELECT {tag} AS tag, {words} AS words, {bits} AS bits)"
+            f"search AS MATERIALIZED (SELECT {tag} AS tag, {words} AS words, {bits} AS bits, "
+            f"{term} COLLATE \"C\" AS term)"
         )
     if counted:
         # The counters know how many tasks match: collect them if that is few.
@@ -413,8 +438,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
         collect_max = TOTAL_CAP
         gate = ""
     else:
-        # A word search, or a due range in another order. The search's GIN index reads every
-        # entry of the words, which costs more than walking the sort index when they are
+        # A word search, or a due range in another order. task_words holds every task of the
+        # word (its range, all of it), which costs more than walking the sort index when they are
         # common, and nothing when they are rare; a due range's index reads only the range, but
         # all of it, to sort it. A walk costs little when matches come early in the sort's
         # order, and can pass thousands of tasks when they lie at its far end (a due range in
@@ -453,21 +478,51 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     if walk.skips or not counted:
         # All the matching tasks, when there are few (or the first TOTAL_CAP + 1 of them, to
         # count them): through a filter's index, never walking the user's other tasks. With a
-        # search condition, that is the GIN index alone: the others are tested on its rows
-        # (combining it with a btree index would read all the user's entries of that index).
-        if conditions.searched:
+        # tag or words, that is task_tags or task_words alone: the others are tested on the
+        # tasks they lead to (combining it with a btree index of tasks would read all the
+        # user's entries of that index).
+        collect_order = f" ORDER BY {conditions.collect_order}" if conditions.collect_order else ""
+        if query.tag is not None:
+            # A tag's tasks through its range of task_tags (a btree, text equality), each
+            # looked up by id and tested for the rest: under row-level security the GIN index
+            # cannot serve the tag's condition (`@@` is not leakproof, docs/row-security.md),
+            # and would leave every task of the user to test. LATERAL ... LIMIT 1: a lookup per
+            # row of the tag (joined plainly, the planner may hash the user's whole sort index).
             others = " AND ".join(
                 [user, *conditions.ordered, *conditions.indexed,
-                 *(c for c in conditions.tested if c not in conditions.searched)]
+                 *(c for c in conditions.tested if c != TAG_SEARCH)]
             )
-            where = f"{' AND '.join(conditions.searched)} AND coalesce({others}, false)"
+            ctes.append(
+                "collected AS MATERIALIZED (SELECT found.id, found.sort_key "
+                "FROM task_tags AS tagged CROSS JOIN LATERAL ("
+                f"SELECT tasks.id, {expression} AS sort_key FROM tasks "
+                f"WHERE tasks.id = tagged.task_id AND coalesce({others}, false) LIMIT 1) AS found "
+                f"WHERE tagged.user_id = $1 AND tagged.tag = {arg(query.tag)}{gate}{collect_order} "
+                f"LIMIT {collect_max + 1})"
+            )
+        elif conditions.searched:
+            # The tasks of q's longest word, through its range of task_words (text comparisons:
+            # leakproof, so an index range under row-level security, where the GIN index of
+            # `search` cannot serve: migration 0012), each looked up by id and tested with the
+            # whole search and the other conditions. chr(1114111), the last code point, ends
+            # the range of the words that start with the term (word characters are below it).
+            ctes.append(
+                "collected AS MATERIALIZED (SELECT found.id, found.sort_key FROM ("
+                "SELECT DISTINCT w.task_id FROM task_words AS w WHERE w.user_id = $1 "
+                "AND w.word >= (SELECT term FROM search) "
+                "AND w.word < (SELECT term || chr(1114111) FROM search)) AS worded "
+                "CROSS JOIN LATERAL ("
+                f"SELECT tasks.id, {expression} AS sort_key FROM tasks "
+                f"WHERE tasks.id = worded.task_id AND coalesce({every}, false) LIMIT 1) AS found "
+                f"WHERE true{gate}{collect_order} LIMIT {collect_max + 1})"
+            )
         else:
             where = every
-        collect_order = f" ORDER BY {conditions.collect_order}" if conditions.collect_order else ""
-        ctes.append(
-            f"collected AS MATERIALIZED (SELECT tasks.id, {expression} AS sort_key FROM tasks "
-            f"WHERE {where}{gate}{collect_order} LIMIT {collect_max + 1})"
-        )
+        if not conditions.searched:
+            ctes.append(
+                f"collected AS MATERIALIZED (SELECT tasks.id, {expression} AS sort_key FROM tasks "
+                f"WHERE {where}{gate}{collect_order} LIMIT {collect_max + 1})"
+            )
     if not counted and not peeks:
         ctes.append(
             f"decision AS (SELECT matches, matches <= {TOTAL_CAP} AS few "
@@ -526,7 +581,8 @@ def list_statement(user_id: str, query: ListQuery, after: Position | None) -> St
     sql = (
         f"WITH {', '.join(ctes)} SELECT page.*, {_cursor_keys(f'{limit} - 1')}, "
         "decision.matches AS total FROM decision "
-        f"LEFT JOIN LATERAL ({branches}) AS page ON true ORDER BY page.ordinal"
+        f"LEFT JOIN LATERAL ({branches}) AS page ON true WHERE {as_caller('$1')} "
+        "ORDER BY page.ordinal"
     )
     return Statement(sql=sql, args=arg.values, counted=counted)
 

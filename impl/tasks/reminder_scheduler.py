@@ -27,36 +27,15 @@ from impl.platform.wake_ups import WakeUps
 
 log = logging.getLogger("task_api.reminders")
 
-# One statement: claim up to $1 due reminders no other replica holds, stamp them fired with this
-# transaction's id and record a `reminder.due` webhook event for each subscribed endpoint. No
-# NOTIFY in it: PostgreSQL would serialise its commit with every other notifying one (migration
-# 0010); the streams and the webhook workers are woken after it commits (wake_ups).
-CLAIM_SQL = """
-WITH due AS (
-    SELECT user_id, task_id, id FROM task_reminders
-    WHERE fired_at IS NULL AND remind_at <= now()
-    ORDER BY remind_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-), fired AS (
-    UPDATE task_reminders AS m
-    SET fired_at = clock_timestamp(), change_xid = pg_current_xact_id()
-    FROM due
-    WHERE m.user_id = due.user_id AND m.task_id = due.task_id AND m.id = due.id
-    RETURNING m.user_id, m.task_id, m.id, m.remind_at, m.fired_at
-)
-SELECT fired.*,
-       -- The user's webhooks hear it too, in this transaction (migration 0009's outbox).
-       webhook_record_event(fired.user_id, 'reminder.due', jsonb_build_object(
-           'id', fired.id, 'task_id', fired.task_id,
-           'remind_at', fired.remind_at, 'fired_at', fired.fired_at)) AS webhooks
-FROM fired
-"""
+# Across users, so through the doors of migration 0011 (the API's role sees only a caller's
+# rows). One statement: claim up to $1 due reminders no other replica holds, stamp them fired
+# with this transaction's id and record a `reminder.due` webhook event for each subscribed
+# endpoint. No NOTIFY in it: PostgreSQL would serialise its commit with every other notifying
+# one (migration 0010); the streams and the webhook workers are woken after it commits
+# (wake_ups). The door's text is the migration's.
+CLAIM_SQL = "SELECT * FROM task_api_claim_reminders($1)"
 # Seconds until the next pending reminder (negative: one is due), by the pending index.
-NEXT_DUE_SQL = """
-SELECT extract(epoch FROM min(remind_at) - clock_timestamp())::float8
-FROM task_reminders WHERE fired_at IS NULL
-"""
+NEXT_DUE_SQL = "SELECT task_api_next_reminder_in()"
 
 Fired = list[dict[str, Any]]
 

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from impl.platform.database import connect_options, set_codecs
+from impl.platform.row_scope import enter_as
 from impl.tasks import store
 from impl.tasks.columns import WRITABLE
 from impl.tasks.tables import Task
@@ -103,14 +104,16 @@ async def seed(database_url: str, *, reset: bool = False, now: datetime | None =
     await set_codecs(connection)
     try:
         async with connection.transaction():
-            users = list(DEMO_USERS.values())
             if reset:
-                await connection.execute("DELETE FROM tasks WHERE user_id = ANY($1::text[])", users)
-                await connection.execute(
-                    "DELETE FROM idempotency_keys WHERE user_id = ANY($1::text[])", users
-                )
+                for user in DEMO_USERS.values():
+                    await enter_as(connection, user)  # row-level security: one user at a time
+                    await connection.execute("DELETE FROM tasks WHERE user_id = $1", user)
+                    await connection.execute(
+                        "DELETE FROM idempotency_keys WHERE user_id = $1", user
+                    )
             inserted = 0
             for row in demo_tasks(now or datetime.now(UTC)):
+                await enter_as(connection, row["user_id"])
                 args = store.insert_args(row["id"], row["user_id"], row)
                 status = await connection.execute(INSERT_SQL, *args, row["created_at"])
                 inserted += int(status.rsplit(" ", 1)[1])

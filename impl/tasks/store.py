@@ -1,10 +1,12 @@
 """User-scoped SQL for tasks, on asyncpg.
 
 Every function that reads or writes tasks takes the caller's `user_id` as a required keyword
-argument and filters on it: no handler can reach a row without it. Queries are hand-written SQL
-(one round trip each where possible, no ORM hydration); their column lists and parameters derive
-from the table (impl/tasks/columns.py), so they name no task field but the ones with a rule of
-their own (completed_at follows completed).
+argument and filters on it: no handler can reach a row without it. Behind that, PostgreSQL's
+row-level security (migration 0011) holds every statement to the caller it names (as_caller,
+impl/platform/row_scope.py), so a statement that forgot its condition still reaches no other
+user's rows. Queries are hand-written SQL (one round trip each where possible, no ORM
+hydration); their column lists and parameters derive from the table (impl/tasks/columns.py), so
+they name no task field but the ones with a rule of their own (completed_at follows completed).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from impl.platform.database import Database
+from impl.platform.row_scope import as_caller, enter_as
 from impl.platform.wake_ups import WakeUps
 from impl.tasks import occurrences
 from impl.tasks.checks import refusing_broken_checks
@@ -34,8 +37,11 @@ __all__ = ["ListQuery", "Page", "TaskStore", "insert_args"]  # ListQuery: the ha
 # The returned fields, in the order COLUMNS selects them (both from the table).
 TASK_FIELDS = FIELDS
 COLUMNS = select_list()
-# The fixed statements (bench/baseline_app.py runs the same text, imported from here).
-GET_SQL = f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2"
+# The fixed statements (bench/baseline_app.py runs the same text, imported from here, less the
+# caller's condition: bench/sql.py).
+# Each statement that runs alone also names its caller for row-level security (as_caller: the
+# same parameter as its user condition, no extra round trip).
+GET_SQL = f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 AND {as_caller('$2')}"
 # Parameters of an insert (insert_args): $1 id, $2 user_id, then the writable fields in WRITABLE's
 # order, each cast to its column's type; completed_at is set with completed.
 INSERT_COLUMNS = ("id", "user_id", *WRITABLE)
@@ -52,19 +58,22 @@ _INSERT_VALUES = ", ".join([
     f"CASE WHEN {COMPLETED} THEN now() END",
     f"CASE WHEN {RECURRENCE} IS NOT NULL THEN $1::uuid END",
 ])
-INSERT_SQL = f"{_INSERT_INTO} VALUES ({_INSERT_VALUES}) RETURNING {COLUMNS}"
+INSERT_SQL = f"{_INSERT_INTO} SELECT {_INSERT_VALUES} WHERE {as_caller('$2')} RETURNING {COLUMNS}"
 # The same insert under a per-user quota (one more parameter: the quota): no row comes back when
 # the user's count (the sum of the counter slots, migration 0010) is at the quota. It takes no
 # lock, so one user's creates do not queue behind each other; the price is that creates running
 # at the same moment do not see each other: each sees the tasks committed before it started, so
 # a user can end up over the quota by at most the creates in flight at once, less one (never
 # more than the connections of all replicas' pools: docs/abuse-controls.md). Later creates are
-# refused until deletes bring the count under the quota again.
+# refused until deletes bring the count under the quota again. The caller's condition stays in
+# the top-level WHERE (a one-time filter evaluated before the counters are read: a volatile
+# condition with a sub-select is never pushed down into the aggregate).
 QUOTA_INSERT_SQL = (
     "WITH quota AS (SELECT coalesce(sum(total), 0)::bigint AS total FROM task_counts "
     "WHERE user_id = $2) "
     f"{_INSERT_INTO} SELECT {_INSERT_VALUES} "
-    f"FROM quota WHERE quota.total < ${3 + len(WRITABLE)} RETURNING {COLUMNS}"
+    f"FROM quota WHERE quota.total < ${3 + len(WRITABLE)} AND {as_caller('$2')} "
+    f"RETURNING {COLUMNS}"
 )
 # A recurring task's next occurrence (impl/tasks/occurrences.py), in its series.
 _SPAWN_VALUES = ", ".join([
@@ -79,11 +88,13 @@ UNCLAIM_SQL = (
 )
 # A delete under If-Match's versions ($3: NULL when any will do).
 DELETE_SQL = (
-    "DELETE FROM tasks WHERE id = $1 AND user_id = $2 "
+    f"DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND {as_caller('$2')} "
     "AND ($3::int[] IS NULL OR version = ANY($3::int[])) RETURNING id"
 )
-# Only on a failure path: tell a missing task from another user's or a stale one.
-DIAGNOSE_SQL = "SELECT user_id, version FROM tasks WHERE id = $1"
+# Only on a failure path: tell a missing task from another user's or a stale one. Another
+# user's rows are out of the API's sight, so it asks through a door (migration 0011), which
+# says 'own', 'foreign' or nothing (no such task).
+DIAGNOSE_SQL = "SELECT task_api_locate_task($1, $2)"
 
 
 def _parameter(name: str, value: Any) -> Any:
@@ -153,6 +164,7 @@ class TaskStore:
             self._committed(user_id)
             return created
         async with self.database.connection() as connection, connection.transaction():
+            await enter_as(connection, user_id)
             # A concurrent request with the same key waits here on the primary key until the
             # first commits, then finds its row: no duplicate task under concurrent retries.
             claimed = await connection.fetchval(
@@ -232,7 +244,7 @@ class TaskStore:
             "change_xid = pg_current_xact_id() "
         )
         where = (
-            "WHERE id = $1 AND user_id = $2 "
+            f"WHERE id = $1 AND user_id = $2 AND {as_caller('$2')} "
             "AND ($3::int[] IS NULL OR version = ANY($3::int[])) "
         )
         async with self.database.connection() as connection:
@@ -300,7 +312,7 @@ class TaskStore:
                 "coalesce(sum(high), 0)::bigint AS high, "
                 "(SELECT count(*) FROM tasks WHERE user_id = $1 AND NOT completed "
                 "AND due_date < now()) AS overdue "
-                "FROM task_counts WHERE user_id = $1",
+                f"FROM task_counts WHERE user_id = $1 AND {as_caller('$1')}",
                 user_id,
             )
         return {
@@ -316,9 +328,9 @@ class TaskStore:
     ) -> None:
         """Only on the failure path: tell missing, foreign and stale apart. Always raises."""
         async with self.database.connection() as connection:
-            record = await connection.fetchrow(DIAGNOSE_SQL, task_id)
-        if record is None:
+            whose = await connection.fetchval(DIAGNOSE_SQL, task_id, user_id)
+        if whose is None:
             raise TaskNotFound()
-        if record["user_id"] != user_id:
+        if whose == "foreign":
             raise ForeignTask()
         raise StaleTask()

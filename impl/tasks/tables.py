@@ -47,11 +47,31 @@ def user_id_check() -> sa.CheckConstraint:
     return sa.CheckConstraint(user_ids.SQL_CHECK, name="user_id_valid")
 
 
-# The sort expressions of due_date (store.py sorts by exactly these; the indexes match them).
-DUE_ASC = "COALESCE(due_date, 'infinity'::timestamp with time zone)"
-DUE_DESC = "COALESCE(due_date, '-infinity'::timestamp with time zone)"
-# The filters a sort index's entries also hold, after its order (migration 0006).
-FILTERED = ("priority", "completed")
+# Index expressions are written as PostgreSQL prints them back (pg_get_indexdef), so that
+# autogenerate finds them unchanged.
+# The sort expressions of due_date (list_sql.py sorts by exactly these; the indexes match them).
+# A CASE, not COALESCE: under row-level security only a leakproof condition may serve as an
+# index condition, and PostgreSQL counts COALESCE as leaky, CASE with IS NULL not
+# (migration 0011, docs/row-security.md "The price in plans").
+DUE_ASC = """
+CASE
+    WHEN due_date IS NULL THEN 'infinity'::timestamp with time zone
+    ELSE due_date
+END"""
+DUE_DESC = DUE_ASC.replace("'infinity'", "'-infinity'")
+# Priority as its rank (1, 2, 3 in PRIORITIES' order), the key the indexes hold and the lists
+# filter and sort on: comparisons of the enum are not leakproof, so under row-level security
+# `priority = 'high'` could not be checked on an index entry, nor a cursor's `(priority, id) >`
+# bound its range; integer comparisons are leakproof. (The enum's equality inside `CASE priority
+# WHEN` tests no column of the row directly, which PostgreSQL accepts: migration 0011.)
+PRIORITY_RANK = "\nCASE priority\n" + "".join(
+    f"    WHEN '{name}'::task_priority THEN {rank}\n" for rank, name in enumerate(PRIORITIES, 1)
+) + "    ELSE NULL::integer\nEND"
+# The filters a sort index's entries also hold, after its order (migrations 0006, 0011).
+# (An expression in an index's column list is parenthesized; autogenerate strips the parentheses
+# before comparing.)
+RANK_KEY = f"({PRIORITY_RANK})"
+FILTERED = (sa.text(RANK_KEY), "completed")
 # What `q` and `tag` search (migration 0004 explains it; its functions task_search_words,
 # task_search_scope, task_search_query and task_tag_query build the queries): every word of
 # title and description and every tag, each behind the user's scope (8 hex digits of md5).
@@ -123,21 +143,18 @@ class Task(SQLModel, table=True):
         # on them checks them on the index entry, and reads only the matching tasks' rows.
         sa.Index("ix_tasks_user_created", "user_id", "created_at", "id", *FILTERED),
         sa.Index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id",
-                 "priority"),
+                 sa.text(RANK_KEY)),
         sa.Index("ix_tasks_user_updated", "user_id", "updated_at", "id", *FILTERED),
         # Tasks without a due date come last in both directions: one expression per direction.
-        sa.Index("ix_tasks_user_due", "user_id", sa.text(DUE_ASC), "id", *FILTERED),
-        sa.Index("ix_tasks_user_due_desc", "user_id", sa.text(DUE_DESC), "id", *FILTERED),
-        sa.Index("ix_tasks_user_priority", "user_id", "priority", "id", "completed"),
+        sa.Index("ix_tasks_user_due", "user_id", sa.text(f"({DUE_ASC})"), "id", *FILTERED),
+        sa.Index("ix_tasks_user_due_desc", "user_id", sa.text(f"({DUE_DESC})"), "id",
+                 *FILTERED),
+        sa.Index("ix_tasks_user_priority", "user_id", sa.text(RANK_KEY), "id", "completed"),
         sa.Index("ix_tasks_user_title", "user_id", "title", "id", *FILTERED),
         # The change feed's order: a user's tasks by the transaction that last wrote them.
         sa.Index("ix_tasks_user_change", "user_id", "change_xid", "id"),
-        # Word prefixes and tags, scoped to the user (the functions of migration 0004).
-        # A pending list of at most 64 kB (migration 0005): every search reads it all.
-        sa.Index(
-            "ix_tasks_search", "search", postgresql_using="gin",
-            postgresql_with={"gin_pending_list_limit": 64},
-        ),
+        # No index on `search`: under row-level security no GIN operator may serve a query
+        # (none is leakproof); a word's tasks are a range of task_words (migration 0012).
     )
 
     id: uuid.UUID = Field(primary_key=True, sa_column_kwargs={"info": SET_BY_SERVER})
@@ -306,6 +323,19 @@ class TaskTag(SQLModel, table=True):
     )
     task_id: uuid.UUID = Field(primary_key=True)
     word_bits: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class TaskWord(SQLModel, table=True):
+    """A user's words and their tasks (migration 0012, kept by a `tasks` trigger from the words
+    `search` holds): a word prefix's tasks are a range of the primary key, which the listing
+    reads for `q` where the GIN index of `search` cannot serve under row-level security."""
+
+    __tablename__ = "task_words"
+    __table_args__ = (user_id_check(),)
+
+    user_id: str = Field(sa_column=user_id_column(primary_key=True))
+    word: str = Field(sa_column=sa.Column(sa.Text(collation="C"), primary_key=True))
+    task_id: uuid.UUID = Field(primary_key=True)
 
 
 class TaskTombstone(SQLModel, table=True):

@@ -1,7 +1,7 @@
 """The delivery queue in PostgreSQL, across users: what the replicas' workers claim and record.
 
-The one module whose statements are not scoped to one user (row-level security must let the
-workers' role through here, and only here).
+The one module whose statements are not scoped to one user: each goes through a door of
+migration 0011 (row-level security lets the API's role through there, and only there).
 
 Claiming: FOR UPDATE SKIP LOCKED alone would let each replica skip the rows another one is
 claiming, but could not keep a cap on the attempts in flight to one endpoint across replicas
@@ -22,63 +22,20 @@ from datetime import datetime
 
 import asyncpg
 
-CLAIM_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('webhook delivery claims', 0))"
+# Each statement goes through a door of migration 0011 (a SECURITY DEFINER function that does
+# that one job across users; the API's role sees only a caller's rows): the statements
+# themselves are frozen there, as a migration is.
 # $1 how many, $2 the cap per endpoint, $3 the lease in seconds. Due rows are scanned in the
 # order they fell due (a partial index holds only pending ones); a subscription gets at most
-# its cap minus what is already in flight to it.
-CLAIM_SQL = """
-WITH candidates AS (
-    SELECT id, subscription_id, next_attempt_at, created_at FROM webhook_deliveries
-    WHERE state = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at LIMIT $1 * 4
-), ranked AS (
-    SELECT c.id, c.subscription_id, c.next_attempt_at, row_number() OVER (
-        PARTITION BY c.subscription_id ORDER BY c.next_attempt_at, c.created_at) AS place
-    FROM candidates AS c
-    JOIN webhook_subscriptions AS s ON s.id = c.subscription_id AND s.enabled
-), chosen AS (
-    SELECT r.id FROM ranked AS r
-    WHERE r.place + (SELECT count(*) FROM webhook_deliveries AS f
-                     WHERE f.subscription_id = r.subscription_id
-                       AND f.claimed_until > now()) <= $2
-    ORDER BY r.next_attempt_at LIMIT $1
-)
-UPDATE webhook_deliveries AS d
-SET claimed_until = now() + make_interval(secs => $3),
-    next_attempt_at = now() + make_interval(secs => $3),
-    attempts = d.attempts + 1, last_attempt_at = now()
-FROM chosen, webhook_subscriptions AS s
-WHERE d.id = chosen.id AND s.id = d.subscription_id
-RETURNING d.id, d.attempts, d.payload::text AS body, d.retry_since, d.created_at, s.url,
-    s.secret, CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END
-        AS previous_secret, s.id AS subscription_id
-"""
+# its cap minus what is already in flight to it. The door takes the claims' advisory lock
+# first, held to the end of this statement's transaction.
+CLAIM_SQL = "SELECT * FROM task_api_claim_deliveries($1, $2, $3)"
 # $1 id, $2 attempt (the fence), $3 state, $4 seconds to the next attempt (null: none),
 # $5 status code, $6 latency, $7 error, $8 excerpt, $9 why to disable the subscription (null:
 # keep it). One statement, one round trip: it runs once per delivery attempt.
-FINISH_SQL = """
-WITH finished AS (
-    UPDATE webhook_deliveries SET
-        state = $3::text, claimed_until = NULL,
-        next_attempt_at = now() + make_interval(secs => $4::float8),
-        delivered_at = CASE WHEN $3::text = 'succeeded' THEN now() END,
-        last_status_code = $5::int, last_latency_ms = $6::float8, last_error = $7::text,
-        last_response_excerpt = $8::text
-    WHERE id = $1 AND attempts = $2
-    RETURNING subscription_id
-), disabled AS (
-    UPDATE webhook_subscriptions AS s
-    SET enabled = false, disabled_reason = $9::text, updated_at = now()
-    FROM finished WHERE s.id = finished.subscription_id AND $9::text IS NOT NULL
-    RETURNING s.id
-)
-SELECT count(*) FROM finished
-"""
-PURGE_SQL = """
-DELETE FROM webhook_deliveries
-WHERE state <> 'pending' AND coalesce(delivered_at, last_attempt_at, created_at)
-    < now() - make_interval(secs => $1)
-"""
+FINISH_SQL = "SELECT task_api_finish_delivery($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# Finished deliveries older than $1 seconds.
+PURGE_SQL = "SELECT task_api_purge_deliveries($1)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +64,7 @@ class Result:
 async def claim(
     connection: asyncpg.Connection, how_many: int, cap_per_endpoint: int, lease_seconds: float
 ) -> list[Claim]:
-    async with connection.transaction():
-        await connection.execute(CLAIM_LOCK_SQL)
-        records = await connection.fetch(CLAIM_SQL, how_many, cap_per_endpoint, lease_seconds)
+    records = await connection.fetch(CLAIM_SQL, how_many, cap_per_endpoint, lease_seconds)
     return [
         Claim(
             id=record["id"], attempt=record["attempts"], body=record["body"].encode(),
@@ -133,4 +88,4 @@ async def finish(connection: asyncpg.Connection, claimed: Claim, result: Result)
 
 
 async def purge(connection: asyncpg.Connection, older_than_seconds: float) -> None:
-    await connection.execute(PURGE_SQL, older_than_seconds)
+    await connection.fetchval(PURGE_SQL, older_than_seconds)

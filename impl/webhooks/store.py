@@ -1,7 +1,9 @@
 """User-scoped SQL for webhook subscriptions and their deliveries, on asyncpg.
 
 Every function takes the caller's `user_id` as a required keyword argument and filters on it, as
-the tasks' store does. What the delivery workers do across users is in queue.py.
+the tasks' store does, and names it as the statement's caller for row-level security (as_caller,
+impl/platform/row_scope.py; migration 0011). What the delivery workers do across users is in
+queue.py, through doors.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncpg
 import orjson
 
 from impl.platform.database import Database
+from impl.platform.row_scope import CALLER_SETTING, as_caller
 from impl.webhooks.errors import (
     DeliveryInFlight,
     DeliveryNotFound,
@@ -36,7 +39,12 @@ CREATE_SQL = f"""
     SELECT $1, $2, $3, $4, $5, $6, $7
     WHERE (SELECT count(*) FROM webhook_subscriptions WHERE user_id = $2) < $8
     RETURNING {SUBSCRIPTION}, secret"""
-USER_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('webhooks:' || $1, 0))"
+# The user's lock, and the caller for the rest of the transaction (one round trip).
+USER_LOCK_SQL = ("SELECT pg_advisory_xact_lock(hashtextextended('webhooks:' || $1, 0)), "
+                 f"set_config('{CALLER_SETTING}', $1, true)")
+# Only on a failure path: 'own', 'foreign' or NULL, through migration 0011's door (another
+# user's subscription is out of the API's sight).
+LOCATE_SQL = "SELECT task_api_locate_webhook($1, $2)"
 PATCHABLE = ("url", "event_types", "description", "enabled")
 
 
@@ -61,8 +69,8 @@ class WebhookStore:
     async def all(self, *, user_id: str) -> list[dict[str, Any]]:
         async with self.database.connection() as connection:
             records = await connection.fetch(
-                f"SELECT {SUBSCRIPTION} FROM webhook_subscriptions WHERE user_id = $1 "
-                "ORDER BY created_at, id", user_id)
+                f"SELECT {SUBSCRIPTION} FROM webhook_subscriptions "
+                f"WHERE user_id = $1 AND {as_caller('$1')} ORDER BY created_at, id", user_id)
         return [_subscription(record) for record in records]
 
     async def create(
@@ -81,7 +89,8 @@ class WebhookStore:
     async def get(self, *, user_id: str, webhook_id: uuid.UUID) -> dict[str, Any]:
         async with self.database.connection() as connection:
             record = await connection.fetchrow(
-                f"SELECT {SUBSCRIPTION} FROM webhook_subscriptions WHERE id = $1 AND user_id = $2",
+                f"SELECT {SUBSCRIPTION} FROM webhook_subscriptions "
+                f"WHERE id = $1 AND user_id = $2 AND {as_caller('$2')}",
                 webhook_id, user_id)
             if record is None:
                 await self._diagnose(connection, user_id, webhook_id)
@@ -98,7 +107,7 @@ class WebhookStore:
         async with self.database.connection() as connection:
             record = await connection.fetchrow(
                 f"UPDATE webhook_subscriptions SET {', '.join(assignments)} "
-                f"WHERE id = $1 AND user_id = $2 RETURNING {SUBSCRIPTION}",
+                f"WHERE id = $1 AND user_id = $2 AND {as_caller('$2')} RETURNING {SUBSCRIPTION}",
                 webhook_id, user_id, *(changes[name] for name in names))
             if record is None:
                 await self._diagnose(connection, user_id, webhook_id)
@@ -107,7 +116,8 @@ class WebhookStore:
     async def delete(self, *, user_id: str, webhook_id: uuid.UUID) -> None:
         async with self.database.connection() as connection:
             deleted = await connection.fetchval(
-                "DELETE FROM webhook_subscriptions WHERE id = $1 AND user_id = $2 RETURNING id",
+                "DELETE FROM webhook_subscriptions "
+                f"WHERE id = $1 AND user_id = $2 AND {as_caller('$2')} RETURNING id",
                 webhook_id, user_id)
             if deleted is None:
                 await self._diagnose(connection, user_id, webhook_id)
@@ -120,7 +130,7 @@ class WebhookStore:
                 "UPDATE webhook_subscriptions SET previous_secret = secret, secret = $3, "
                 "previous_secret_expires_at = now() + make_interval(secs => $4), "
                 "updated_at = now() "
-                f"WHERE id = $1 AND user_id = $2 RETURNING {SUBSCRIPTION}, secret",
+                f"WHERE id = $1 AND user_id = $2 AND {as_caller('$2')} RETURNING {SUBSCRIPTION}, secret",
                 webhook_id, user_id, new_secret(), float(self.secret_grace_seconds))
             if record is None:
                 await self._diagnose(connection, user_id, webhook_id)
@@ -132,7 +142,7 @@ class WebhookStore:
         async with self.database.connection() as connection:
             records = await connection.fetch(
                 f"SELECT {DELIVERY} FROM webhook_deliveries "
-                "WHERE subscription_id = $1 AND user_id = $2 "
+                f"WHERE subscription_id = $1 AND user_id = $2 AND {as_caller('$2')} "
                 "ORDER BY created_at DESC, id DESC LIMIT $3", webhook_id, user_id, limit)
             if not records:
                 await self.get(user_id=user_id, webhook_id=webhook_id)  # 404/403, or none yet
@@ -147,13 +157,13 @@ class WebhookStore:
                 "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = now(), "
                 "retry_since = now(), claimed_until = NULL, delivered_at = NULL "
                 "WHERE id = $1 AND subscription_id = $2 AND user_id = $3 "
-                "AND (claimed_until IS NULL OR claimed_until < now()) "
+                f"AND {as_caller('$3')} AND (claimed_until IS NULL OR claimed_until < now()) "
                 f"RETURNING {DELIVERY}", delivery_id, webhook_id, user_id)
             if record is None:
                 await self.get(user_id=user_id, webhook_id=webhook_id)  # 404/403 of the parent
                 found = await connection.fetchval(
-                    "SELECT 1 FROM webhook_deliveries WHERE id = $1 AND subscription_id = $2",
-                    delivery_id, webhook_id)
+                    "SELECT 1 FROM webhook_deliveries WHERE id = $1 AND subscription_id = $2 "
+                    f"AND user_id = $3 AND {as_caller('$3')}", delivery_id, webhook_id, user_id)
                 raise DeliveryInFlight() if found else DeliveryNotFound()
             await connection.execute("SELECT pg_notify('webhook_deliveries', '')")
         return _delivery(record)
@@ -161,8 +171,7 @@ class WebhookStore:
     async def _diagnose(
         self, connection: asyncpg.Connection, user_id: str, webhook_id: uuid.UUID
     ) -> None:
-        owner = await connection.fetchval(
-            "SELECT user_id FROM webhook_subscriptions WHERE id = $1", webhook_id)
-        if owner is None:
+        whose = await connection.fetchval(LOCATE_SQL, webhook_id, user_id)
+        if whose is None:
             raise WebhookNotFound()
         raise ForeignWebhook()

@@ -71,11 +71,12 @@ class Stack:
 def _prepare_database(database_url: str | None, data_dir: Path, secret: str | None,
                       stack: ExitStack) -> tuple[str, str | None]:
     """(direct URL, HS256 secret): the given database migrated, or the embedded one started,
-    migrated and seeded on first run, as `task-api serve` does."""
+    migrated and seeded on first run, as `task-api serve` does (its URL then the API's role's,
+    held by row-level security, as `task-api serve` uses it)."""
     from impl.platform.migrate import upgrade
 
     if database_url is None:
-        from impl.platform.embedded import local_secret, start_postgres
+        from impl.platform.embedded import api_role_url, local_secret, start_postgres
         from impl.tasks.seed import seed
 
         handle, database_url, created = start_postgres(data_dir)
@@ -84,6 +85,7 @@ def _prepare_database(database_url: str | None, data_dir: Path, secret: str | No
         upgrade(database_url)
         if created:
             asyncio.run(seed(database_url))
+        database_url = api_role_url(database_url)
     else:
         upgrade(database_url)
     return database_url, secret

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from bench.data import TAG_ROWS
+from bench.data import TAG_ROWS, WORD_ROWS
 from impl.platform.token_verifier import mint_hs256
 from tests.support.servers import SECRET, random_user_id
 
@@ -58,6 +58,12 @@ _TAG_INDEX = "SELECT user_id, tag, created_at, task_id, word_bits FROM task_tags
 RELIST_TAGS = (
     f"SELECT * FROM (({TAG_ROWS} EXCEPT ALL {_TAG_INDEX}) "
     f"UNION ALL ({_TAG_INDEX} EXCEPT ALL {TAG_ROWS})) AS differences"
+)
+# task_words (migration 0012) against the words the tasks' `search` holds.
+_WORD_INDEX = "SELECT user_id, word, task_id FROM task_words"
+RELIST_WORDS = (
+    f"SELECT * FROM (({WORD_ROWS} EXCEPT ALL {_WORD_INDEX}) "
+    f"UNION ALL ({_WORD_INDEX} EXCEPT ALL {WORD_ROWS})) AS differences"
 )
 RECOUNT_TAGS = f"""
     SELECT coalesce(c.user_id, r.user_id) AS user_id, coalesce(c.tag, r.tag) AS tag

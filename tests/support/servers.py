@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 
 from impl.app import create_app
 from impl.platform.database import connect_options, set_codecs
+from impl.platform.embedded import api_role_url
 from impl.platform.settings import Settings
 from scripts.local_stack.processes import free_port, stop  # also the tests' names
 from tests.support.thread_server import serving
@@ -40,8 +41,11 @@ POOLED: dict[str, str] = {}
 
 
 def settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings of an API server for the database at `database_url` (its owner's URL, as the
+    tests migrate with it): the server connects as the API's role, which row-level security
+    holds (migration 0011), never as the owner."""
     values: dict[str, Any] = {
-        "database_url": database_url,
+        "database_url": api_role_url(database_url),
         "better_auth_secret": SECRET,
         "db_pool_min_size": 1,
         "log_level": "WARNING",
@@ -58,7 +62,7 @@ def settings(database_url: str, **overrides: Any) -> Settings:
         # Queries through the pooler; the live streams LISTEN on a direct connection, as
         # production does with DATABASE_LISTEN_URL (LISTEN cannot work through the pooler).
         values.update(database_url=POOLED[database_url], db_statement_cache=False,
-                      database_listen_url=database_url)
+                      database_listen_url=api_role_url(database_url))
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -68,7 +72,7 @@ def server_environment(database_url: str) -> dict[str, str]:
     PgBouncer in the PgBouncer pass, as settings() does for in-process servers."""
     if database_url in POOLED:
         return {"DATABASE_URL": POOLED[database_url], "DB_STATEMENT_CACHE": "false"}
-    return {"DATABASE_URL": database_url}
+    return {"DATABASE_URL": api_role_url(database_url)}
 
 
 def wait_ready(process: subprocess.Popen[Any], base_url: str, log_path: Path,

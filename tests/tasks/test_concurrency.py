@@ -92,7 +92,7 @@ async def test_concurrent_writes_to_the_same_tags_keep_exact_counters(
     """Every write of a task updates the counter rows of the user and of each of its tags (a
     trigger, migration 0004). Writers touching the same tags in different orders must neither
     deadlock (a 500) nor lose an update."""
-    from tests.support.factories import RECOUNT, RECOUNT_TAGS, RELIST_TAGS
+    from tests.support.factories import RECOUNT, RECOUNT_TAGS, RELIST_TAGS, RELIST_WORDS
 
     rng = random.Random(11)
     tags = ["a", "b", "c", "d", "e"]
@@ -121,3 +121,4 @@ async def test_concurrent_writes_to_the_same_tags_keep_exact_counters(
     assert await db.fetch(RECOUNT) == []
     assert await db.fetch(RECOUNT_TAGS) == []
     assert await db.fetch(RELIST_TAGS) == []
+    assert await db.fetch(RELIST_WORDS) == []

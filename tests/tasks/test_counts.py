@@ -8,7 +8,7 @@ import random
 import asyncpg
 import httpx
 
-from tests.support.factories import RECOUNT, RECOUNT_TAGS, RELIST_TAGS, User
+from tests.support.factories import RECOUNT, RECOUNT_TAGS, RELIST_TAGS, RELIST_WORDS, User
 
 
 async def test_counters_follow_every_kind_of_write(
@@ -72,3 +72,4 @@ async def test_counters_follow_every_kind_of_write(
     assert await db.fetch(RECOUNT) == []
     assert await db.fetch(RECOUNT_TAGS) == []
     assert await db.fetch(RELIST_TAGS) == []
+    assert await db.fetch(RELIST_WORDS) == []

@@ -199,7 +199,7 @@ async def test_a_replica_killed_while_firing_loses_nothing(
         deadline = time.monotonic() + DELIVERY_TIMEOUT
         while not await connection.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'replica-a' "
-                "AND state = 'active' AND query LIKE '%SKIP LOCKED%'"):
+                "AND state = 'active' AND query LIKE '%task_api_claim_reminders%'"):
             assert time.monotonic() < deadline, "replica a never claimed"
             await asyncio.sleep(0.02)
         victim.kill()
