@@ -48,7 +48,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -73,6 +72,7 @@ from impl.platform.embedded import api_role_url
 from impl.platform.migrate import upgrade
 from impl.platform.settings import Settings
 from impl.platform.token_verifier import mint_hs256
+from scripts.local_stack.processes import free_port  # also bench_*.py's, as bench_main.free_port
 
 LUA = REPO / "bench" / "requests.lua"
 SECRET = "bench-secret-" + "s" * 40
@@ -332,12 +332,6 @@ async def sql_timings(url: str, sizes: tuple[int, ...], samples: int) -> dict[st
 
 
 # --- servers --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:

@@ -57,14 +57,16 @@ pgbouncer_log="$(mktemp -t task-api-pgbouncer-pass.XXXXXX)"
 # first uses it, which cuts off an embedded PostgreSQL that the other pass runs there as
 # another user (seen as pg_ctl's "Permission denied" when two sessions overlapped).
 pgbouncer_tmp="$(mktemp -d -t task-api-pgbouncer-pytest.XXXXXX)"
-TEST_STAGE=shared TEST_THROUGH_PGBOUNCER=1 LOAD_SECONDS="${LOAD_SECONDS:-20}" \
+# Each pass takes its servers' ports from a block of its own (PORT_BLOCK,
+# scripts/local_stack/processes.py): a port one pass chose could otherwise be taken by the other.
+TEST_STAGE=shared TEST_THROUGH_PGBOUNCER=1 LOAD_SECONDS="${LOAD_SECONDS:-20}" PORT_BLOCK=1 \
   $no_system_node "$UV" run --locked pytest -q --basetemp "$pgbouncer_tmp/basetemp" "$@" \
   >"$pgbouncer_log" 2>&1 &
 pgbouncer_pass=$!
 # Interrupted (Ctrl-C, CI's timeout): the pass in the background goes too.
 trap 'kill "$pgbouncer_pass" 2>/dev/null || true' INT TERM
 direct_status=0
-TEST_STAGE=shared $no_system_node "$UV" run --locked pytest "$@" || direct_status=$?
+TEST_STAGE=shared PORT_BLOCK=0 $no_system_node "$UV" run --locked pytest "$@" || direct_status=$?
 pgbouncer_status=0
 wait "$pgbouncer_pass" || pgbouncer_status=$?
 trap - INT TERM

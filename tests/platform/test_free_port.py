@@ -1,0 +1,49 @@
+"""free_port (scripts/local_stack/processes.py), which every test server's port comes from: below
+the kernel's ephemeral range (where no bind(0) and no outgoing connection can take it), never
+the same port twice in a process, and disjoint blocks for processes that run at the same time
+(scripts/test.sh: PORT_BLOCK per pass)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from scripts.local_stack import processes
+
+
+def test_ports_come_from_below_the_ephemeral_range_and_never_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT_BLOCK", "0")
+    low = processes._ephemeral_low()
+    ports = [processes.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(low - processes._BLOCK_SIZE <= port < low for port in ports)
+
+
+def test_the_passes_blocks_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT_BLOCK", "0")
+    first = set(processes._block())
+    monkeypatch.setenv("PORT_BLOCK", "1")
+    second = set(processes._block())
+    assert first and second and not first & second
+    assert all(port < processes._ephemeral_low() for port in second)
+    assert processes.free_port() in second
+
+
+def test_a_port_someone_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT_BLOCK", "2")
+    block = processes._block()
+    with socket.socket() as taken:
+        for index, candidate in enumerate(block):  # another program listening in the block
+            try:
+                taken.bind(("127.0.0.1", candidate))
+                break
+            except OSError:
+                continue
+        taken.listen()
+        monkeypatch.setattr(processes.random, "randrange", lambda _n: index)  # start there
+        port = processes.free_port()
+        assert port != candidate and port in block
+        with socket.socket() as sock:  # the port handed out is really free
+            sock.bind(("127.0.0.1", port))
