@@ -7,22 +7,27 @@ Create Date: 2026-12-08
 0005's trigger took a task's rows off task_tags with one statement, `tag = ANY (OLD.tags)` next
 to the user, the creation time and the task's id. PL/pgSQL plans a statement with the row's
 values for its first five runs, and keeps doing so while that plan's estimate is cheaper than
-the generic one's, which it is for a user the table's statistics underrate (a new user, or one
-whose tasks grew since the last ANALYZE: the estimate is one row whatever the plan). For such a
-user PostgreSQL chose the primary key with user_id, created_at and task_id as conditions and the
+the generic one's. When every user the statistics saw is in their most-common-values list
+(fewer than about a hundred users: a young or small deployment), a user they did not see (new,
+or grown since the last ANALYZE) is estimated at one row whatever the plan, and for such a user
+PostgreSQL chose the primary key with user_id, created_at and task_id as conditions and the
 tags as a filter (one descent instead of one per tag), which reads every row of the user in
 task_tags to find the task's (created_at is the third column: it cannot narrow the scan before
 the tag). Measured on a user with 6,000 tasks of two tags, as the API's role: 136 buffers for
 one task's two rows (EXPLAIN), and a DELETE of a tagged task 940 us of database CPU instead of
-400; the cost grew with the user's tasks, so the users with the most paid the most. An edit of
-title or description of a tagged task (its rows' word bits, `tag = ANY (NEW.tags)`) took the
-same plan. Migration 0012 met the same planner choice in task_words (`word = ANY`), for the
-same reason.
+400; the cost grew with the user's tasks, so the users with the most paid the most. With 223
+users in the statistics, the same kind of new user got the tags in the index condition (10
+buffers). An edit of title or description of a tagged task (its rows' word bits, `tag = ANY
+(NEW.tags)`) took the same plan. Migration 0012 met the same planner choice in task_words
+(`word = ANY`), for the same reason.
 
 Now each tag's row is deleted, or its bits rewritten, by a statement that names all four
-columns of the primary key: one probe of a unique index, the only plan there is. A task has at
-most 10 tags (the `tag_count` constraint), two on average in the benchmark. The trigger's
-conditions (WHEN clauses) and what it writes are unchanged.
+columns of the primary key: one probe of a unique index, the only plan there is. Where the
+statistics chose well it is cheaper too (scripts/bench_write_scale.py: a DELETE of a tagged
+task 50-100 us less, a retitle 100-200 us less, at 1,000 tasks as at 100,000), probably because
+PL/pgSQL can keep such a statement's generic plan instead of planning it again at every call.
+A task has at most 10 tags (the `tag_count` constraint). The trigger's conditions (WHEN
+clauses) and what it writes are unchanged.
 """
 
 from __future__ import annotations
