@@ -1,7 +1,9 @@
 """What one write costs the database as its user's tasks grow: a create, a completion, a retitle
 and a delete (of tasks with tags), one statement at a time on one connection as the API's role,
-for users of 1,000, 10,000 and 100,000 tasks, at the head migration and at 0012 (task_tags'
-trigger before 0013), the two alternating over the rounds on the same data.
+for users of 1,000, 10,000 and 100,000 tasks, at the head migration and at 0012 (before 0013,
+task_tags' trigger by key, and 0014, generic plans for every session), the two alternating over
+the rounds on the same data. It connects as a pooler's sessions do, asking for no plan mode:
+at 0012 its statements, the triggers' included, are planned with their values.
 
     .venv/bin/python scripts/bench_write_scale.py [--statements 400] [--rounds 2] [--sizes 1000,10000,100000]
 
@@ -163,7 +165,7 @@ async def _run(url: str, args: argparse.Namespace) -> None:
 
 
 def _migrate_to(url: str, revision: str) -> None:
-    """0012 <-> head: migration 0013 only replaces task_tags' trigger function."""
+    """0012 <-> head: migrations 0013 and 0014 replace a function and set a default."""
     if revision == "head":
         upgrade(url)
     else:

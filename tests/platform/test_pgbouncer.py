@@ -4,6 +4,7 @@ through it. In the direct pass they are skipped."""
 
 from __future__ import annotations
 
+import asyncpg
 import httpx
 
 from tests.support.factories import User
@@ -40,3 +41,14 @@ async def test_api_requests_are_transactions_in_pgbouncer(
         row for row in pgbouncer.admin("SHOW CLIENTS") if row["database"] == pgbouncer.dbname
     ]
     assert clients and all(row["addr"] == "127.0.0.1" for row in clients), clients
+
+
+async def test_sessions_behind_the_pooler_plan_generically(pgbouncer: PgBouncer) -> None:
+    """The pooler refuses the startup parameter a direct connection sends
+    (impl/platform/database.py), so migration 0014 makes generic plans the database's default:
+    a session through PgBouncer, asking for nothing, gets them."""
+    connection = await asyncpg.connect(pgbouncer.url, statement_cache_size=0)
+    try:
+        assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    finally:
+        await connection.close()

@@ -51,6 +51,9 @@ from tests.support.factories import THROUGH_PGBOUNCER
 USER, USER_TASKS = "guard-user-with-30000-tasks", 30_000
 SMALL_USER, SMALL_TASKS = "guard-user-with-1000-tasks", 1_000
 NEEDLE_USER = "guard-needle"
+# Loaded after the statistics were gathered (a new user, or one grown since the last ANALYZE),
+# in a database whose statistics hold every other user (53: under the hundred values they keep).
+UNSEEN_USER, UNSEEN_TASKS = "guard-user-the-statistics-have-not-seen", 10_000
 OTHERS, OTHER_TASKS = 50, 400
 READ_LIMIT = 5_000
 # Rows read for 30,000 tasks against 1,000 (the largest page of the smaller user): measured
@@ -98,6 +101,9 @@ async def big_owner(database_url: str) -> AsyncIterator[tuple[str, asyncpg.Conne
         rows[300:] = [(row[0], row[1], f"needle {row[2]}", *row[3:]) for row in rows[300:]]
         await copy_tasks(connection, [NEEDLE_USER], rows)
         await connection.execute("VACUUM ANALYZE")
+        for table in ("tasks", "task_tags", "task_words"):  # so that it stays unseen
+            await connection.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+        await copy_tasks(connection, [UNSEEN_USER], task_rows(UNSEEN_USER, UNSEEN_TASKS, rng, NOW))
         yield url, connection
         await connection.close()
     finally:
@@ -178,6 +184,29 @@ async def _pages(
     if len(records) == 21:
         pages["next page"] = list_statement(user, query, last_position(records[19]))
     return pages
+
+
+async def test_a_user_the_statistics_have_not_seen_gets_plans_that_do_not_depend_on_them(
+    big: asyncpg.Connection,
+) -> None:
+    """Planned with its values, a statement for UNSEEN_USER is planned for the one row the
+    statistics expect: `priority=high` then walks the user's whole creation-order index. Every
+    session on the database plans generically (migration 0014: behind a pooler too, which
+    cannot send the startup parameter a direct connection sends), and the generic plans do not
+    depend on whose tasks they read: every shape, first page and next, stays bounded."""
+    assert await big.fetchval("SHOW plan_cache_mode") == "force_generic_plan"  # not asked for
+    high = next(shape for shape in SHAPES if shape.name == "priority=high")
+    custom = await _explain(big, list_statement(UNSEEN_USER, _query(high), None), generic=False)
+    assert _read(custom)[0] > READ_LIMIT, "the control: planned with its values, it reads more"
+    for shape in SHAPES:
+        for page, statement in (await _pages(big, UNSEEN_USER, shape)).items():
+            plan = await _explain(big, statement, generic=True)
+            read, scans = _read(plan)
+            where = f"{shape.name}, {page}, generic plan, a user the statistics have not seen"
+            assert "Seq Scan" not in scans, f"{where}: scans tasks sequentially ({scans})"
+            assert read <= READ_LIMIT, f"{where}: reads {read} rows of tasks and its indexes:\n" + (
+                "\n".join(_describe(plan))
+            )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[shape.name for shape in SHAPES])
