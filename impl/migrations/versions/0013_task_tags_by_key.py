@@ -5,9 +5,10 @@ Revises: 0012
 Create Date: 2026-12-08
 
 0005's trigger took a task's rows off task_tags with one statement, `tag = ANY (OLD.tags)` next
-to the user, the creation time and the task's id. PL/pgSQL plans a statement with the row's
-values for its first five runs, and keeps doing so while that plan's estimate is cheaper than
-the generic one's. When every user the statistics saw is in their most-common-values list
+to the user, the creation time and the task's id. In a session that does not force generic
+plans (behind a pooler, which cannot ask for them: migration 0014 makes them the database's
+default), PL/pgSQL plans a statement with the row's values for its first five runs, and keeps
+doing so while that plan's estimate is cheaper than the generic one's. When every user the statistics saw is in their most-common-values list
 (fewer than about a hundred users: a young or small deployment), a user they did not see (new,
 or grown since the last ANALYZE) is estimated at one row whatever the plan, and for such a user
 PostgreSQL chose the primary key with user_id, created_at and task_id as conditions and the
