@@ -1,8 +1,11 @@
 """Migration 0013: deleting a tagged task, or editing its title, reads the same few pages of
-task_tags whatever the number of its user's tasks. Under 0005's trigger (`tag = ANY (...)`), for
-a user the statistics do not know yet while they know every other (fewer than about a hundred
-users, as in a young deployment: here twenty), PostgreSQL read the user's whole range of
-task_tags' primary key to find the task's rows; that is checked here too, so the check can fail.
+task_tags whatever the number of its user's tasks. Under 0005's trigger (`tag = ANY (...)`), in a
+session planning with values (these connections ask for no plan mode, as a pooler's cannot;
+before migration 0014 nothing else decided it), for a user the statistics do not know yet while
+they know every other (fewer than about a hundred users, as in a young deployment: here
+twenty), PostgreSQL read the user's whole range of task_tags' primary key to find the task's
+rows; that is checked here too, so the check can fail. At head (0013 and 0014) it is counted
+again.
 
 Counted, not timed: the index pages each write's trigger asked for
 (pg_stat_get_xact_blocks_fetched, this transaction's own counts), as the API's role.
