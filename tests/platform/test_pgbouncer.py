@@ -43,10 +43,14 @@ async def test_api_requests_are_transactions_in_pgbouncer(
     assert clients and all(row["addr"] == "127.0.0.1" for row in clients), clients
 
 
-async def test_sessions_behind_the_pooler_plan_generically(pgbouncer: PgBouncer) -> None:
+async def test_sessions_behind_the_pooler_plan_generically(
+    pgbouncer: PgBouncer, database_url: str
+) -> None:
     """The pooler refuses the startup parameter a direct connection sends
     (impl/platform/database.py), so migration 0014 makes generic plans the database's default:
-    a session through PgBouncer, asking for nothing, gets them."""
+    a session through PgBouncer, asking for nothing, gets them. (database_url: the pooler pass
+    keeps only the tests that name it.)"""
+    assert pgbouncer.url != database_url
     connection = await asyncpg.connect(pgbouncer.url, statement_cache_size=0)
     try:
         assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
