@@ -82,19 +82,14 @@ BEGIN
 END $$
 """
 
-# 0005's function, as it was (frozen: the way back must restore it exactly).
-_BIT_OR = "coalesce(bit_or(1::bigint << (get_byte(decode(md5(left(word, 3)), 'hex'), 0) % 64)), 0)"
-_OLD_NEW_BITS = f"""(
-    SELECT {_BIT_OR}
-    FROM (SELECT substr(lexeme, 9) AS word FROM unnest(NEW.search)) AS words
-    WHERE char_length(word) >= 3 AND left(word, 1) <> '#'
-)"""
+# 0005's function, as it was (frozen: the way back must restore it exactly; its bits are the
+# same text as _NEW_BITS).
 FUNCTION_0005 = f"""
 CREATE OR REPLACE FUNCTION task_tags_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND OLD.tags = NEW.tags AND OLD.user_id = NEW.user_id
         AND OLD.created_at = NEW.created_at THEN
-        UPDATE task_tags SET word_bits = new_bits.bits FROM (SELECT {_OLD_NEW_BITS} AS bits) AS new_bits
+        UPDATE task_tags SET word_bits = new_bits.bits FROM (SELECT {_NEW_BITS} AS bits) AS new_bits
         WHERE user_id = NEW.user_id AND tag = ANY (NEW.tags)
           AND created_at = NEW.created_at AND task_id = NEW.id AND word_bits <> new_bits.bits;
         RETURN NULL;
@@ -106,7 +101,7 @@ BEGIN
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') AND cardinality(NEW.tags) > 0 THEN
         INSERT INTO task_tags (user_id, tag, created_at, task_id, word_bits)
-        SELECT DISTINCT NEW.user_id, tag, NEW.created_at, NEW.id, {_OLD_NEW_BITS}
+        SELECT DISTINCT NEW.user_id, tag, NEW.created_at, NEW.id, {_NEW_BITS}
         FROM unnest(NEW.tags) AS tag;
     END IF;
     RETURN NULL;
