@@ -1,11 +1,14 @@
 """free_port (scripts/local_stack/processes.py), which every test server's port comes from: below
 the kernel's ephemeral range (where no bind(0) and no outgoing connection can take it), never
-the same port twice in a process, and disjoint blocks for processes that run at the same time
-(scripts/test.sh: PORT_BLOCK per pass)."""
+the same port twice in a process, never a port another running process was given, and disjoint
+blocks for processes that run at the same time (scripts/test.sh: PORT_BLOCK per pass)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -47,3 +50,29 @@ def test_a_port_someone_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch) -
         assert port != candidate and port in block
         with socket.socket() as sock:  # the port handed out is really free
             sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_another_process_was_given_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As pytest and the deploy recipe it starts: both take ports from the same block. The other
+    process holds its port without listening on it yet (a server still starting)."""
+    monkeypatch.setenv("PORT_BLOCK", "3")
+    program = ("import sys; from scripts.local_stack import processes; "
+               "print(processes.free_port(), flush=True); sys.stdin.read()")
+    other = subprocess.Popen(
+        [sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "PORT_BLOCK": "3"},
+    )
+    try:
+        assert other.stdout is not None
+        given = int(other.stdout.readline())
+        start = processes._block().index(given)
+        monkeypatch.setattr(processes.random, "randrange", lambda _n: start)  # start there
+        port = processes.free_port()
+        assert port != given and port in processes._block()
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        other.wait(timeout=10)
+    # Once the other process has exited, its port can be handed out again.
+    monkeypatch.setattr(processes.random, "randrange", lambda _n: start)
+    assert processes.free_port() == given
