@@ -19,8 +19,9 @@ generic plans do not depend on whose tasks they read: all 50 list shapes stay wi
 bound for such a user.
 
 So the database itself now gives every new session `plan_cache_mode = force_generic_plan`
-(ALTER DATABASE ... SET: its owner, who runs the migrations, may; no role privilege needed, which
-Neon's owner has but a self-hosted owner made as README says has not). It holds for every role
+(ALTER DATABASE ... SET, which the database's owner, who runs the migrations, may do; setting it
+on the role instead would need CREATEROLE, which Neon's owner has but an owner made as README
+says has not). It holds for every role
 on this database (the owner's and a psql session's prepared statements too: harmless, and a
 session can still SET it). Sessions already open keep what they had until they reconnect:
 PgBouncer's server connections live up to its `server_lifetime` (an hour by default), so
