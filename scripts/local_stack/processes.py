@@ -20,7 +20,7 @@ from typing import Any
 # out; PORT_BLOCK (0, 1, ...; scripts/test.sh gives each parallel pass its own) splits that
 # space between processes that run at the same time, and one process never gets a port twice.
 # Within a block, processes of one pass (pytest and the recipes it starts, which call this too)
-# tell each other what they handed out: a shared list of "port pid" lines, read and appended
+# tell each other what they handed out: a shared list of "port pid" lines, read and rewritten
 # under an exclusive lock, where a port counts as taken while its process lives (so no entry goes
 # stale, and no file descriptor is held per port). Checking that nobody listens was not enough:
 # a CI run's deploy recipe chose the port pytest had just handed to a server still starting, and
