@@ -25,6 +25,14 @@ def _stat(pid: int) -> tuple[int, int, float] | None:
     return int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / TICK
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) a live process has used so far."""
+    stat = _stat(pid)
+    if stat is None:
+        raise ProcessLookupError(pid)
+    return stat[2]
+
+
 def _processes() -> dict[int, tuple[int, int, float]]:
     found = {}
     for entry in os.listdir("/proc"):

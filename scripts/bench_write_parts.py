@@ -39,6 +39,7 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cpu_share import process_cpu_seconds
 from bench.data import copy_tasks, task_rows
 from impl.platform.embedded import api_role_url
 from impl.platform.migrate import MIGRATIONS, upgrade
@@ -46,7 +47,6 @@ from impl.platform.row_scope import as_caller
 from impl.tasks.change_wake_ups import WAKE_SQL
 from impl.tasks.store import INSERT_SQL, QUOTA_INSERT_SQL, insert_args
 
-TICK = os.sysconf("SC_CLK_TCK")
 UPDATE_SQL = (
     "UPDATE tasks SET completed = $3, completed_at = CASE WHEN $3 THEN COALESCE(completed_at, "
     "now()) END, version = version + 1, updated_at = now(), change_xid = pg_current_xact_id() "
@@ -139,10 +139,6 @@ async def _connected(url: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
 
 async def _measure(url: str, seconds: float, connections: int, many: bool,
                    quota: bool = False, wake_ups: str | None = None,
@@ -179,11 +175,12 @@ async def _measure(url: str, seconds: float, connections: int, many: bool,
                 step += connections
                 count += 1
 
-        before, started = sum(_cpu(pid) for pid in pids), time.monotonic()
+        before, started = sum(process_cpu_seconds(pid) for pid in pids), time.monotonic()
         await asyncio.gather(*(worker(i, c) for i, c in enumerate(pool)))
         await coalesced.drain()
         elapsed = time.monotonic() - started
-        return count / elapsed, (sum(_cpu(pid) for pid in pids) - before) / count * 1e6
+        after = sum(process_cpu_seconds(pid) for pid in pids)
+        return count / elapsed, (after - before) / count * 1e6
 
     async def insert(connection: asyncpg.Connection, index: int, _step: int) -> None:
         task_id = uuid.uuid4()

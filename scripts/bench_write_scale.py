@@ -39,13 +39,13 @@ from alembic import command
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cpu_share import process_cpu_seconds
 from bench.data import COPY_COLUMNS, copy_tasks, task_rows
 from impl.platform.embedded import api_role_url, pgserver_module
 from impl.platform.migrate import alembic_config, upgrade
 from impl.platform.row_scope import as_caller
 from impl.tasks.store import DELETE_SQL, INSERT_SQL, insert_args
 
-TICK = os.sysconf("SC_CLK_TCK")
 SIZES = (1_000, 10_000, 100_000)
 OTHERS, OTHER_TASKS = 200, 50
 REVISIONS = ("head", "0012")
@@ -65,10 +65,6 @@ FIELDS = {"title": "Plan the garden shed", "description": "Compare at least thre
           "due_date": dt.datetime(2030, 6, 1, tzinfo=dt.UTC), "tags": ["home", "work"],
           "recurrence": None, "time_zone": None, "reminders": "[]"}
 
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 async def _load(admin: asyncpg.Connection, sizes: tuple[int, ...]) -> list[str]:
@@ -121,10 +117,10 @@ async def _measure(url: str, admin: asyncpg.Connection, user: str,
     try:
         for name in OPERATIONS:
             count = statements if name != "delete" else len(deleted)
-            before = _cpu(pid)
+            before = process_cpu_seconds(pid)
             for index in range(count):
                 await work[name](index)
-            figures[name] = (_cpu(pid) - before) / count * 1e6
+            figures[name] = (process_cpu_seconds(pid) - before) / count * 1e6
     finally:
         await connection.close()
     # Put the user back as it was: the created tasks go, the deleted ones return.

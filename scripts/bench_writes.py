@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from alembic import command
 
+from bench.cpu_share import process_cpu_seconds
 from bench.data import copy_tasks, task_rows
 from bench.sql import without_caller
 from impl.platform.database import set_codecs
@@ -73,7 +74,6 @@ INSERT_0007 = (
     "RETURNING id, user_id"
 )
 
-TICK = os.sysconf("SC_CLK_TCK")
 UPDATE_SQL = (
     "UPDATE tasks SET completed = $3, completed_at = CASE WHEN $3 THEN COALESCE(completed_at, "
     "now()) END, version = version + 1, updated_at = now() WHERE id = $1 AND user_id = $2"
@@ -307,10 +307,6 @@ def variants() -> dict[str, tuple[list[str], Writes]]:
     }
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
 
 Figures = tuple[float, float, float, float]
 
@@ -326,7 +322,7 @@ async def _measure(url: str, statements: int, writes: Writes) -> Figures:
         pid = await connection.fetchval("SELECT pg_backend_pid()")
         user = f"writer-{uuid.uuid4().hex[:8]}"
         ids = [uuid.uuid4() for _ in range(statements)]
-        start = _cpu(pid)
+        start = process_cpu_seconds(pid)
         for index, task_id in enumerate(ids):
             fields = {
                 "title": f"Email the quarterly report {index}",
@@ -340,17 +336,17 @@ async def _measure(url: str, statements: int, writes: Writes) -> Figures:
                                                "reminders": list(writes.reminders)})
             await connection.execute(
                 writes.insert, *(args if writes.recurrence_columns else args[:8]))
-        inserted = _cpu(pid)
+        inserted = process_cpu_seconds(pid)
         for task_id in ids:
             await connection.execute(writes.update, task_id, user, True)
-        updated = _cpu(pid)
+        updated = process_cpu_seconds(pid)
         for index, task_id in enumerate(ids):
             await connection.execute(writes.retitle, task_id, user,
                                      f"Email the annual budget {index}")
-        retitled = _cpu(pid)
+        retitled = process_cpu_seconds(pid)
         for task_id in ids:
             await connection.execute(writes.delete, task_id, user)
-        deleted = _cpu(pid)
+        deleted = process_cpu_seconds(pid)
         admin = await asyncpg.connect(admin_url)  # the superuser: every row, and VACUUM
         try:
             for table in ("task_tombstones", "task_reminders"):
