@@ -26,7 +26,6 @@ import importlib.util
 import os
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,8 +40,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.cpu_share import process_cpu_seconds
 from bench.data import copy_tasks, task_rows
+from bench.private_postgres import private_postgres
 from impl.platform.embedded import api_role_url
-from impl.platform.migrate import MIGRATIONS, upgrade
+from impl.platform.migrate import MIGRATIONS
 from impl.platform.row_scope import as_caller
 from impl.tasks.change_wake_ups import WAKE_SQL
 from impl.tasks.store import INSERT_SQL, QUOTA_INSERT_SQL, insert_args
@@ -243,16 +243,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--users", choices=("one", "many"), default="one")
     args = parser.parse_args()
-    from impl.platform.embedded import pgserver_module
-
-    with tempfile.TemporaryDirectory(prefix="task-api-write-parts-") as tmp:
-        server = pgserver_module().get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        try:
-            url = server.get_uri()
-            upgrade(url)  # before the event loop: Alembic's env runs its own
-            asyncio.run(_run(url, args))
-        finally:
-            server.cleanup()
+    with private_postgres("task-api-write-parts-") as url:
+        asyncio.run(_run(url, args))
     return 0
 
 

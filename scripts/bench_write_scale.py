@@ -27,7 +27,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,7 +40,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.cpu_share import process_cpu_seconds
 from bench.data import COPY_COLUMNS, copy_tasks, task_rows
-from impl.platform.embedded import api_role_url, pgserver_module
+from bench.private_postgres import private_postgres
+from impl.platform.embedded import api_role_url
 from impl.platform.migrate import alembic_config, upgrade
 from impl.platform.row_scope import as_caller
 from impl.tasks.store import DELETE_SQL, INSERT_SQL, insert_args
@@ -174,14 +174,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sizes", default=",".join(str(size) for size in SIZES))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="task-api-write-scale-") as tmp:
-        server = pgserver_module().get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        try:
-            url = server.get_uri()
-            upgrade(url)  # before the event loop: Alembic's env runs its own
-            asyncio.run(_run(url, args))
-        finally:
-            server.cleanup()
+    with private_postgres("task-api-write-scale-") as url:
+        asyncio.run(_run(url, args))
     return 0
 
 
