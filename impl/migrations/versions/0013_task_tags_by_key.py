@@ -33,6 +33,9 @@ clauses) and what it writes are unchanged.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from alembic import op
 
 revision = "0013"
@@ -82,31 +85,17 @@ BEGIN
 END $$
 """
 
-# 0005's function, as it was (frozen: the way back must restore it exactly; its bits are the
-# same text as _NEW_BITS).
-FUNCTION_0005 = f"""
-CREATE OR REPLACE FUNCTION task_tags_apply() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'UPDATE' AND OLD.tags = NEW.tags AND OLD.user_id = NEW.user_id
-        AND OLD.created_at = NEW.created_at THEN
-        UPDATE task_tags SET word_bits = new_bits.bits FROM (SELECT {_NEW_BITS} AS bits) AS new_bits
-        WHERE user_id = NEW.user_id AND tag = ANY (NEW.tags)
-          AND created_at = NEW.created_at AND task_id = NEW.id AND word_bits <> new_bits.bits;
-        RETURN NULL;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') AND cardinality(OLD.tags) > 0 THEN
-        DELETE FROM task_tags
-        WHERE user_id = OLD.user_id AND tag = ANY (OLD.tags)
-          AND created_at = OLD.created_at AND task_id = OLD.id;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') AND cardinality(NEW.tags) > 0 THEN
-        INSERT INTO task_tags (user_id, tag, created_at, task_id, word_bits)
-        SELECT DISTINCT NEW.user_id, tag, NEW.created_at, NEW.id, {_NEW_BITS}
-        FROM unnest(NEW.tags) AS tag;
-    END IF;
-    RETURN NULL;
-END $$
-"""
+
+def _function_0005() -> str:
+    """0005's function as 0005 wrote it (a migration is a snapshot: its text stays), for the way
+    back, which must restore it exactly (tests/platform/test_migration_way_back.py)."""
+    path = Path(__file__).with_name("0005_task_tags.py")
+    spec = importlib.util.spec_from_file_location("migration_0005_task_tags", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function: str = module.FUNCTION
+    return function.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
 def upgrade() -> None:
@@ -114,4 +103,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(FUNCTION_0005)
+    op.execute(_function_0005())
